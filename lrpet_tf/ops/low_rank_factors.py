@@ -1,0 +1,37 @@
+"""Split a low-rank matrix into the two factors of the compact layers.
+
+With `M = U diag(s) V^T` (SVD convention of `tf.linalg.svd`:
+`m = u @ diag(s) @ adjoint(v)`), the rank-r factors are
+`A = U_r diag(sqrt(s_r))` of shape `(rows, r)` and
+`B = diag(sqrt(s_r)) V_r^T` of shape `(r, cols)`, so `A @ B` is the best
+rank-r approximation of `M` and both factors carry the same scale.
+"""
+
+import tensorflow as tf
+
+__all__ = ["low_rank_factors"]
+
+
+def low_rank_factors(matrix, rank):
+    """Returns `(A, B)` with `A @ B` the rank-`rank` truncated SVD of `matrix`.
+
+    The SVD runs in float64 so the factors are as exact as the stored matrix;
+    the factors are returned in the matrix's dtype.
+
+    Args:
+        matrix: A `(rows, cols)` tensor.
+        rank: Kept rank, `1 <= rank <= min(rows, cols)`.
+
+    Returns:
+        `(A, B)` of shapes `(rows, rank)` and `(rank, cols)`, and the kept
+        fraction of energy `sum_{i<=r} s^2 / sum s^2` as a Python float.
+    """
+    matrix = tf.convert_to_tensor(matrix)
+    s, u, v = tf.linalg.svd(tf.cast(matrix, tf.float64), full_matrices=False)
+    root = tf.sqrt(s[:rank])
+    a = u[:, :rank] * root
+    b = tf.transpose(v[:, :rank] * root)
+    energy = tf.square(s)
+    total = float(tf.reduce_sum(energy))
+    kept = float(tf.reduce_sum(energy[:rank])) / total if total > 0 else 1.0
+    return tf.cast(a, matrix.dtype), tf.cast(b, matrix.dtype), kept

@@ -1,0 +1,77 @@
+"""Truncated SVD projection with energy transfer and BN rectification.
+
+SVD convention: `s, u, v = tf.linalg.svd(m, full_matrices=False)` gives
+`m = u @ diag(s) @ adjoint(v)`, `s` descending. All functions take a batch of
+same-shaped matrices `(b, rows, cols)` so that a whole group of layers is
+projected by one batched SVD.
+"""
+
+import collections
+
+import tensorflow as tf
+
+from lrpet_tf.ops.batchnorm import merge_column_scale
+from lrpet_tf.ops.batchnorm import unmerge_column_scale
+from lrpet_tf.ops.energy_transfer import transfer_energy
+
+__all__ = ["Projection", "low_rank_projection"]
+
+Projection = collections.namedtuple("Projection", ["matrices", "energy_kept", "max_singular_value"])
+Projection.__doc__ = """Result of `low_rank_projection`.
+
+Attributes:
+    matrices: The projected matrices `(b, rows, cols)`.
+    energy_kept: `(b,)`, fraction of the (merged) matrix's energy in its top
+        `r` singular values before energy transfer, `sum_{i<=r} s^2 / sum s^2`.
+    max_singular_value: `(b,)`, the largest singular value of the (merged)
+        matrix, used to spot dead layers.
+"""
+
+
+def low_rank_projection(matrices, ranks, energy_transfer="scale", column_scale=None):
+    """Projects each matrix onto rank `r` (LRPET, Guo et al. arXiv 2204.05566).
+
+    With `column_scale` `a` (BN rectification), the merged matrix `M~ = M * a`
+    is projected and the result is un-merged with `M~' * a / (a^2 + 1e-5)`;
+    otherwise `M` itself is projected. The projection keeps the top `r`
+    singular triplets and sets the singular values by `transfer_energy`.
+
+    The SVD runs in float32 (or float64 for float64 input); the result is cast
+    back to the input dtype, so float16/bfloat16 kernels are handled.
+
+    Args:
+        matrices: `(b, rows, cols)` float tensor.
+        ranks: `(b,)` int tensor, `1 <= r <= min(rows, cols)`.
+        energy_transfer: `"scale"`, `"additive"` or `None`.
+        column_scale: Optional `(b, cols)` per-column scale `a`.
+
+    Returns:
+        A `Projection`.
+
+    Example:
+        >>> m = tf.random.normal((2, 36, 8))
+        >>> p = low_rank_projection(m, tf.constant([2, 4]))
+        >>> p.matrices.shape
+        TensorShape([2, 36, 8])
+    """
+    matrices = tf.convert_to_tensor(matrices)
+    out_dtype = matrices.dtype
+    work_dtype = tf.float64 if out_dtype == tf.float64 else tf.float32
+    x = tf.cast(matrices, work_dtype)
+    if column_scale is not None:
+        column_scale = tf.cast(column_scale, work_dtype)
+        x = merge_column_scale(x, column_scale)
+    s, u, v = tf.linalg.svd(x, full_matrices=False)
+    new_s = transfer_energy(s, ranks, energy_transfer)
+    y = tf.matmul(u * new_s[..., tf.newaxis, :], v, adjoint_b=True)
+    if column_scale is not None:
+        y = unmerge_column_scale(y, column_scale)
+    energy = tf.square(s)
+    keep = tf.range(tf.shape(s)[-1]) < tf.cast(ranks, tf.int32)[..., tf.newaxis]
+    kept = tf.reduce_sum(tf.where(keep, energy, tf.zeros_like(energy)), axis=-1)
+    energy_kept = tf.math.divide_no_nan(kept, tf.reduce_sum(energy, axis=-1))
+    return Projection(
+        matrices=tf.cast(y, out_dtype),
+        energy_kept=energy_kept,
+        max_singular_value=s[..., 0],
+    )

@@ -1,0 +1,160 @@
+"""Rank policies: how many singular values each low-rank layer keeps.
+
+A policy maps a layer name and its matrix-view shape `(rows, cols)` to a rank
+`r` with `1 <= r <= K = min(rows, cols)`. Policies are small, serializable
+objects (`get_config` / `from_config`), so a callback that holds one can be
+recreated from its config.
+"""
+
+import numbers
+
+from lrpet_tf.ops.ranks import rank_from_prune_ratio
+from lrpet_tf.ops.ranks import round_rank
+
+__all__ = ["FixedRank", "PruneRatio", "RankPolicy", "get_rank_policy"]
+
+
+class RankPolicy:
+    """Base class: override `rank(name, matrix_shape)`."""
+
+    def rank(self, name, matrix_shape):
+        """Returns the rank to keep for layer `name` with this matrix shape."""
+        raise NotImplementedError
+
+    def covers(self, name):
+        """Whether the policy gives a rank for layer `name` (default: every layer)."""
+        return True
+
+    def layer_names(self):
+        """Names the policy refers to explicitly (validated against the model)."""
+        return ()
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _check_round_to(round_to):
+    if round_to is not None and (not isinstance(round_to, numbers.Integral) or round_to < 1):
+        raise ValueError(
+            f"Expected `round_to` to be None or an int >= 1. Received: round_to={round_to!r}"
+        )
+
+
+class PruneRatio(RankPolicy):
+    """The paper's global rule `r = int(K - K*g)` (Guo et al., arXiv 2204.05566).
+
+    Args:
+        prune_ratio: `g` in `[0, 1)`, the fraction of each layer's max rank to
+            prune (ResNet-56 on CIFAR-10 uses 0.57).
+        round_to: Optionally round each rank up to a multiple of this (4 or 8
+            suit XNNPACK's kernels), capped at K.
+    """
+
+    def __init__(self, prune_ratio, round_to=None):
+        if (
+            isinstance(prune_ratio, bool)
+            or not isinstance(prune_ratio, numbers.Real)
+            or not 0.0 <= prune_ratio < 1.0
+        ):
+            raise ValueError(
+                f"Expected `prune_ratio` in [0, 1). Received: prune_ratio={prune_ratio!r}"
+            )
+        _check_round_to(round_to)
+        self.prune_ratio = float(prune_ratio)
+        self.round_to = round_to
+
+    def rank(self, name, matrix_shape):
+        k = min(matrix_shape)
+        return round_rank(rank_from_prune_ratio(k, self.prune_ratio), self.round_to, k)
+
+    def get_config(self):
+        return {"prune_ratio": self.prune_ratio, "round_to": self.round_to}
+
+
+class FixedRank(RankPolicy):
+    """Explicit ranks: one int for every layer, or a dict layer name -> int.
+
+    An int is capped at each layer's max rank K (so `FixedRank(16)` keeps a
+    27-row first conv at 16 and a 3-channel-input 1x1 conv at 3). A dict must
+    name existing layers and give ranks in `[1, K]`; layers not in the dict
+    are not projected.
+
+    Args:
+        ranks: An int >= 1, or a dict of layer name -> int >= 1.
+        round_to: Optionally round each rank up to a multiple of this.
+    """
+
+    def __init__(self, ranks, round_to=None):
+        if isinstance(ranks, dict):
+            for name, r in ranks.items():
+                _check_rank(r, f"ranks[{name!r}]")
+            self.ranks = dict(ranks)
+        else:
+            _check_rank(ranks, "ranks")
+            self.ranks = int(ranks)
+        _check_round_to(round_to)
+        self.round_to = round_to
+
+    def covers(self, name):
+        """Whether the policy gives a rank for layer `name`."""
+        return not isinstance(self.ranks, dict) or name in self.ranks
+
+    def layer_names(self):
+        return tuple(self.ranks) if isinstance(self.ranks, dict) else ()
+
+    def rank(self, name, matrix_shape):
+        k = min(matrix_shape)
+        if isinstance(self.ranks, dict):
+            r = self.ranks[name]
+            if r > k:
+                raise ValueError(
+                    f"Expected `ranks[{name!r}]` <= the layer's max rank {k} "
+                    f"(its matrix view is {tuple(matrix_shape)}). Received: "
+                    f"ranks[{name!r}]={r}"
+                )
+        else:
+            r = min(self.ranks, k)
+        return round_rank(r, self.round_to, k)
+
+    def get_config(self):
+        return {"ranks": self.ranks, "round_to": self.round_to}
+
+
+def _check_rank(r, argument):
+    if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r < 1:
+        raise ValueError(f"Expected `{argument}` to be an int >= 1. Received: {argument}={r!r}")
+
+
+def get_rank_policy(prune_ratio=None, ranks=None):
+    """Builds the rank policy from the public `prune_ratio` / `ranks` arguments.
+
+    Exactly one must be given: `prune_ratio` (float in [0, 1)), or `ranks` (an
+    int, a dict layer name -> int, or a `RankPolicy`).
+
+    Raises:
+        ValueError: If both or neither are given, or a value is out of range.
+        TypeError: If `ranks` is of an unsupported type.
+    """
+    if (prune_ratio is None) == (ranks is None):
+        raise ValueError(
+            "Expected exactly one of `prune_ratio` and `ranks`. Received: "
+            f"prune_ratio={prune_ratio!r}, ranks={ranks!r}"
+        )
+    if prune_ratio is not None:
+        return PruneRatio(prune_ratio)
+    if isinstance(ranks, RankPolicy):
+        return ranks
+    if isinstance(ranks, (dict, numbers.Integral)) and not isinstance(ranks, bool):
+        return FixedRank(ranks)
+    raise TypeError(
+        "Expected `ranks` to be an int, a dict of layer name -> int, or a "
+        f"RankPolicy. Received: ranks={ranks!r} of type {type(ranks).__name__}"
+    )

@@ -1,0 +1,98 @@
+"""Rank rules: the paper's prune ratio, break-even, energy and numerical rank.
+
+Notation of the papers: a layer's matrix view has max rank
+`K = min(rows, cols)`; LRPET keeps `r = int(K - K*g)` for a global prune
+ratio `g`; SVD training keeps the smallest `r` whose top-r energy is at least
+`(1 - e)` of the total.
+"""
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "break_even_rank",
+    "energy_rank",
+    "max_rank",
+    "numerical_rank",
+    "rank_from_prune_ratio",
+    "round_rank",
+]
+
+
+def max_rank(matrix_shape):
+    """`K = min(rows, cols)` of a matrix view shape `(rows, cols)`."""
+    return int(min(matrix_shape))
+
+
+def rank_from_prune_ratio(max_rank_value, prune_ratio):
+    """The paper's rank rule `r = int(K - K*g)`, at least 1.
+
+    Computed in float64 with a floor, as the official code does
+    (`int(K - K*0.57)` for `K = 144` is 61).
+
+    Args:
+        max_rank_value: `K`.
+        prune_ratio: `g` in `[0, 1)`.
+
+    Returns:
+        The kept rank `r` (an int, `1 <= r <= K`).
+    """
+    k = float(max_rank_value)
+    return max(1, int(k - k * float(prune_ratio)))
+
+
+def break_even_rank(matrix_shape):
+    """Rank below which a rank-r factorization costs fewer MACs than the layer.
+
+    A `(rows, cols)` matrix view (`rows = kh*kw*c`, `cols = n`) costs
+    `rows*cols` MACs per output position dense and `r*(rows + cols)` as two
+    thin layers, so factorizing pays only for `r < rows*cols / (rows + cols)`.
+
+    Returns:
+        The break-even rank as a float.
+    """
+    rows, cols = matrix_shape
+    return rows * cols / float(rows + cols)
+
+
+def round_rank(rank, multiple, max_rank_value):
+    """Rounds `rank` up to a multiple of `multiple` (hardware-friendly), capped at K."""
+    if multiple is None or multiple <= 1:
+        return int(rank)
+    return int(min(max_rank_value, math.ceil(rank / multiple) * multiple))
+
+
+def energy_rank(singular_values, energy):
+    """Smallest `r` whose top-r energy is at least `(1 - energy)` of the total.
+
+    Args:
+        singular_values: 1-D array (any order; magnitudes are sorted).
+        energy: `e` in `[0, 1)`, the fraction of `sum s^2` that may be removed.
+
+    Returns:
+        An int `r >= 1`.
+    """
+    s2 = np.sort(np.square(np.abs(np.asarray(singular_values, np.float64))))[::-1]
+    total = s2.sum()
+    if total == 0.0:
+        return 1
+    cumulative = np.cumsum(s2) / total
+    # A tiny slack absorbs float round-off when the threshold is hit exactly.
+    return int(np.searchsorted(cumulative, 1.0 - energy - 1e-12) + 1)
+
+
+def numerical_rank(singular_values, matrix_shape, dtype=np.float32):
+    """NumPy's numerical rank rule: count of `s > s_max * max(shape) * eps(dtype)`.
+
+    Args:
+        singular_values: 1-D array of a matrix's singular values.
+        matrix_shape: `(rows, cols)` of that matrix.
+        dtype: The precision the matrix was stored in (float32 kernels carry
+            float32 round-off, so the tolerance uses float32's epsilon).
+    """
+    s = np.abs(np.asarray(singular_values, np.float64))
+    if s.size == 0 or s.max() == 0.0:
+        return 0
+    tol = s.max() * max(matrix_shape) * np.finfo(dtype).eps
+    return int(np.sum(s > tol))

@@ -1,0 +1,3 @@
+"""The version of lrpet_tf."""
+
+__version__ = "0.1.0"
