@@ -1,0 +1,21 @@
+"""Model rewrites on Functional/Sequential layer graphs, and cost reports."""
+
+from lrpet_tf.graph.factorize import factorize
+from lrpet_tf.graph.fold_batchnorm import fold_batchnorm
+from lrpet_tf.graph.layer_graph import LayerGraph
+from lrpet_tf.graph.model_report import LayerCost
+from lrpet_tf.graph.model_report import ModelReport
+from lrpet_tf.graph.model_report import model_report
+from lrpet_tf.graph.rewrite_report import LayerChange
+from lrpet_tf.graph.rewrite_report import RewriteReport
+
+__all__ = [
+    "LayerChange",
+    "LayerCost",
+    "LayerGraph",
+    "ModelReport",
+    "RewriteReport",
+    "factorize",
+    "fold_batchnorm",
+    "model_report",
+]

@@ -1,0 +1,240 @@
+"""Split low-rank Conv/Dense layers into two thin standard layers."""
+
+import numbers
+
+import numpy as np
+
+from lrpet_tf import _keras
+from lrpet_tf._keras import keras
+from lrpet_tf.graph.layer_costs import call_macs
+from lrpet_tf.graph.layer_costs import spatial_positions
+from lrpet_tf.graph.layer_graph import LayerGraph
+from lrpet_tf.graph.layer_kinds import low_rank_kind
+from lrpet_tf.graph.layer_kinds import unsupported_reason
+from lrpet_tf.graph.rewrite_report import LayerChange
+from lrpet_tf.graph.rewrite_report import RewriteReport
+from lrpet_tf.graph.targets import check_layer_types
+from lrpet_tf.ops.costs import factorized_macs
+from lrpet_tf.ops.costs import factorized_params
+from lrpet_tf.ops.low_rank_factors import low_rank_factors
+from lrpet_tf.ops.rank_policy import RankPolicy
+from lrpet_tf.ops.rank_policy import get_rank_policy
+from lrpet_tf.ops.ranks import break_even_rank
+from lrpet_tf.ops.ranks import numerical_rank
+
+__all__ = ["factorize"]
+
+
+def factorize(model, ranks=None, layer_types=("conv", "dense"), return_report=False):
+    """Returns a new model with each low-rank Conv/Dense split into two layers.
+
+    A layer with kernel `(*kernel_size, c, n)` whose matrix view
+    `M = kernel.reshape(-1, n)` has rank `r` becomes (Guo et al., arXiv
+    2204.05566, and the channel-wise scheme of Yang et al., CVPR-W 2020):
+
+    1. `{name}_reduce`: the same conv class with `r` filters and the original
+       kernel size, strides, padding, dilation and data format, no bias;
+       kernel `U_r sqrt(s_r)` reshaped to `(*kernel_size, c, r)`.
+    2. `{name}_expand`: a 1x1 conv (Dense for Dense) with `n` filters, the
+       original bias, activation, regularizers and constraints; kernel
+       `sqrt(s_r) V_r^T`.
+
+    It costs `r * (prod(kernel_size) * c + n)` MACs per output position
+    instead of `prod(kernel_size) * c * n`, so a layer is factorized only when
+    `r` is below the break-even rank `prod(kernel_size)*c*n / (prod(kernel_size)*c + n)`;
+    other layers stay dense and the report says so.
+
+    When a layer's kernel has rank <= r (e.g. after training with the LRPET
+    callback), the new model computes the same function to float tolerance.
+    With a smaller rank than the kernel's, the kernel is truncated to its best
+    rank-r approximation (the report gives the energy kept).
+
+    Args:
+        model: A built Functional or Sequential model (nested models are
+            rewritten too). It is not modified.
+        ranks: Where the ranks come from:
+            * None: each kernel's numerical rank (NumPy's rule in float32),
+              for every conv/dense layer of `layer_types`;
+            * the `lrpet_tf.LRPET` callback that trained the model (its
+              `ranks`), or any object with a `ranks` dict;
+            * an int (capped at each layer's max rank), a dict layer name ->
+              int (only those layers), or a `RankPolicy`.
+        layer_types: Kinds considered when `ranks` does not name layers:
+            `"conv"` (Conv1D/2D/3D) and/or `"dense"`.
+        return_report: Also return a `RewriteReport` with, per layer, K, the
+            rank, break-even, energy kept and MACs/params before and after.
+
+    Returns:
+        The new model, or `(model, report)` with `return_report=True`.
+
+    Raises:
+        TypeError: For a subclassed model or an unsupported `ranks` type.
+        ValueError: For ranks outside `[1, K]`, names of layers the model does
+            not have or that cannot be factorized, or an unbuilt model.
+
+    Example:
+        >>> cb = lrpet_tf.LRPET(prune_ratio=0.5)
+        >>> model.fit(x, y, epochs=10, callbacks=[cb])
+        >>> compact = lrpet_tf.factorize(model, ranks=cb)
+    """
+    graph = LayerGraph(model)
+    layer_types = check_layer_types(layer_types)
+    policy = _rank_policy(ranks)
+    layers = _keras.flatten_layers(model)
+    _check_named_layers(policy, layers, model.name)
+    decided = {}
+    for layer in layers:
+        decision = _decide(layer, policy, layer_types)
+        if decision is not None:
+            decided[id(layer)] = decision
+    report = RewriteReport("factorize")
+
+    def plan(g):
+        replacements = {}
+        for layer_id, decision in decided.items():
+            calls = [n for n in g.nodes if id(n.layer) == layer_id]
+            if not calls:
+                continue
+            layer = calls[0].layer
+            change = _change_for(layer, decision, calls)
+            report.changes.append(change)
+            if change.action == "factorized":
+                replacements[layer_id] = _FactorizedLayer(layer, decision["rank"])
+        return replacements
+
+    compact = graph.rebuild(plan)
+    return (compact, report) if return_report else compact
+
+
+def _rank_policy(ranks):
+    if ranks is None or isinstance(ranks, RankPolicy):
+        return ranks
+    if not isinstance(ranks, (dict, numbers.Integral)) and isinstance(
+        getattr(ranks, "ranks", None), dict
+    ):
+        ranks = dict(ranks.ranks)
+    return get_rank_policy(ranks=ranks)
+
+
+def _check_named_layers(policy, layers, model_name):
+    if policy is None:
+        return
+    by_name = {layer.name: layer for layer in layers}
+    names = policy.layer_names()
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ValueError(
+            f"`ranks` names layers that model {model_name!r} does not have: "
+            f"{missing}. Received: ranks={names!r}"
+        )
+    for name in names:
+        reason = unsupported_reason(by_name[name])
+        if reason is not None:
+            raise ValueError(f"`ranks` names layer {name!r}, which cannot be factorized: {reason}.")
+        # Validates the rank against the layer's max rank, before any work.
+        policy.rank(name, _matrix_shape(by_name[name]))
+
+
+def _matrix_shape(layer):
+    shape = tuple(int(d) for d in layer.kernel.shape)
+    return (int(np.prod(shape[:-1])), shape[-1])
+
+
+def _decide(layer, policy, layer_types):
+    kind = low_rank_kind(layer)
+    if kind is None:
+        return None
+    if policy is None:
+        if kind not in layer_types:
+            return None
+        kernel = np.asarray(layer.kernel.numpy())
+        matrix = kernel.reshape(-1, kernel.shape[-1])
+        s = np.linalg.svd(matrix.astype(np.float64), compute_uv=False)
+        rank = max(1, numerical_rank(s, matrix.shape, kernel.dtype))
+    elif policy.covers(layer.name) and (policy.layer_names() or kind in layer_types):
+        rank = policy.rank(layer.name, _matrix_shape(layer))
+    else:
+        return None
+    return {"rank": int(rank), "matrix_shape": _matrix_shape(layer)}
+
+
+def _change_for(layer, decision, calls):
+    kernel_shape = tuple(int(d) for d in layer.kernel.shape)
+    rank, matrix_shape = decision["rank"], decision["matrix_shape"]
+    break_even = break_even_rank(matrix_shape)
+    macs_before = sum(call_macs(layer, n.input_shape, n.output_shape) for n in calls)
+    params_before = int(layer.count_params())
+    change = LayerChange(
+        layer=layer.name,
+        action="kept",
+        kernel_shape=kernel_shape,
+        max_rank=min(matrix_shape),
+        rank=rank,
+        break_even=float(break_even),
+        macs_before=macs_before,
+        macs_after=macs_before,
+        params_before=params_before,
+        params_after=params_before,
+    )
+    if rank >= break_even:
+        change.detail = "rank not below break-even, stays dense"
+        return change
+    positions = sum(spatial_positions(n.output_shape, layer, layer.name) for n in calls)
+    matrix = np.asarray(layer.kernel.numpy()).reshape(matrix_shape)
+    s = np.linalg.svd(matrix.astype(np.float64), compute_uv=False)
+    change.action = "factorized"
+    change.energy_kept = float(np.sum(s[:rank] ** 2) / max(np.sum(s**2), 1e-300))
+    change.macs_after = factorized_macs(kernel_shape, rank, positions)
+    change.params_after = factorized_params(kernel_shape, rank, layer.use_bias)
+    return change
+
+
+class _FactorizedLayer:
+    """Replacement: the two thin layers, created once and shared between calls."""
+
+    def __init__(self, layer, rank):
+        kernel = layer.kernel.numpy()
+        kernel_shape = kernel.shape
+        a, b, _ = low_rank_factors(kernel.reshape(-1, kernel_shape[-1]), rank)
+        config = layer.get_config()
+        config.pop("lora_rank", None)
+        config.pop("lora_alpha", None)
+        name = layer.name
+        if isinstance(layer, keras.layers.Dense):
+            first = dict(config, name=f"{name}_reduce", units=rank)
+            second = dict(config, name=f"{name}_expand")
+            weights_b = [b.numpy()]
+        else:
+            ones = (1,) * (len(kernel_shape) - 2)
+            first = dict(config, name=f"{name}_reduce", filters=rank)
+            second = dict(
+                config,
+                name=f"{name}_expand",
+                kernel_size=ones,
+                strides=ones,
+                padding="valid",
+                dilation_rate=ones,
+            )
+            weights_b = [b.numpy().reshape(ones + (rank, kernel_shape[-1]))]
+        first.update(
+            use_bias=False,
+            activation="linear",
+            bias_regularizer=None,
+            activity_regularizer=None,
+            bias_constraint=None,
+        )
+        if layer.use_bias:
+            weights_b.append(layer.bias.numpy())
+        self._first = type(layer).from_config(first)
+        self._second = type(layer).from_config(second)
+        self._weights_a = [a.numpy().reshape(kernel_shape[:-1] + (rank,))]
+        self._weights_b = weights_b
+        self._built = False
+
+    def __call__(self, args, kwargs):
+        out = self._second(self._first(*args, **kwargs))
+        if not self._built:
+            self._first.set_weights(self._weights_a)
+            self._second.set_weights(self._weights_b)
+            self._built = True
+        return out

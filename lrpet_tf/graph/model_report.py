@@ -1,0 +1,157 @@
+"""Costs and ranks of a model, per layer and in total: `model_report`."""
+
+import dataclasses
+
+import numpy as np
+
+from lrpet_tf import _keras
+from lrpet_tf.graph.layer_costs import call_macs
+from lrpet_tf.graph.layer_costs import layer_kernel
+from lrpet_tf.graph.layer_graph import LayerGraph
+from lrpet_tf.graph.layer_kinds import low_rank_kind
+from lrpet_tf.graph.table import format_table
+from lrpet_tf.ops.ranks import break_even_rank
+from lrpet_tf.ops.ranks import numerical_rank
+
+__all__ = ["LayerCost", "ModelReport", "model_report"]
+
+
+@dataclasses.dataclass
+class LayerCost:
+    """One row of a `ModelReport`.
+
+    Attributes:
+        name: Layer name (nested models' layers are prefixed `outer/`).
+        layer_type: Class name.
+        kernel_shape: The main kernel's shape, or None.
+        params: Parameters of the layer (counted once for a shared layer).
+        macs: MACs per example over all of the layer's calls.
+        max_rank: `K = min(rows, cols)` of the kernel's matrix view, for
+            conv/dense layers.
+        rank: Numerical rank of that matrix (NumPy's rule in float32).
+        break_even: Rank below which a factorization pays (see
+            `lrpet_tf.ops.break_even_rank`).
+        energy_kept: Fraction of the kernel's energy in its top `rank`
+            singular values (1.0 when `rank` is the numerical rank).
+    """
+
+    name: str
+    layer_type: str
+    kernel_shape: tuple = None
+    params: int = 0
+    macs: int = 0
+    max_rank: int = None
+    rank: int = None
+    break_even: float = None
+    energy_kept: float = None
+
+
+@dataclasses.dataclass
+class ModelReport:
+    """Per-layer costs and ranks of a model, with totals.
+
+    Attributes:
+        name: The model's name.
+        layers: List of `LayerCost`, in graph order.
+        total_params: `model.count_params()`.
+        total_macs: Sum of `macs` over layers.
+        conv_macs: MACs of convolution layers only.
+    """
+
+    name: str
+    layers: list
+    total_params: int
+    total_macs: int
+    conv_macs: int
+
+    def __str__(self):
+        headers = ["layer", "type", "kernel", "K", "rank", "break-even", "MACs", "params"]
+        rows = [
+            [
+                c.name,
+                c.layer_type,
+                "x".join(map(str, c.kernel_shape)) if c.kernel_shape else None,
+                c.max_rank,
+                c.rank,
+                c.break_even,
+                c.macs,
+                c.params,
+            ]
+            for c in self.layers
+        ]
+        rows.append(["total", "", None, None, None, None, self.total_macs, self.total_params])
+        return format_table(headers, rows, title=f"Model {self.name!r}")
+
+
+def model_report(model, ranks=None):
+    """Counts MACs and parameters of `model` and analyses the rank of its kernels.
+
+    Args:
+        model: A built Functional or Sequential model with static spatial
+            input shapes (nested models are walked).
+        ranks: Optional dict layer name -> rank; for those layers `rank` is
+            the given value and `energy_kept` the fraction of energy a rank-r
+            truncation keeps. Other conv/dense layers report their numerical
+            rank.
+
+    Returns:
+        A `ModelReport`; `print(report)` shows the table.
+
+    Example:
+        >>> report = lrpet_tf.model_report(model)
+        >>> report.total_macs, report.conv_macs
+    """
+    ranks = dict(ranks or {})
+    rows = []
+    _collect(LayerGraph(model), "", ranks, rows)
+    total_macs = sum(r.macs for r in rows)
+    conv_macs = sum(r.macs for r in rows if "Conv" in r.layer_type)
+    return ModelReport(
+        name=model.name,
+        layers=rows,
+        total_params=int(model.count_params()),
+        total_macs=int(total_macs),
+        conv_macs=int(conv_macs),
+    )
+
+
+def _collect(graph, prefix, ranks, rows):
+    by_layer = {}
+    for node in graph.nodes:
+        layer = node.layer
+        if _keras.has_layer_graph(layer):
+            _collect(LayerGraph(layer), f"{prefix}{layer.name}/", ranks, rows)
+            continue
+        macs = call_macs(layer, node.input_shape, node.output_shape)
+        if id(layer) in by_layer:
+            by_layer[id(layer)].macs += macs
+            continue
+        params = int(layer.count_params()) if layer.built else 0
+        if params == 0 and macs == 0:
+            continue
+        row = LayerCost(
+            name=prefix + layer.name,
+            layer_type=type(layer).__name__,
+            params=params,
+            macs=int(macs),
+        )
+        kernel = layer_kernel(layer)
+        if kernel is not None:
+            row.kernel_shape = tuple(int(d) for d in kernel.shape)
+        if kernel is not None and low_rank_kind(layer) is not None:
+            _analyse_rank(row, np.asarray(kernel.numpy()), ranks.get(layer.name))
+        by_layer[id(layer)] = row
+        rows.append(row)
+
+
+def _analyse_rank(row, kernel, given_rank):
+    matrix = kernel.reshape(-1, kernel.shape[-1]).astype(np.float64)
+    s = np.linalg.svd(matrix, compute_uv=False)
+    row.max_rank = int(min(matrix.shape))
+    row.break_even = float(break_even_rank(matrix.shape))
+    row.rank = (
+        int(given_rank) if given_rank is not None else numerical_rank(s, matrix.shape, kernel.dtype)
+    )
+    energy = np.square(s)
+    total = energy.sum()
+    row.energy_kept = float(energy[: row.rank].sum() / total) if total > 0 else 1.0

@@ -1,0 +1,119 @@
+"""Choosing the layers a low-rank method applies to.
+
+Shared by the LRPET callback and SVD decomposition, so "which layers" means
+the same thing everywhere: layers of the chosen kinds (`"conv"`, `"dense"`,
+see `layer_kinds`), anywhere in the model including nested models, narrowed by
+`include` / `exclude` given as layer names or a predicate `layer -> bool`.
+"""
+
+from lrpet_tf import _keras
+from lrpet_tf.graph.layer_kinds import LOW_RANK_KINDS
+from lrpet_tf.graph.layer_kinds import low_rank_kind
+from lrpet_tf.graph.layer_kinds import unsupported_reason
+
+__all__ = ["check_layer_types", "select_targets"]
+
+
+def check_layer_types(layer_types):
+    """Validates `layer_types` and returns it as a tuple."""
+    if isinstance(layer_types, str):
+        layer_types = (layer_types,)
+    layer_types = tuple(layer_types)
+    unknown = [t for t in layer_types if t not in LOW_RANK_KINDS]
+    if unknown or not layer_types:
+        raise ValueError(
+            f"Expected `layer_types` to be a non-empty subset of {LOW_RANK_KINDS}. "
+            f"Received: layer_types={layer_types!r}"
+        )
+    return layer_types
+
+
+def _check_selector(selector, argument):
+    if selector is None or callable(selector):
+        return selector
+    if isinstance(selector, str):
+        return (selector,)
+    try:
+        names = tuple(selector)
+    except TypeError:
+        names = None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise TypeError(
+            f"Expected `{argument}` to be None, a layer name, a list of layer "
+            f"names or a callable `layer -> bool`. Received: {argument}={selector!r}"
+        )
+    return names
+
+
+def _matches(selector, layer):
+    if callable(selector):
+        return bool(selector(layer))
+    return layer.name in selector
+
+
+def select_targets(model, layer_types=("conv",), include=None, exclude=None, trainable_only=True):
+    """Returns the layers of `model` a low-rank method should touch.
+
+    Args:
+        model: Any built Keras model (subclassed models too).
+        layer_types: Kinds to consider: `"conv"` and/or `"dense"`.
+        include: None (all layers of those kinds), names, or a predicate.
+            Names given here are taken even if their kind is not in
+            `layer_types`, as long as they are low-rank targets.
+        exclude: Names or a predicate; wins over `include`.
+        trainable_only: Skip frozen (`trainable=False`) layers.
+
+    Returns:
+        `(targets, skipped)`: the chosen layers in model order, and a list of
+        `(layer name, reason)` for layers of the chosen kinds left out.
+
+    Raises:
+        ValueError: A name in `include` / `exclude` that no layer has, or an
+            included layer that is not a low-rank target.
+    """
+    layer_types = check_layer_types(layer_types)
+    include = _check_selector(include, "include")
+    exclude = _check_selector(exclude, "exclude")
+    layers = _keras.flatten_layers(model)
+    by_name = {layer.name: layer for layer in layers}
+    for argument, selector in (("include", include), ("exclude", exclude)):
+        if selector is not None and not callable(selector):
+            missing = [n for n in selector if n not in by_name]
+            if missing:
+                raise ValueError(
+                    f"`{argument}` names layers that model {model.name!r} does "
+                    f"not have: {missing}. Received: {argument}={list(selector)!r}"
+                )
+    if include is not None and not callable(include):
+        bad = [(n, unsupported_reason(by_name[n])) for n in include]
+        bad = [(n, why) for n, why in bad if why is not None]
+        if bad:
+            raise ValueError(
+                "`include` names layers that have no low-rank form: "
+                + "; ".join(f"{n!r}: {why}" for n, why in bad)
+            )
+    targets, skipped = [], []
+    for layer in layers:
+        kind = low_rank_kind(layer)
+        if kind is None:
+            continue
+        if include is not None:
+            chosen = _matches(include, layer)
+            if callable(include):
+                chosen = chosen and kind in layer_types
+        else:
+            chosen = kind in layer_types
+        if not chosen:
+            continue
+        if exclude is not None and _matches(exclude, layer):
+            continue
+        if trainable_only and not layer.trainable:
+            skipped.append((layer.name, "frozen (trainable=False)"))
+            continue
+        if not layer.built:
+            raise ValueError(
+                f"Layer {layer.name!r} of model {model.name!r} is not built; "
+                "build the model (call it on data or give it an Input) first."
+            )
+        targets.append(layer)
+    return targets, skipped
