@@ -1,0 +1,274 @@
+"""The LRPET Keras callback: low-rank projection with energy transfer."""
+
+import logging
+
+from lrpet_tf import _keras
+from lrpet_tf._keras import keras
+from lrpet_tf.callbacks.projection_schedule import ProjectionSchedule
+from lrpet_tf.callbacks.projector import Projector
+from lrpet_tf.graph.targets import check_layer_types
+from lrpet_tf.ops.energy_transfer import ENERGY_TRANSFER_MODES
+from lrpet_tf.ops.rank_policy import get_rank_policy
+
+__all__ = ["LRPET"]
+
+_logger = logging.getLogger("lrpet_tf")
+
+
+class LRPET(keras.callbacks.Callback):
+    """Trains a compact model by low-rank projection with energy transfer.
+
+    Guo et al., "Compact Model Training by Low-Rank Projection with Energy
+    Transfer", arXiv 2204.05566 (IEEE TNNLS 2024). Training alternates
+    ordinary optimizer steps on the full weights with projecting each kernel's
+    matrix view `M` (`(kh*kw*c, n)` for a conv) onto its best rank-r
+    approximation. Before the projection the kernel is merged with the
+    BatchNormalization that follows it (`M * a`, `a = gamma/sqrt(var+eps)`)
+    so the approximation that matters at inference is the one optimised;
+    after it, the kept singular values are scaled so the Frobenius energy is
+    unchanged ("scale", the official code). When `fit` returns every
+    projected kernel has rank <= r and `lrpet_tf.factorize(model, ranks=cb)`
+    splits it into two thin layers without changing the model's function.
+
+    Args:
+        prune_ratio: The paper's global `g` in [0, 1): each layer keeps
+            `r = int(K - K*g)` of its max rank `K = min(rows, cols)`.
+        ranks: Instead of `prune_ratio`: an int (capped at each layer's K), a
+            dict layer name -> rank (only those layers are projected), or a
+            `lrpet_tf.ops.RankPolicy`. Exactly one of the two is given.
+        frequency: `"epoch"` (after each epoch's steps, before validation, so
+            validation metrics are of the projected model) or an int N
+            (whenever the optimizer step count reaches a multiple of N).
+        energy_transfer: `"scale"` (default, official code), `"additive"`
+            (`s'_i = sqrt(s_i^2 + E_pruned / r)`) or None (plain truncation).
+        bn_rectification: Project the BN-merged kernel (default True). Needs
+            a Functional/Sequential model to find each conv's BN by graph edge.
+        layer_types: Kinds of layers to project: `("conv",)` (the paper:
+            every Conv1D/2D/3D, including the first conv, 1x1 and shortcut
+            convs) and/or `"dense"`.
+        include: Layer names or a predicate `layer -> bool` to narrow the
+            selection (names may also add Dense layers).
+        exclude: Layer names or a predicate; wins over `include`.
+        warmup_epochs: Epochs of full-rank training before the first
+            projection (0 in the paper).
+        project_at_end: Project once more when training ends if steps ran
+            since the last projection, so every kernel ends at rank <= r.
+        on_nonfinite: `"skip"` (leave a layer whose kernel has NaN/Inf alone
+            and warn) or `"raise"` (leave the model as it is and raise).
+        verbose: 0 silent, 1 one line per projection.
+
+    Attributes:
+        ranks: Layer name -> rank, available once training has started.
+        projection_count: Number of projections run so far.
+        last_stats: `ProjectionStats` of the last projection.
+
+    Example:
+        >>> cb = lrpet_tf.LRPET(prune_ratio=0.57)
+        >>> model.fit(x, y, epochs=400, callbacks=[cb])
+        >>> compact = lrpet_tf.fold_batchnorm(lrpet_tf.factorize(model, ranks=cb))
+    """
+
+    def __init__(
+        self,
+        prune_ratio=None,
+        ranks=None,
+        frequency="epoch",
+        energy_transfer="scale",
+        bn_rectification=True,
+        layer_types=("conv",),
+        include=None,
+        exclude=None,
+        warmup_epochs=0,
+        project_at_end=True,
+        on_nonfinite="skip",
+        verbose=1,
+    ):
+        super().__init__()
+        self.policy = get_rank_policy(prune_ratio=prune_ratio, ranks=ranks)
+        self.schedule = ProjectionSchedule(frequency, warmup_epochs)
+        if energy_transfer not in ENERGY_TRANSFER_MODES:
+            raise ValueError(
+                f"Expected `energy_transfer` to be one of {ENERGY_TRANSFER_MODES}. "
+                f"Received: energy_transfer={energy_transfer!r}"
+            )
+        if not isinstance(bn_rectification, bool):
+            raise TypeError(
+                "Expected `bn_rectification` to be a bool. Received: "
+                f"bn_rectification={bn_rectification!r}"
+            )
+        if on_nonfinite not in ("skip", "raise"):
+            raise ValueError(
+                'Expected `on_nonfinite` to be "skip" or "raise". Received: '
+                f"on_nonfinite={on_nonfinite!r}"
+            )
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"Expected `verbose` in (0, 1, 2). Received: verbose={verbose!r}")
+        self.prune_ratio = prune_ratio
+        self.energy_transfer = energy_transfer
+        self.bn_rectification = bn_rectification
+        self.layer_types = check_layer_types(layer_types)
+        self.include = include
+        self.exclude = exclude
+        self.project_at_end = bool(project_at_end)
+        self.on_nonfinite = on_nonfinite
+        self.verbose = verbose
+        self.projection_count = 0
+        self.last_stats = None
+        self._projector = None
+        self._projector_model = None
+        self._epoch = 0
+        self._epoch_projected = False
+        self._last_step = None  # optimizer step at the last batch; None outside fit
+        self._projected_step = None
+        self._messages = []
+
+    @property
+    def frequency(self):
+        return self.schedule.frequency
+
+    @property
+    def ranks(self):
+        """Layer name -> rank of every projected layer (after training starts)."""
+        if self._projector is None:
+            raise AttributeError(
+                "`LRPET.ranks` is known once training starts (it depends on "
+                "the model). Call `model.fit(..., callbacks=[cb])` first, or "
+                "`cb.prepare(model)`."
+            )
+        return self._projector.ranks
+
+    def prepare(self, model):
+        """Resolves layers, ranks and BN pairs for `model` and traces nothing yet.
+
+        Called by `fit` at the start of training; call it yourself to inspect
+        `ranks` or to validate the arguments against a model before training.
+
+        Raises:
+            ValueError: For ranks out of range or unknown layer names.
+        """
+        if self._projector is not None and self._projector_model is model:
+            return
+        projector = Projector(
+            model,
+            self.policy,
+            energy_transfer=self.energy_transfer,
+            bn_rectification=self.bn_rectification,
+            layer_types=self.layer_types,
+            include=self.include,
+            exclude=self.exclude,
+            on_nonfinite=self.on_nonfinite,
+        )
+        if projector.rectification_unavailable:
+            _logger.warning(
+                "LRPET: model %r is subclassed, so the BatchNormalization after "
+                "each conv cannot be found by graph edge; projecting without "
+                "BN rectification.",
+                model.name,
+            )
+        if not projector.targets:
+            _logger.warning("LRPET: model %r has no layers to project.", model.name)
+        self._projector = projector
+        self._projector_model = model
+        self.projection_count = 0
+
+    def project(self):
+        """Runs one projection now and returns its `ProjectionStats`."""
+        stats = self._projector()
+        self.projection_count += 1
+        self.last_stats = stats
+        self._projected_step = self._optimizer_step()
+        if stats.skipped_nonfinite:
+            _logger.warning(
+                "LRPET: left layers with NaN/Inf weights unprojected: %s",
+                stats.skipped_nonfinite,
+            )
+        if stats.skipped_dead:
+            _logger.warning(
+                "LRPET: left dead layers (largest singular value < 1e-4) as they are: %s",
+                stats.skipped_dead,
+            )
+        if self.verbose and stats.energy_kept:
+            worst = min(stats.energy_kept, key=stats.energy_kept.get)
+            self._messages.append(
+                f"LRPET: projected {stats.projected} layers in "
+                f"{stats.seconds * 1e3:.1f} ms; energy kept before transfer: "
+                f"mean {_mean_energy(stats):.4f}, min "
+                f"{stats.energy_kept[worst]:.4f} ({worst})"
+            )
+        return stats
+
+    def _flush_messages(self):
+        # Printed between epochs, so they never break Keras's progress bar.
+        for message in self._messages:
+            print(message, flush=True)
+        self._messages = []
+
+    def _optimizer_step(self):
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is None:
+            return 0
+        return int(_keras.backing_variable(optimizer.iterations).numpy())
+
+    def on_train_begin(self, logs=None):
+        self.prepare(self.model)
+        self._last_step = self._optimizer_step()
+        self._projected_step = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._flush_messages()
+        self._epoch = epoch
+        self._epoch_projected = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.schedule.per_step:
+            return
+        step = self._optimizer_step()
+        if self.schedule.after_steps(self._epoch, self._last_step, step):
+            self.project()
+        self._last_step = step
+
+    def _project_epoch(self):
+        if self.schedule.after_epoch(self._epoch) and not self._epoch_projected:
+            self._epoch_projected = True
+            self.project()
+
+    def on_test_begin(self, logs=None):
+        # Validation inside fit: project first, so val metrics are of the
+        # projected model. Outside fit this callback is inert.
+        if self._projector_model is self.model and self._in_fit():
+            self._project_epoch()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._project_epoch()
+        if logs is not None and self.last_stats is not None and self.last_stats.energy_kept:
+            # Shown by the progress bar (Keras 3) and recorded in History.
+            logs["lrpet_energy_kept"] = _mean_energy(self.last_stats)
+
+    def on_train_end(self, logs=None):
+        if self.project_at_end and self._projected_step != self._optimizer_step():
+            self.project()
+        self._last_step = None
+        self._flush_messages()
+
+    def _in_fit(self):
+        return self._last_step is not None and self._projector is not None
+
+    def get_config(self):
+        return {
+            "prune_ratio": self.prune_ratio,
+            "ranks": None if self.prune_ratio is not None else self.policy,
+            "frequency": self.schedule.frequency,
+            "energy_transfer": self.energy_transfer,
+            "bn_rectification": self.bn_rectification,
+            "layer_types": self.layer_types,
+            "include": self.include,
+            "exclude": self.exclude,
+            "warmup_epochs": self.schedule.warmup_epochs,
+            "project_at_end": self.project_at_end,
+            "on_nonfinite": self.on_nonfinite,
+            "verbose": self.verbose,
+        }
+
+
+def _mean_energy(stats):
+    return sum(stats.energy_kept.values()) / len(stats.energy_kept)

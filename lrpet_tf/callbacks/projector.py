@@ -1,0 +1,251 @@
+"""The compiled projection step of LRPET: all layers, one `tf.function`.
+
+`Projector` is what the LRPET callback calls; the callback only decides when.
+At construction it resolves which kernels to project, their ranks and the
+BatchNormalization that follows each one (by graph edge), groups kernels whose
+matrix views have the same shape, and traces one `tf.function` that, per
+group, runs one batched `tf.linalg.svd` (in float32) where the variables
+live, applies energy transfer and BN rectification (`lrpet_tf.ops`) and writes
+back with `variable.assign`, so it works under `tf.distribute` strategies.
+Optimizer slots, biases and BN variables are never written.
+"""
+
+import collections
+import dataclasses
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from lrpet_tf import _keras
+from lrpet_tf.graph.layer_graph import LayerGraph
+from lrpet_tf.graph.targets import select_targets
+from lrpet_tf.ops.batchnorm import batchnorm_scale
+from lrpet_tf.ops.energy_transfer import ENERGY_TRANSFER_MODES
+from lrpet_tf.ops.matrix_view import kernel_to_matrix
+from lrpet_tf.ops.matrix_view import matrix_to_kernel
+from lrpet_tf.ops.projection import low_rank_projection
+
+__all__ = ["Projector", "ProjectionStats", "ProjectionTarget"]
+
+DEAD_LAYER_THRESHOLD = 1e-4
+
+
+@dataclasses.dataclass(eq=False)
+class ProjectionTarget:
+    """One kernel the projector rewrites.
+
+    Attributes:
+        layer: The Conv/Dense layer.
+        rank: The kept rank `r`.
+        matrix_shape: `(rows, cols)` of the kernel's matrix view.
+        batchnorm: The BatchNormalization used for rectification, or None.
+    """
+
+    layer: object
+    rank: int
+    matrix_shape: tuple
+    batchnorm: object = None
+
+    @property
+    def name(self):
+        return self.layer.name
+
+
+@dataclasses.dataclass
+class ProjectionStats:
+    """What one projection did.
+
+    Attributes:
+        energy_kept: Layer name -> fraction of the (BN-merged) kernel's energy
+            in its top-r singular values before energy transfer.
+        skipped_dead: Layers left alone because their largest singular value
+            was below the dead-layer threshold.
+        skipped_nonfinite: Layers left alone because their kernel (or BN
+            statistics) held NaN or Inf.
+        seconds: Wall time of the projection.
+    """
+
+    energy_kept: dict
+    skipped_dead: list
+    skipped_nonfinite: list
+    seconds: float
+
+    @property
+    def projected(self):
+        return len(self.energy_kept) - len(self.skipped_dead) - len(self.skipped_nonfinite)
+
+
+class Projector:
+    """Projects a model's kernels onto their ranks with one compiled function.
+
+    Args:
+        model: A built Keras model. Functional/Sequential models get BN
+            rectification through their layer graph; for a subclassed model
+            kernels are projected without it (a warning says so).
+        policy: A `RankPolicy` giving each layer's rank.
+        energy_transfer: `"scale"`, `"additive"` or `None`.
+        bn_rectification: Project the BN-merged kernel (see `lrpet_tf.ops`).
+        layer_types, include, exclude: Which layers (see `select_targets`).
+        batch_by_shape: Group same-shaped matrices into one batched SVD (the
+            default); False runs one SVD per layer (for benchmarks).
+        on_nonfinite: `"skip"` leaves a layer whose kernel holds NaN/Inf as
+            it is and reports it; `"raise"` leaves the whole model as it is
+            and raises ValueError naming the layers.
+
+    Raises:
+        ValueError: For ranks out of range or layer names the model lacks.
+    """
+
+    def __init__(
+        self,
+        model,
+        policy,
+        energy_transfer="scale",
+        bn_rectification=True,
+        layer_types=("conv",),
+        include=None,
+        exclude=None,
+        batch_by_shape=True,
+        on_nonfinite="skip",
+    ):
+        if energy_transfer not in ENERGY_TRANSFER_MODES:
+            raise ValueError(
+                f"Expected `energy_transfer` to be one of {ENERGY_TRANSFER_MODES}. "
+                f"Received: energy_transfer={energy_transfer!r}"
+            )
+        if on_nonfinite not in ("skip", "raise"):
+            raise ValueError(
+                'Expected `on_nonfinite` to be "skip" or "raise". Received: '
+                f"on_nonfinite={on_nonfinite!r}"
+            )
+        if policy.layer_names() and include is None:
+            include = list(policy.layer_names())
+        layers, self.skipped_layers = select_targets(
+            model, layer_types=layer_types, include=include, exclude=exclude
+        )
+        self.model = model
+        self.energy_transfer = energy_transfer
+        self.on_nonfinite = on_nonfinite
+        self.rectification_unavailable = bn_rectification and not _keras.has_layer_graph(model)
+        followers = _batchnorm_followers(model) if bn_rectification else {}
+        self.targets = []
+        for layer in layers:
+            if not policy.covers(layer.name):
+                continue
+            shape = tuple(int(d) for d in layer.kernel.shape)
+            matrix_shape = (int(np.prod(shape[:-1])), shape[-1])
+            self.targets.append(
+                ProjectionTarget(
+                    layer=layer,
+                    rank=int(policy.rank(layer.name, matrix_shape)),
+                    matrix_shape=matrix_shape,
+                    batchnorm=followers.get(id(layer)),
+                )
+            )
+        groups = collections.defaultdict(list)
+        for i, target in enumerate(self.targets):
+            dtype = target.layer.kernel.dtype
+            key = (target.matrix_shape, str(dtype)) if batch_by_shape else (i,)
+            groups[key].append(target)
+        self._groups = list(groups.values())
+        self._function = tf.function(self._project_all)
+
+    @property
+    def ranks(self):
+        """Layer name -> kept rank."""
+        return {t.name: t.rank for t in self.targets}
+
+    def __call__(self):
+        """Projects every target once and returns `ProjectionStats`."""
+        start = time.perf_counter()
+        if not self.targets:
+            return ProjectionStats({}, [], [], 0.0)
+        energy, max_s, finite = self._function()
+        energy = np.concatenate([np.asarray(e) for e in energy])
+        max_s = np.concatenate([np.asarray(m) for m in max_s])
+        finite = np.concatenate([np.asarray(f) for f in finite])
+        ordered = [t for group in self._groups for t in group]
+        seconds = time.perf_counter() - start
+        nonfinite = [t.name for t, ok in zip(ordered, finite) if not ok]
+        stats = ProjectionStats(
+            energy_kept={t.name: float(e) for t, e in zip(ordered, energy)},
+            skipped_dead=[
+                t.name
+                for t, m, ok in zip(ordered, max_s, finite)
+                if ok and m < DEAD_LAYER_THRESHOLD
+            ],
+            skipped_nonfinite=nonfinite,
+            seconds=seconds,
+        )
+        if nonfinite and self.on_nonfinite == "raise":
+            raise ValueError(
+                "LRPET found NaN or Inf in the kernel or BatchNormalization "
+                f"statistics of layers {nonfinite}; no kernel was modified."
+            )
+        return stats
+
+    def _project_all(self):
+        energies, max_values, finites, writes = [], [], [], []
+        for group in self._groups:
+            variables = [_keras.backing_variable(t.layer.kernel) for t in group]
+            device = getattr(variables[0], "device", "") or None
+            with tf.device(device):
+                originals = [tf.convert_to_tensor(v) for v in variables]
+                matrices = tf.stack([kernel_to_matrix(k) for k in originals])
+                ranks = tf.constant([t.rank for t in group], tf.int32)
+                scale = None
+                if any(t.batchnorm is not None for t in group):
+                    scale = tf.stack([_column_scale(t) for t in group])
+                finite = tf.reduce_all(tf.math.is_finite(matrices), axis=[1, 2])
+                if scale is not None:
+                    finite &= tf.reduce_all(tf.math.is_finite(scale), axis=1)
+                    scale = tf.where(finite[:, tf.newaxis], scale, tf.ones_like(scale))
+                safe = tf.where(
+                    finite[:, tf.newaxis, tf.newaxis], matrices, tf.zeros_like(matrices)
+                )
+                result = low_rank_projection(safe, ranks, self.energy_transfer, column_scale=scale)
+            energies.append(result.energy_kept)
+            max_values.append(result.max_singular_value)
+            finites.append(finite)
+            alive = result.max_singular_value >= DEAD_LAYER_THRESHOLD
+            writes.append((variables, originals, result.matrices, finite & alive))
+        all_finite = tf.reduce_all(tf.concat(finites, axis=0))
+        for variables, originals, projected, ok in writes:
+            if self.on_nonfinite == "raise":
+                ok = ok & all_finite
+            for i, (variable, original) in enumerate(zip(variables, originals)):
+                new = matrix_to_kernel(projected[i], original.shape)
+                variable.assign(tf.where(ok[i], new, original))
+        return energies, max_values, finites
+
+
+def _column_scale(target):
+    """The BN merge scale `a` of a target (ones when it has no BN)."""
+    cols = target.matrix_shape[1]
+    bn = target.batchnorm
+    if bn is None:
+        return tf.ones((cols,), tf.float32)
+    gamma = _keras.backing_variable(bn.gamma) if bn.scale else None
+    variance = _keras.backing_variable(bn.moving_variance)
+    return tf.cast(
+        batchnorm_scale(
+            None if gamma is None else tf.cast(gamma, tf.float32),
+            tf.cast(variance, tf.float32),
+            bn.epsilon,
+        ),
+        tf.float32,
+    )
+
+
+def _batchnorm_followers(model):
+    """id(layer) -> the BatchNormalization that directly and solely follows it."""
+    if not _keras.has_layer_graph(model):
+        return {}
+    followers = {}
+    for graph in LayerGraph(model).walk():
+        for node in graph.nodes:
+            bn_node = graph.batchnorm_after(node)
+            if bn_node is not None:
+                followers[id(node.layer)] = bn_node.layer
+    return followers
