@@ -1,0 +1,53 @@
+"""lrpet_tf: low-rank training and compression for Keras, shipped to TFLite.
+
+Two published methods, and the path from their result to a phone:
+
+* `LRPET`: a Keras callback for low-rank projection with energy transfer
+  (Guo et al., arXiv 2204.05566).
+* `svd_training`: layers trained in SVD form with orthogonality and sparsity
+  regularisers (Yang et al., CVPR Workshops 2020).
+* `factorize`, `fold_batchnorm`, `export_tflite`: the compact model of two
+  thin standard layers per low-rank layer, BN merged, verified on LiteRT.
+* `model_report`: MACs, parameters and ranks per layer.
+
+Keras 3 (TensorFlow backend) is used by default; set `TF_USE_LEGACY_KERAS=1`
+to use tf_keras instead.
+"""
+
+from lrpet_tf import ops
+from lrpet_tf.callbacks import LRPET
+from lrpet_tf.export import ExportResult
+from lrpet_tf.export import TFLiteModel
+from lrpet_tf.export import TFLiteVerificationError
+from lrpet_tf.export import export_tflite
+from lrpet_tf.export import measure_latency
+from lrpet_tf.graph import LayerGraph
+from lrpet_tf.graph import ModelReport
+from lrpet_tf.graph import RewriteReport
+from lrpet_tf.graph import factorize
+from lrpet_tf.graph import fold_batchnorm
+from lrpet_tf.graph import model_report
+from lrpet_tf.ops.rank_policy import FixedRank
+from lrpet_tf.ops.rank_policy import PruneRatio
+from lrpet_tf.ops.rank_policy import RankPolicy
+from lrpet_tf.version import __version__
+
+__all__ = [
+    "ExportResult",
+    "FixedRank",
+    "LRPET",
+    "LayerGraph",
+    "ModelReport",
+    "PruneRatio",
+    "RankPolicy",
+    "RewriteReport",
+    "TFLiteModel",
+    "TFLiteVerificationError",
+    "__version__",
+    "export_tflite",
+    "factorize",
+    "fold_batchnorm",
+    "measure_latency",
+    "model_report",
+    "ops",
+]
