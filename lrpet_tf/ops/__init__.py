@@ -32,6 +32,9 @@ from lrpet_tf.ops.ranks import max_rank
 from lrpet_tf.ops.ranks import numerical_rank
 from lrpet_tf.ops.ranks import rank_from_prune_ratio
 from lrpet_tf.ops.ranks import round_rank
+from lrpet_tf.ops.svd_penalties import SPARSITY_KINDS
+from lrpet_tf.ops.svd_penalties import orthogonality_penalty
+from lrpet_tf.ops.svd_penalties import sparsity_penalty
 
 __all__ = [
     "ENERGY_TRANSFER_MODES",
@@ -39,6 +42,7 @@ __all__ = [
     "Projection",
     "PruneRatio",
     "RankPolicy",
+    "SPARSITY_KINDS",
     "batchnorm_scale",
     "break_even_rank",
     "energy_rank",
@@ -54,10 +58,12 @@ __all__ = [
     "max_rank",
     "merge_column_scale",
     "numerical_rank",
+    "orthogonality_penalty",
     "rank_from_prune_ratio",
     "round_rank",
     "spatial_kernel_to_matrix",
     "spatial_matrix_to_kernel",
+    "sparsity_penalty",
     "transfer_energy",
     "unmerge_column_scale",
 ]

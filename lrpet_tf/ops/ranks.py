@@ -9,6 +9,7 @@ ratio `g`; SVD training keeps the smallest `r` whose top-r energy is at least
 import math
 
 import numpy as np
+import tensorflow as tf
 
 __all__ = [
     "break_even_rank",
@@ -66,20 +67,23 @@ def round_rank(rank, multiple, max_rank_value):
 def energy_rank(singular_values, energy):
     """Smallest `r` whose top-r energy is at least `(1 - energy)` of the total.
 
+    SVD training's pruning rule (Yang et al., CVPR-W 2020): values are ranked
+    by magnitude, so unsorted or negative trained `s` work too.
+
     Args:
-        singular_values: 1-D array (any order; magnitudes are sorted).
+        singular_values: A tensor `(..., k)`; the rule applies to the last axis.
         energy: `e` in `[0, 1)`, the fraction of `sum s^2` that may be removed.
 
     Returns:
-        An int `r >= 1`.
+        An int32 tensor `(...)` of ranks, each at least 1.
     """
-    s2 = np.sort(np.square(np.abs(np.asarray(singular_values, np.float64))))[::-1]
-    total = s2.sum()
-    if total == 0.0:
-        return 1
-    cumulative = np.cumsum(s2) / total
+    s = tf.convert_to_tensor(singular_values)
+    squares = tf.sort(tf.square(tf.cast(s, tf.float64)), axis=-1, direction="DESCENDING")
+    total = tf.reduce_sum(squares, axis=-1, keepdims=True)
+    cumulative = tf.math.divide_no_nan(tf.cumsum(squares, axis=-1), total)
     # A tiny slack absorbs float round-off when the threshold is hit exactly.
-    return int(np.searchsorted(cumulative, 1.0 - energy - 1e-12) + 1)
+    short = tf.cast(cumulative < 1.0 - energy - 1e-12, tf.int32)
+    return tf.maximum(tf.reduce_sum(short, axis=-1) + 1, 1)
 
 
 def numerical_rank(singular_values, matrix_shape, dtype=np.float32):
