@@ -15,6 +15,7 @@ to use tf_keras instead.
 """
 
 from lrpet_tf import ops
+from lrpet_tf import svd_training
 from lrpet_tf.callbacks import LRPET
 from lrpet_tf.export import ExportResult
 from lrpet_tf.export import TFLiteModel
@@ -50,4 +51,5 @@ __all__ = [
     "measure_latency",
     "model_report",
     "ops",
+    "svd_training",
 ]

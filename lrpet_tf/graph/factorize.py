@@ -14,6 +14,7 @@ from lrpet_tf.graph.layer_kinds import unsupported_reason
 from lrpet_tf.graph.rewrite_report import LayerChange
 from lrpet_tf.graph.rewrite_report import RewriteReport
 from lrpet_tf.graph.targets import check_layer_types
+from lrpet_tf.layers.svd_layer import SVDLayer
 from lrpet_tf.ops.costs import factorized_macs
 from lrpet_tf.ops.costs import factorized_params
 from lrpet_tf.ops.low_rank_factors import low_rank_factors
@@ -43,6 +44,10 @@ def factorize(model, ranks=None, layer_types=("conv", "dense"), return_report=Fa
     instead of `prod(kernel_size) * c * n`, so a layer is factorized only when
     `r` is below the break-even rank `prod(kernel_size)*c*n / (prod(kernel_size)*c + n)`;
     other layers stay dense and the report says so.
+
+    SVD-form layers (`lrpet_tf.svd_training`, e.g. after `prune`) become the
+    standard layers of `layer.standard_layers()`: the two thin layers of their
+    scheme when that is cheaper, else one layer with the rebuilt kernel.
 
     When a layer's kernel has rank <= r (e.g. after training with the LRPET
     callback), the new model computes the same function to float tolerance.
@@ -91,6 +96,11 @@ def factorize(model, ranks=None, layer_types=("conv", "dense"), return_report=Fa
 
     def plan(g):
         replacements = {}
+        for node in g.nodes:
+            layer = node.layer
+            if isinstance(layer, SVDLayer) and id(layer) not in replacements:
+                replacements[id(layer)] = _StandardLayers(layer)
+                report.changes.append(_svd_change(layer, g.calls(layer)))
         for layer_id, decision in decided.items():
             calls = [n for n in g.nodes if id(n.layer) == layer_id]
             if not calls:
@@ -187,6 +197,42 @@ def _change_for(layer, decision, calls):
     change.macs_after = factorized_macs(kernel_shape, rank, positions)
     change.params_after = factorized_params(kernel_shape, rank, layer.use_bias)
     return change
+
+
+def _svd_change(layer, calls):
+    """Report entry of an SVD-form layer converted to standard layers."""
+    macs = sum(call_macs(layer, n.input_shape, n.output_shape) for n in calls)
+    parts = layer.standard_layers()
+    return LayerChange(
+        layer=layer.name,
+        action="factorized" if len(parts) == 2 else "kept",
+        detail="SVD form -> " + " + ".join(type(p).__name__ for p, _ in parts),
+        max_rank=min(layer.matrix_shape),
+        rank=layer.current_rank,
+        break_even=float(break_even_rank(layer.matrix_shape)),
+        macs_before=macs,
+        macs_after=macs,
+        params_before=int(layer.count_params()),
+        params_after=sum(int(np.sum([np.size(w) for w in weights])) for _, weights in parts),
+    )
+
+
+class _StandardLayers:
+    """Replacement: an SVD-form layer as the standard layers it exports to."""
+
+    def __init__(self, layer):
+        self._parts = layer.standard_layers()
+        self._built = False
+
+    def __call__(self, args, kwargs):
+        out = None
+        for i, (part, _) in enumerate(self._parts):
+            out = part(*args, **kwargs) if i == 0 else part(out)
+        if not self._built:
+            self._built = True
+            for part, weights in self._parts:
+                part.set_weights(weights)
+        return out
 
 
 class _FactorizedLayer:

@@ -10,6 +10,7 @@ from lrpet_tf.graph.layer_costs import layer_kernel
 from lrpet_tf.graph.layer_graph import LayerGraph
 from lrpet_tf.graph.layer_kinds import low_rank_kind
 from lrpet_tf.graph.table import format_table
+from lrpet_tf.layers.svd_layer import SVDLayer
 from lrpet_tf.ops.ranks import break_even_rank
 from lrpet_tf.ops.ranks import numerical_rank
 
@@ -140,6 +141,10 @@ def _collect(graph, prefix, ranks, rows):
             row.kernel_shape = tuple(int(d) for d in kernel.shape)
         if kernel is not None and low_rank_kind(layer) is not None:
             _analyse_rank(row, np.asarray(kernel.numpy()), ranks.get(layer.name))
+        elif isinstance(layer, SVDLayer):
+            row.max_rank = int(min(layer.matrix_shape))
+            row.rank = layer.current_rank
+            row.break_even = float(break_even_rank(layer.matrix_shape))
         by_layer[id(layer)] = row
         rows.append(row)
 

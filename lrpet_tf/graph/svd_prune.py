@@ -1,0 +1,145 @@
+"""Drop small singular values of SVD-form layers: `prune`."""
+
+import numbers
+
+import numpy as np
+
+from lrpet_tf.graph.layer_costs import call_macs
+from lrpet_tf.graph.layer_graph import LayerGraph
+from lrpet_tf.graph.rewrite_report import LayerChange
+from lrpet_tf.graph.rewrite_report import RewriteReport
+from lrpet_tf.layers.svd_layer import SVDLayer
+from lrpet_tf.layers.svd_monitor import attach_svd_metrics
+from lrpet_tf.layers.svd_monitor import svd_layers
+from lrpet_tf.ops.ranks import break_even_rank
+from lrpet_tf.ops.ranks import energy_rank
+
+__all__ = ["prune", "kept_indices"]
+
+
+def kept_indices(singular_values, energy=None, threshold=None):
+    """Indices of the singular values SVD-training pruning keeps, largest |s| first.
+
+    Exactly one rule: `energy` e keeps the smallest K whose top-K energy
+    (by |s|) is at least `(1 - e)` of the layer's total; `threshold` keeps
+    every |s| > threshold. At least one value is always kept.
+    """
+    s = np.abs(np.asarray(singular_values, np.float64))
+    order = np.argsort(-s, kind="stable")
+    if energy is not None:
+        k = int(energy_rank(s, energy))
+    else:
+        k = max(1, int(np.sum(s > threshold)))
+    return order[:k]
+
+
+def prune(model, energy=None, threshold=None, return_report=False):
+    """Returns a new model whose SVD layers keep only their large singular values.
+
+    Step (3) of SVD training (Yang et al., CVPR Workshops 2020): per layer,
+    keep the smallest K whose top-K energy is at least `(1 - energy)` of the
+    layer's total energy `sum s^2` (or every |s| above `threshold`). The
+    factors are physically sliced, so the pruned layers have rank K, no
+    zeros are left (the gradient of `sqrt(|s|)` at 0 is infinite) and the
+    model can be fine-tuned (step 4: `set_regularization(pruned,
+    sparsity_weight=0)`). `lrpet_tf.factorize` then turns it into standard
+    thin layers for export.
+
+    The pruned model computes what the unpruned one computes with the
+    dropped singular values set to zero.
+
+    Args:
+        model: A built Functional/Sequential model with SVD layers (not
+            modified).
+        energy: `e` in `[0, 1)`: the fraction of each layer's energy that
+            may be removed (0.01 is typical).
+        threshold: Instead of `energy`: an absolute threshold >= 0 on |s|.
+        return_report: Also return a `RewriteReport` (rank and MACs per layer).
+
+    Returns:
+        The new model, or `(model, report)`.
+
+    Raises:
+        ValueError: Both or neither rule, values out of range, or a model
+            without SVD layers.
+    """
+    if (energy is None) == (threshold is None):
+        raise ValueError(
+            "Expected exactly one of `energy` and `threshold`. Received: "
+            f"energy={energy!r}, threshold={threshold!r}"
+        )
+    if energy is not None and (
+        isinstance(energy, bool) or not isinstance(energy, numbers.Real) or not 0 <= energy < 1
+    ):
+        raise ValueError(f"Expected `energy` in [0, 1). Received: energy={energy!r}")
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not threshold >= 0
+    ):
+        raise ValueError(f"Expected `threshold` >= 0. Received: threshold={threshold!r}")
+    graph = LayerGraph(model)
+    if not svd_layers(model):
+        raise ValueError(f"Model {model.name!r} has no SVD layers to prune.")
+    report = RewriteReport("prune")
+
+    def plan(g):
+        replacements = {}
+        for node in g.nodes:
+            layer = node.layer
+            if not isinstance(layer, SVDLayer) or id(layer) in replacements:
+                continue
+            keep = kept_indices(layer.s.numpy(), energy, threshold)
+            calls = g.calls(layer)
+            change = LayerChange(
+                layer.name,
+                "pruned",
+                max_rank=min(layer.matrix_shape),
+                rank=len(keep),
+                break_even=float(break_even_rank(layer.matrix_shape)),
+                energy_kept=_energy_kept(layer.s.numpy(), keep),
+                macs_before=sum(call_macs(layer, n.input_shape, n.output_shape) for n in calls),
+                params_before=int(layer.count_params()),
+            )
+            report.changes.append(change)
+            replacements[id(layer)] = _Pruned(layer, keep, change, calls)
+        return replacements
+
+    result = graph.rebuild(plan)
+    attach_svd_metrics(result)
+    return (result, report) if return_report else result
+
+
+def _energy_kept(s, keep):
+    s2 = np.square(np.asarray(s, np.float64))
+    total = s2.sum()
+    return float(s2[keep].sum() / total) if total > 0 else 1.0
+
+
+class _Pruned:
+    """Replacement: the same SVD layer at rank K with the kept factors.
+
+    Fills in the after-costs of its report entry once built.
+    """
+
+    def __init__(self, layer, keep, change, calls):
+        config = dict(layer.get_config(), rank=len(keep))
+        self._layer = type(layer).from_config(config)
+        self._weights = (
+            layer.u.numpy()[:, keep],
+            layer.s.numpy()[keep],
+            layer.v.numpy()[:, keep],
+            layer.bias.numpy() if layer.use_bias else None,
+        )
+        self._built = False
+        self._change = change
+        self._calls = calls
+
+    def __call__(self, args, kwargs):
+        out = self._layer(*args, **kwargs)
+        if not self._built:
+            self._built = True
+            self._layer.set_factors(*self._weights)
+            self._change.params_after = int(self._layer.count_params())
+            self._change.macs_after = sum(
+                call_macs(self._layer, n.input_shape, n.output_shape) for n in self._calls
+            )
+        return out

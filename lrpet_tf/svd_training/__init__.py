@@ -1,0 +1,46 @@
+"""SVD training: layers trained as U, s, V with orthogonality and sparsity.
+
+Yang, Tang, Wen, Yan, Hu, Li, Li, Chen, "Learning Low-rank Deep Neural
+Networks via Singular Vector Orthogonality Regularization and Singular Value
+Sparsification", CVPR Workshops 2020 (arXiv 2004.09031). The pipeline:
+
+    svd_model = svd_training.decompose(model, scheme="channel", orthogonality=1.0,
+                                       sparsity="hoyer", sparsity_weight=0.0)
+    svd_model.compile(...); svd_model.fit(...)          # (1) orthogonality only
+    svd_training.set_regularization(svd_model, sparsity_weight=1e-3)
+    svd_model.fit(...)                                   # (2) + sparsity
+    pruned = svd_training.prune(svd_model, energy=0.01)  # (3) drop small s
+    svd_training.set_regularization(pruned, sparsity_weight=0.0)
+    pruned.compile(...); pruned.fit(...)                 # (4) fine-tune
+    compact = lrpet_tf.factorize(pruned)                 # standard thin layers
+
+Note: `prune` returns SVD-form layers at the pruned rank (so step 4 can keep
+the orthogonality penalty); `lrpet_tf.factorize` converts them to standard
+layers for export.
+"""
+
+from lrpet_tf.graph.svd_decompose import decompose
+from lrpet_tf.graph.svd_prune import kept_indices
+from lrpet_tf.graph.svd_prune import prune
+from lrpet_tf.layers.svd_conv2d import SVDConv2D
+from lrpet_tf.layers.svd_dense import SVDDense
+from lrpet_tf.layers.svd_layer import SVDLayer
+from lrpet_tf.layers.svd_monitor import SVDTrainingMetric
+from lrpet_tf.layers.svd_monitor import attach_svd_metrics
+from lrpet_tf.layers.svd_regularizers import OrthogonalityRegularizer
+from lrpet_tf.layers.svd_regularizers import SingularValueSparsity
+from lrpet_tf.layers.svd_regularizers import set_regularization
+
+__all__ = [
+    "OrthogonalityRegularizer",
+    "SVDConv2D",
+    "SVDDense",
+    "SVDLayer",
+    "SVDTrainingMetric",
+    "SingularValueSparsity",
+    "attach_svd_metrics",
+    "decompose",
+    "kept_indices",
+    "prune",
+    "set_regularization",
+]
