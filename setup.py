@@ -34,16 +34,19 @@ setup(
         "ai-edge-litert>=1.0",
     ],
     extras_require={
-        "examples": ["scikit-learn>=1.3", "matplotlib>=3.7"],
+        "examples": ["scikit-learn>=1.3", "matplotlib>=3.7", "tensorboard>=2.16"],
         "test": [
             "pytest>=7.4",
             "pytest-xdist>=3.3",
             "hypothesis>=6.80",
             "scikit-learn>=1.3",
             "matplotlib>=3.7",
+            "tensorboard>=2.16",
             "ruff>=0.5",
         ],
         "legacy": ["tf_keras>=2.16", "tensorflow-model-optimization>=0.8"],
+        # TensorBoard summaries of LRPET(log_dir=...).
+        "tensorboard": ["tensorboard>=2.16"],
     },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

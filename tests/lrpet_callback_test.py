@@ -202,3 +202,43 @@ def test_bad_arguments_fail_before_training_and_leave_model_untouched(kwargs, ma
 def test_ranks_before_training_explains_itself():
     with pytest.raises(AttributeError, match="known once training starts"):
         _ = lrpet_tf.LRPET(prune_ratio=0.5).ranks
+
+
+def test_projection_is_idempotent_bit_for_bit():
+    model = tm.randomize_batchnorm(tm.residual_cnn())
+    cb = lrpet_tf.LRPET(prune_ratio=0.5, verbose=0)
+    cb.set_model(model)
+    cb.prepare(model)
+    first = cb.project()
+    assert first.projected == 4 and first.unchanged == []
+    once = tm.all_weights(model)
+    second = cb.project()
+    assert sorted(second.unchanged) == sorted(cb.ranks) and second.projected == 0
+    for a, b in zip(once, tm.all_weights(model)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_epoch_projection_precedes_epoch_end_checkpoints(tmp_path):
+    model = tm.compile_for_test(tm.residual_cnn())
+    x, y = tm.classification_data()
+    path = str(tmp_path / "epoch.weights.h5")
+    saver = keras.callbacks.ModelCheckpoint(path, save_weights_only=True)
+    cb = lrpet_tf.LRPET(prune_ratio=0.75, verbose=0)
+    # The checkpoint callback comes first: it must still save projected weights.
+    model.fit(x, y, epochs=1, batch_size=16, callbacks=[saver, cb], verbose=0)
+    saved = tm.compile_for_test(tm.residual_cnn())
+    saved.load_weights(path)
+    assert matrix_rank(saved.get_layer("conv_b")) <= cb.ranks["conv_b"]
+
+
+def test_tensorboard_summaries(tmp_path):
+    model = tm.compile_for_test(tm.residual_cnn())
+    x, y = tm.classification_data()
+    cb = lrpet_tf.LRPET(prune_ratio=0.5, log_dir=str(tmp_path), verbose=0)
+    model.fit(x, y, epochs=2, batch_size=32, callbacks=[cb], verbose=0)
+    tags = set()
+    for event_file in (tmp_path / "lrpet").iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            tags.update(v.tag for v in event.summary.value)
+    assert {"lrpet/energy_kept/conv_b", "lrpet/rank/stem", "lrpet/singular_values/shortcut"} <= tags
+    assert "lrpet/energy_kept_mean" in tags

@@ -5,6 +5,7 @@ import logging
 from lrpet_tf import _keras
 from lrpet_tf._keras import keras
 from lrpet_tf.callbacks.projection_schedule import ProjectionSchedule
+from lrpet_tf.callbacks.projection_summaries import ProjectionSummaries
 from lrpet_tf.callbacks.projector import Projector
 from lrpet_tf.graph.targets import check_layer_types
 from lrpet_tf.ops.energy_transfer import ENERGY_TRANSFER_MODES
@@ -36,9 +37,11 @@ class LRPET(keras.callbacks.Callback):
         ranks: Instead of `prune_ratio`: an int (capped at each layer's K), a
             dict layer name -> rank (only those layers are projected), or a
             `lrpet_tf.ops.RankPolicy`. Exactly one of the two is given.
-        frequency: `"epoch"` (after each epoch's steps, before validation, so
-            validation metrics are of the projected model) or an int N
-            (whenever the optimizer step count reaches a multiple of N).
+        frequency: `"epoch"` (right after each epoch's last training step,
+            so validation metrics and epoch-end checkpoints see the projected
+            model) or an int N (whenever the optimizer's step count reaches a
+            multiple of N). Resumed runs (`BackupAndRestore`, checkpoints
+            with `initial_epoch`) project at exactly the same points.
         energy_transfer: `"scale"` (default, official code), `"additive"`
             (`s'_i = sqrt(s_i^2 + E_pruned / r)`) or None (plain truncation).
         bn_rectification: Project the BN-merged kernel (default True). Needs
@@ -55,7 +58,11 @@ class LRPET(keras.callbacks.Callback):
             since the last projection, so every kernel ends at rank <= r.
         on_nonfinite: `"skip"` (leave a layer whose kernel has NaN/Inf alone
             and warn) or `"raise"` (leave the model as it is and raise).
-        verbose: 0 silent, 1 one line per projection.
+        log_dir: If given, TensorBoard summaries per projection and layer
+            (energy kept, rank, singular-value histogram) go to
+            `<log_dir>/lrpet`. Off by default.
+        verbose: 0 silent, 1 one line per projection (printed between
+            epochs, never inside Keras's progress bar).
 
     Attributes:
         ranks: Layer name -> rank, available once training has started.
@@ -81,6 +88,7 @@ class LRPET(keras.callbacks.Callback):
         warmup_epochs=0,
         project_at_end=True,
         on_nonfinite="skip",
+        log_dir=None,
         verbose=1,
     ):
         super().__init__()
@@ -112,6 +120,8 @@ class LRPET(keras.callbacks.Callback):
         self.project_at_end = bool(project_at_end)
         self.on_nonfinite = on_nonfinite
         self.verbose = verbose
+        self.log_dir = log_dir
+        self._summaries = ProjectionSummaries(log_dir) if log_dir else None
         self.projection_count = 0
         self.last_stats = None
         self._projector = None
@@ -120,6 +130,7 @@ class LRPET(keras.callbacks.Callback):
         self._epoch_projected = False
         self._last_step = None  # optimizer step at the last batch; None outside fit
         self._projected_step = None
+        self._first_epoch = False
         self._messages = []
 
     @property
@@ -187,10 +198,13 @@ class LRPET(keras.callbacks.Callback):
                 "LRPET: left dead layers (largest singular value < 1e-4) as they are: %s",
                 stats.skipped_dead,
             )
+        if self._summaries is not None:
+            self._summaries.write(stats, self._projected_step)
         if self.verbose and stats.energy_kept:
             worst = min(stats.energy_kept, key=stats.energy_kept.get)
+            unchanged = f" ({len(stats.unchanged)} already at rank)" if stats.unchanged else ""
             self._messages.append(
-                f"LRPET: projected {stats.projected} layers in "
+                f"LRPET: projected {stats.projected} layers{unchanged} in "
                 f"{stats.seconds * 1e3:.1f} ms; energy kept before transfer: "
                 f"mean {_mean_energy(stats):.4f}, min "
                 f"{stats.energy_kept[worst]:.4f} ({worst})"
@@ -209,23 +223,41 @@ class LRPET(keras.callbacks.Callback):
             return 0
         return int(_keras.backing_variable(optimizer.iterations).numpy())
 
+    # -- the schedule --------------------------------------------------------
+    # Every decision is a function of the epoch index and the optimizer's step
+    # count (both restored by checkpoints and BackupAndRestore), and a
+    # projection of weights already at rank <= r leaves them bit-for-bit as
+    # they are, so a resumed run projects exactly where an uninterrupted one did.
+
     def on_train_begin(self, logs=None):
         self.prepare(self.model)
         self._last_step = self._optimizer_step()
         self._projected_step = None
+        self._first_epoch = True
 
     def on_epoch_begin(self, epoch, logs=None):
         self._flush_messages()
         self._epoch = epoch
         self._epoch_projected = False
+        if self._first_epoch:
+            self._first_epoch = False
+            # Resuming (BackupAndRestore, initial_epoch): if the run stopped
+            # right where a projection was due, a saver that ran before this
+            # callback may hold the unprojected weights. Project now; when the
+            # weights are already projected this changes nothing.
+            if self.schedule.due_at_start(epoch, self._last_step):
+                self.project()
 
     def on_train_batch_end(self, batch, logs=None):
-        if not self.schedule.per_step:
-            return
-        step = self._optimizer_step()
-        if self.schedule.after_steps(self._epoch, self._last_step, step):
-            self.project()
-        self._last_step = step
+        if self.schedule.per_step:
+            step = self._optimizer_step()
+            if self.schedule.after_steps(self._epoch, self._last_step, step):
+                self.project()
+            self._last_step = step
+        elif self.params and self.params.get("steps") and batch + 1 >= self.params["steps"]:
+            # The epoch's last step: project before any epoch-end callback
+            # (ModelCheckpoint, BackupAndRestore) saves the weights.
+            self._project_epoch()
 
     def _project_epoch(self):
         if self.schedule.after_epoch(self._epoch) and not self._epoch_projected:
@@ -233,8 +265,9 @@ class LRPET(keras.callbacks.Callback):
             self.project()
 
     def on_test_begin(self, logs=None):
-        # Validation inside fit: project first, so val metrics are of the
-        # projected model. Outside fit this callback is inert.
+        # Validation inside fit when the epoch length is unknown: project
+        # first, so val metrics are of the projected model. Outside fit this
+        # callback does nothing.
         if self._projector_model is self.model and self._in_fit():
             self._project_epoch()
 
@@ -249,6 +282,8 @@ class LRPET(keras.callbacks.Callback):
             self.project()
         self._last_step = None
         self._flush_messages()
+        if self._summaries is not None:
+            self._summaries.close()
 
     def _in_fit(self):
         return self._last_step is not None and self._projector is not None
@@ -266,6 +301,7 @@ class LRPET(keras.callbacks.Callback):
             "warmup_epochs": self.schedule.warmup_epochs,
             "project_at_end": self.project_at_end,
             "on_nonfinite": self.on_nonfinite,
+            "log_dir": self.log_dir,
             "verbose": self.verbose,
         }
 

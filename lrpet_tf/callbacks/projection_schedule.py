@@ -67,6 +67,19 @@ class ProjectionSchedule:
             return False
         return step // self.frequency > previous_step // self.frequency
 
+    def due_at_start(self, epoch, step):
+        """Whether a projection was due exactly where training (re)starts.
+
+        True when training starts at optimizer step `step > 0` and epoch
+        `epoch`, and the schedule projected right before that point: after
+        epoch `epoch - 1`, or at a multiple of `frequency` equal to `step`.
+        """
+        if step <= 0:
+            return False
+        if self.per_step:
+            return step % self.frequency == 0 and not self.in_warmup(epoch)
+        return epoch > 0 and self.after_epoch(epoch - 1)
+
     def get_config(self):
         return {"frequency": self.frequency, "warmup_epochs": self.warmup_epochs}
 

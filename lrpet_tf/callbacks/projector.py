@@ -59,6 +59,12 @@ class ProjectionStats:
     Attributes:
         energy_kept: Layer name -> fraction of the (BN-merged) kernel's energy
             in its top-r singular values before energy transfer.
+        singular_values: Layer name -> all singular values of the (BN-merged)
+            kernel before the projection (numpy, descending).
+        ranks: Layer name -> the rank projected to.
+        unchanged: Layers already of numerical rank <= r (NumPy's rule in
+            float32, as `factorize` uses), left bit-for-bit as they were, so
+            projecting twice in a row changes nothing.
         skipped_dead: Layers left alone because their largest singular value
             was below the dead-layer threshold.
         skipped_nonfinite: Layers left alone because their kernel (or BN
@@ -67,13 +73,18 @@ class ProjectionStats:
     """
 
     energy_kept: dict
+    singular_values: dict
+    ranks: dict
+    unchanged: list
     skipped_dead: list
     skipped_nonfinite: list
     seconds: float
 
     @property
     def projected(self):
-        return len(self.energy_kept) - len(self.skipped_dead) - len(self.skipped_nonfinite)
+        """Number of layers whose kernel was rewritten."""
+        left = len(self.unchanged) + len(self.skipped_dead) + len(self.skipped_nonfinite)
+        return len(self.energy_kept) - left
 
 
 class Projector:
@@ -159,34 +170,31 @@ class Projector:
     def __call__(self):
         """Projects every target once and returns `ProjectionStats`."""
         start = time.perf_counter()
-        if not self.targets:
-            return ProjectionStats({}, [], [], 0.0)
-        energy, max_s, finite = self._function()
-        energy = np.concatenate([np.asarray(e) for e in energy])
-        max_s = np.concatenate([np.asarray(m) for m in max_s])
-        finite = np.concatenate([np.asarray(f) for f in finite])
-        ordered = [t for group in self._groups for t in group]
-        seconds = time.perf_counter() - start
-        nonfinite = [t.name for t, ok in zip(ordered, finite) if not ok]
-        stats = ProjectionStats(
-            energy_kept={t.name: float(e) for t, e in zip(ordered, energy)},
-            skipped_dead=[
-                t.name
-                for t, m, ok in zip(ordered, max_s, finite)
-                if ok and m < DEAD_LAYER_THRESHOLD
-            ],
-            skipped_nonfinite=nonfinite,
-            seconds=seconds,
-        )
-        if nonfinite and self.on_nonfinite == "raise":
+        outputs = self._function() if self.targets else []
+        stats = ProjectionStats({}, {}, {}, [], [], [], 0.0)
+        for group, (energy, singular_values, finite, low_rank) in zip(self._groups, outputs):
+            energy, singular_values = np.asarray(energy), np.asarray(singular_values)
+            for i, target in enumerate(group):
+                name = target.name
+                stats.energy_kept[name] = float(energy[i])
+                stats.singular_values[name] = singular_values[i]
+                stats.ranks[name] = target.rank
+                if not finite[i]:
+                    stats.skipped_nonfinite.append(name)
+                elif singular_values[i, 0] < DEAD_LAYER_THRESHOLD:
+                    stats.skipped_dead.append(name)
+                elif low_rank[i]:
+                    stats.unchanged.append(name)
+        stats.seconds = time.perf_counter() - start
+        if stats.skipped_nonfinite and self.on_nonfinite == "raise":
             raise ValueError(
                 "LRPET found NaN or Inf in the kernel or BatchNormalization "
-                f"statistics of layers {nonfinite}; no kernel was modified."
+                f"statistics of layers {stats.skipped_nonfinite}; no kernel was modified."
             )
         return stats
 
     def _project_all(self):
-        energies, max_values, finites, writes = [], [], [], []
+        outputs, writes = [], []
         for group in self._groups:
             variables = [_keras.backing_variable(t.layer.kernel) for t in group]
             device = getattr(variables[0], "device", "") or None
@@ -205,19 +213,30 @@ class Projector:
                     finite[:, tf.newaxis, tf.newaxis], matrices, tf.zeros_like(matrices)
                 )
                 result = low_rank_projection(safe, ranks, self.energy_transfer, column_scale=scale)
-            energies.append(result.energy_kept)
-            max_values.append(result.max_singular_value)
-            finites.append(finite)
+                low_rank = _numerically_low_rank(result.singular_values, ranks, group[0])
             alive = result.max_singular_value >= DEAD_LAYER_THRESHOLD
-            writes.append((variables, originals, result.matrices, finite & alive))
-        all_finite = tf.reduce_all(tf.concat(finites, axis=0))
+            outputs.append((result.energy_kept, result.singular_values, finite, low_rank))
+            writes.append((variables, originals, result.matrices, finite & alive & ~low_rank))
+        all_finite = tf.reduce_all(tf.concat([o[2] for o in outputs], axis=0))
         for variables, originals, projected, ok in writes:
             if self.on_nonfinite == "raise":
                 ok = ok & all_finite
             for i, (variable, original) in enumerate(zip(variables, originals)):
                 new = matrix_to_kernel(projected[i], original.shape)
                 variable.assign(tf.where(ok[i], new, original))
-        return energies, max_values, finites
+        return outputs
+
+
+def _numerically_low_rank(singular_values, ranks, target):
+    """Whether each matrix already has numerical rank <= r.
+
+    NumPy's rule in float32, as `lrpet_tf.ops.numerical_rank` and
+    `factorize` use: `s_{r+1} <= s_max * max(rows, cols) * eps(float32)`.
+    """
+    k = singular_values.shape[-1]
+    tol = singular_values[:, 0] * max(target.matrix_shape) * np.finfo(np.float32).eps
+    next_value = tf.gather(singular_values, tf.minimum(ranks, k - 1), batch_dims=1)
+    return (ranks >= k) | (next_value <= tol)
 
 
 def _column_scale(target):

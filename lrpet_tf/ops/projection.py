@@ -16,7 +16,9 @@ from lrpet_tf.ops.energy_transfer import transfer_energy
 
 __all__ = ["Projection", "low_rank_projection"]
 
-Projection = collections.namedtuple("Projection", ["matrices", "energy_kept", "max_singular_value"])
+Projection = collections.namedtuple(
+    "Projection", ["matrices", "energy_kept", "max_singular_value", "singular_values"]
+)
 Projection.__doc__ = """Result of `low_rank_projection`.
 
 Attributes:
@@ -25,6 +27,8 @@ Attributes:
         `r` singular values before energy transfer, `sum_{i<=r} s^2 / sum s^2`.
     max_singular_value: `(b,)`, the largest singular value of the (merged)
         matrix, used to spot dead layers.
+    singular_values: `(b, min(rows, cols))`, all singular values of the
+        (merged) matrix before the projection, descending.
 """
 
 
@@ -74,4 +78,5 @@ def low_rank_projection(matrices, ranks, energy_transfer="scale", column_scale=N
         matrices=tf.cast(y, out_dtype),
         energy_kept=energy_kept,
         max_singular_value=s[..., 0],
+        singular_values=s,
     )
