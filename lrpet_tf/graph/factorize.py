@@ -17,6 +17,7 @@ from lrpet_tf.graph.targets import check_layer_types
 from lrpet_tf.layers.svd_layer import SVDLayer
 from lrpet_tf.ops.costs import factorized_macs
 from lrpet_tf.ops.costs import factorized_params
+from lrpet_tf.ops.low_rank_factors import exact_svd
 from lrpet_tf.ops.low_rank_factors import low_rank_factors
 from lrpet_tf.ops.rank_policy import RankPolicy
 from lrpet_tf.ops.rank_policy import get_rank_policy
@@ -109,7 +110,9 @@ def factorize(model, ranks=None, layer_types=("conv", "dense"), return_report=Fa
             change = _change_for(layer, decision, calls)
             report.changes.append(change)
             if change.action == "factorized":
-                replacements[layer_id] = _FactorizedLayer(layer, decision["rank"])
+                replacements[layer_id] = _FactorizedLayer(
+                    layer, decision["rank"], _kernel_svd(layer, decision)
+                )
         return replacements
 
     compact = graph.rebuild(plan)
@@ -154,18 +157,26 @@ def _decide(layer, policy, layer_types):
     kind = low_rank_kind(layer)
     if kind is None:
         return None
+    decision = {"matrix_shape": _matrix_shape(layer), "svd": None}
     if policy is None:
         if kind not in layer_types:
             return None
-        kernel = np.asarray(layer.kernel.numpy())
-        matrix = kernel.reshape(-1, kernel.shape[-1])
-        s = np.linalg.svd(matrix.astype(np.float64), compute_uv=False)
-        rank = max(1, numerical_rank(s, matrix.shape, kernel.dtype))
+        s = _kernel_svd(layer, decision)[0].numpy()
+        rank = max(1, numerical_rank(s, decision["matrix_shape"], layer.kernel.numpy().dtype))
     elif policy.covers(layer.name) and (policy.layer_names() or kind in layer_types):
-        rank = policy.rank(layer.name, _matrix_shape(layer))
+        rank = policy.rank(layer.name, decision["matrix_shape"])
     else:
         return None
-    return {"rank": int(rank), "matrix_shape": _matrix_shape(layer)}
+    decision["rank"] = int(rank)
+    return decision
+
+
+def _kernel_svd(layer, decision):
+    """`exact_svd` of the layer's matrix view, computed once per decision."""
+    if decision["svd"] is None:
+        matrix = np.reshape(layer.kernel.numpy(), decision["matrix_shape"])
+        decision["svd"] = exact_svd(matrix)
+    return decision["svd"]
 
 
 def _change_for(layer, decision, calls):
@@ -190,8 +201,7 @@ def _change_for(layer, decision, calls):
         change.detail = "rank not below break-even, stays dense"
         return change
     positions = sum(spatial_positions(n.output_shape, layer, layer.name) for n in calls)
-    matrix = np.asarray(layer.kernel.numpy()).reshape(matrix_shape)
-    s = np.linalg.svd(matrix.astype(np.float64), compute_uv=False)
+    s = _kernel_svd(layer, decision)[0].numpy()
     change.action = "factorized"
     change.energy_kept = float(np.sum(s[:rank] ** 2) / max(np.sum(s**2), 1e-300))
     change.macs_after = factorized_macs(kernel_shape, rank, positions)
@@ -238,10 +248,10 @@ class _StandardLayers:
 class _FactorizedLayer:
     """Replacement: the two thin layers, created once and shared between calls."""
 
-    def __init__(self, layer, rank):
+    def __init__(self, layer, rank, svd):
         kernel = layer.kernel.numpy()
         kernel_shape = kernel.shape
-        a, b, _ = low_rank_factors(kernel.reshape(-1, kernel_shape[-1]), rank)
+        a, b, _ = low_rank_factors(kernel.reshape(-1, kernel_shape[-1]), rank, svd=svd)
         config = layer.get_config()
         config.pop("lora_rank", None)
         config.pop("lora_alpha", None)

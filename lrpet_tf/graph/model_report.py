@@ -11,6 +11,7 @@ from lrpet_tf.graph.layer_graph import LayerGraph
 from lrpet_tf.graph.layer_kinds import low_rank_kind
 from lrpet_tf.graph.table import format_table
 from lrpet_tf.layers.svd_layer import SVDLayer
+from lrpet_tf.ops.low_rank_factors import exact_svd
 from lrpet_tf.ops.ranks import break_even_rank
 from lrpet_tf.ops.ranks import numerical_rank
 
@@ -151,7 +152,7 @@ def _collect(graph, prefix, ranks, rows):
 
 def _analyse_rank(row, kernel, given_rank):
     matrix = kernel.reshape(-1, kernel.shape[-1]).astype(np.float64)
-    s = np.linalg.svd(matrix, compute_uv=False)
+    s = exact_svd(matrix, compute_uv=False).numpy()
     row.max_rank = int(min(matrix.shape))
     row.break_even = float(break_even_rank(matrix.shape))
     row.rank = (

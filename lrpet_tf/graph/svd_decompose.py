@@ -14,6 +14,7 @@ from lrpet_tf.layers.svd_dense import SVDDense
 from lrpet_tf.layers.svd_monitor import attach_svd_metrics
 from lrpet_tf.layers.svd_regularizers import check_sparsity
 from lrpet_tf.layers.svd_regularizers import check_weight
+from lrpet_tf.ops.low_rank_factors import exact_svd
 from lrpet_tf.ops.matrix_view import kernel_to_matrix
 from lrpet_tf.ops.matrix_view import spatial_kernel_to_matrix
 from lrpet_tf.ops.ranks import break_even_rank
@@ -182,6 +183,6 @@ class _Decomposed:
     def _copy_svd(self):
         kernel = tf.cast(self._source.kernel.numpy(), tf.float64)
         view = spatial_kernel_to_matrix if self._scheme == "spatial" else kernel_to_matrix
-        s, u, v = tf.linalg.svd(view(kernel), full_matrices=False)
+        s, u, v = exact_svd(view(kernel))
         bias = self._source.bias.numpy() if self._source.use_bias else None
         self._layer.set_factors(u, s, v, bias)

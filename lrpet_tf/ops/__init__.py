@@ -15,6 +15,7 @@ from lrpet_tf.ops.costs import factorized_params
 from lrpet_tf.ops.costs import kernel_macs
 from lrpet_tf.ops.energy_transfer import ENERGY_TRANSFER_MODES
 from lrpet_tf.ops.energy_transfer import transfer_energy
+from lrpet_tf.ops.low_rank_factors import exact_svd
 from lrpet_tf.ops.low_rank_factors import low_rank_factors
 from lrpet_tf.ops.matrix_view import kernel_to_matrix
 from lrpet_tf.ops.matrix_view import matrix_to_kernel
@@ -46,6 +47,7 @@ __all__ = [
     "batchnorm_scale",
     "break_even_rank",
     "energy_rank",
+    "exact_svd",
     "factorized_macs",
     "factorized_params",
     "fold_batchnorm_weights",

@@ -9,10 +9,23 @@ rank-r approximation of `M` and both factors carry the same scale.
 
 import tensorflow as tf
 
-__all__ = ["low_rank_factors"]
+__all__ = ["exact_svd", "low_rank_factors"]
 
 
-def low_rank_factors(matrix, rank):
+def exact_svd(matrix, compute_uv=True):
+    """`tf.linalg.svd` of a matrix in float64: `(s, u, v)`, or `s` alone.
+
+    Used where a one-off decomposition must be as exact as the stored
+    weights (factorization, reports, SVD initialisation). TensorFlow's SVD is
+    used rather than NumPy's, which is several times slower on these shapes.
+    """
+    matrix = tf.cast(tf.convert_to_tensor(matrix), tf.float64)
+    if not compute_uv:
+        return tf.linalg.svd(matrix, compute_uv=False)
+    return tf.linalg.svd(matrix, full_matrices=False)
+
+
+def low_rank_factors(matrix, rank, svd=None):
     """Returns `(A, B)` with `A @ B` the rank-`rank` truncated SVD of `matrix`.
 
     The SVD runs in float64 so the factors are as exact as the stored matrix;
@@ -21,13 +34,14 @@ def low_rank_factors(matrix, rank):
     Args:
         matrix: A `(rows, cols)` tensor.
         rank: Kept rank, `1 <= rank <= min(rows, cols)`.
+        svd: Optionally `exact_svd(matrix)`, if already computed.
 
     Returns:
         `(A, B)` of shapes `(rows, rank)` and `(rank, cols)`, and the kept
         fraction of energy `sum_{i<=r} s^2 / sum s^2` as a Python float.
     """
     matrix = tf.convert_to_tensor(matrix)
-    s, u, v = tf.linalg.svd(tf.cast(matrix, tf.float64), full_matrices=False)
+    s, u, v = svd if svd is not None else exact_svd(matrix)
     root = tf.sqrt(s[:rank])
     a = u[:, :rank] * root
     b = tf.transpose(v[:, :rank] * root)
