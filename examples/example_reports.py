@@ -1,0 +1,219 @@
+"""What the example scripts report: results.json, per-layer rank rows, text tables.
+
+Every script writes `<run_dir>/results.json` with the same top-level keys, so
+benchmarks can compare runs of different methods:
+
+    script, method, run_dir, config, dataset
+    accuracy   {"trained": top-1 of the trained (dense or dense-projected)
+                model, "compact": of the factorized, BN-folded Keras model,
+                "tflite_<quantization>": of each .tflite file, ...}
+    costs      {"trained" | "compact": {"params", "macs", "conv_macs",
+                "keras_bytes"}}
+    macs_ratio, conv_macs_ratio, params_ratio   trained / compact
+    ranks      {layer: rank} of the compressed layers
+    layers     per layer: max_rank (K), rank, break_even, energy_kept, macs
+    tflite     {quantization: {"path", "bytes", "max_error", "ops", ...}}
+    seconds    wall times ("train", "export", "total", ...)
+    history    one dict per epoch (Keras logs)
+
+and `<run_dir>/report.txt` with the tables printed at the end of the run.
+"""
+
+import json
+import os
+
+import numpy as np
+
+import lrpet_tf
+
+__all__ = [
+    "cost_row",
+    "format_table",
+    "layer_rows",
+    "results_table",
+    "write_json",
+    "write_report",
+]
+
+
+def format_table(headers, rows, title=None):
+    """Formats `rows` under `headers` as aligned plain text.
+
+    Numbers are right-aligned (ints with thousands separators, floats with 4
+    significant digits), None is shown as "-".
+    """
+
+    def cell(value):
+        if value is None:
+            return "-"
+        if isinstance(value, bool):
+            return str(value)
+        if isinstance(value, (int, np.integer)):
+            return f"{int(value):,}"
+        if isinstance(value, (float, np.floating)):
+            return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        return str(value)
+
+    text = [[cell(v) for v in row] for row in rows]
+    numeric = [
+        all(isinstance(row[i], (int, float, np.number)) or row[i] is None for row in rows)
+        for i in range(len(headers))
+    ]
+    widths = [max([len(h)] + [len(r[i]) for r in text]) for i, h in enumerate(headers)]
+
+    def line(values):
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        return "  ".join(parts).rstrip()
+
+    out = [title] if title else []
+    out.append(line(headers))
+    out.append("  ".join("-" * w for w in widths))
+    out.extend(line(r) for r in text)
+    return "\n".join(out)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def write_json(path, value):
+    """Writes `value` (numpy scalars and arrays allowed) as indented JSON."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(_plain(value), f, indent=2)
+    return path
+
+
+def cost_row(model, path=None):
+    """`{"params", "macs", "conv_macs", "keras_bytes"}` of a model (MACs per example)."""
+    report = lrpet_tf.model_report(model)
+    return {
+        "params": report.total_params,
+        "macs": report.total_macs,
+        "conv_macs": report.conv_macs,
+        "keras_bytes": os.path.getsize(path) if path and os.path.exists(path) else None,
+    }
+
+
+def layer_rows(model, ranks=None):
+    """Per conv/dense layer: K, rank, break-even rank, energy kept and MACs.
+
+    Args:
+        model: The trained (uncompressed) model.
+        ranks: Layer name -> the rank it keeps; other layers report their
+            numerical rank.
+
+    Returns:
+        A list of dicts with keys `name`, `kernel_shape`, `max_rank`, `rank`,
+        `break_even`, `energy_kept`, `macs`, `projected` (a rank was given)
+        and `compressed` (rank given and below break-even).
+    """
+    ranks = dict(ranks or {})
+    rows = []
+    for cost in lrpet_tf.model_report(model, ranks=ranks).layers:
+        if cost.max_rank is None:
+            continue
+        rows.append(
+            {
+                "name": cost.name,
+                "kernel_shape": list(cost.kernel_shape or ()),
+                "max_rank": cost.max_rank,
+                "rank": cost.rank,
+                "break_even": cost.break_even,
+                "energy_kept": cost.energy_kept,
+                "macs": cost.macs,
+                "projected": cost.name in ranks,
+                "compressed": cost.name in ranks and cost.rank < cost.break_even,
+            }
+        )
+    return rows
+
+
+def results_table(results):
+    """The summary table of a run (accuracy, params, MACs, file sizes)."""
+    costs, accuracy = results["costs"], results["accuracy"]
+    rows = []
+    trained_label = {"dense": "dense"}.get(results.get("method"), "trained (full size)")
+    for label, key in ((trained_label, "trained"), ("compact (Keras)", "compact")):
+        c = costs[key]
+        rows.append(
+            [label, _percent(accuracy.get(key)), c["params"], c["macs"], c["keras_bytes"], None]
+        )
+    compact = costs["compact"]
+    for quantization, info in results.get("tflite", {}).items():
+        rows.append(
+            [
+                f"compact .tflite {quantization}",
+                _percent(accuracy.get(f"tflite_{quantization}")),
+                compact["params"],
+                compact["macs"],
+                info["bytes"],
+                info.get("max_error"),
+            ]
+        )
+    dataset = results["dataset"]
+    title = (
+        f"{results['script']} ({results['method']}): {results['config'].get('model')} on "
+        f"{dataset['name']} ({dataset['train']} train / {dataset['test']} test images)"
+    )
+    table = format_table(
+        ["model", "accuracy %", "params", "MACs", "file bytes", "max |TFLite-Keras|"],
+        rows,
+        title=title,
+    )
+    change = None
+    if accuracy.get("trained") is not None and accuracy.get("compact") is not None:
+        change = 100 * (accuracy["compact"] - accuracy["trained"])
+    summary = (
+        f"{results['macs_ratio']:.2f}x fewer MACs ({results['conv_macs_ratio']:.2f}x conv), "
+        f"{results['params_ratio']:.2f}x fewer params"
+    )
+    if change is not None:
+        summary = f"accuracy change {change:+.2f} points, " + summary
+    return f"{table}\n{summary} ({results['seconds']['total']:.0f} s)"
+
+
+def _percent(value):
+    return None if value is None else 100.0 * value
+
+
+def rank_table(layers):
+    """Per-layer table of `layer_rows` output."""
+    rows = [
+        [
+            r["name"],
+            "x".join(map(str, r["kernel_shape"])),
+            r["max_rank"],
+            r["rank"],
+            r["break_even"],
+            r["energy_kept"],
+            r["macs"],
+        ]
+        for r in layers
+    ]
+    return format_table(
+        ["layer", "kernel", "K", "rank", "break-even", "energy kept", "MACs (dense)"],
+        rows,
+        title="Ranks per layer:",
+    )
+
+
+def write_report(run_dir, results, extra_sections=()):
+    """Writes report.txt (per-layer ranks, extra sections, summary) and returns it."""
+    parts = [rank_table(results["layers"])] if results.get("layers") else []
+    parts.extend(str(s) for s in extra_sections if s)
+    parts.append(results_table(results))
+    text = "\n\n".join(parts)
+    with open(os.path.join(run_dir, "report.txt"), "w") as f:
+        f.write(text + "\n")
+    return text

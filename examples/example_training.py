@@ -1,0 +1,199 @@
+"""Training stages of the example scripts: resumable `fit`, evaluation, saving.
+
+`fit_stage` trains one stage of a run in its own folder and saves the
+result; an interrupted stage resumes where it stopped when run again with
+the same folder:
+
+    <stage_dir>/backup/        keras.callbacks.BackupAndRestore (weights,
+                               optimizer state and epoch; removed once the
+                               stage's model is saved)
+    <stage_dir>/history.csv    one row per epoch (appended across restarts)
+    <save_path>                the trained model: its existence marks the
+                               stage as finished, so the scripts skip it
+
+The learning-rate schedule is a function of the optimizer's step count and
+`LRPET` keys its schedule to the epoch and step count, so a resumed stage
+continues both exactly.
+"""
+
+import csv
+import os
+import shutil
+import time
+
+import example_recipes
+import numpy as np
+import tensorflow as tf
+
+import lrpet_tf
+from lrpet_tf._keras import keras
+
+__all__ = [
+    "STRATEGIES",
+    "accuracy",
+    "fit_stage",
+    "load_model",
+    "make_strategy",
+    "read_history",
+    "save_model",
+    "tflite_accuracy",
+]
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def make_strategy(name=None):
+    """A `tf.distribute` strategy by name.
+
+    Args:
+        name: None or `"default"` (no distribution), `"mirrored"` (all local
+            GPUs, or the CPU), or `"multi_worker"` (MultiWorkerMirrored; the
+            cluster comes from the `TF_CONFIG` environment variable).
+    """
+    if name in (None, "default"):
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"Expected `strategy` in {STRATEGIES}. Received: strategy={name!r}")
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    """Adds `epoch_seconds` to each epoch's logs (and so to history.csv)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_seconds"] = time.perf_counter() - self._start
+
+
+def fit_stage(
+    model,
+    data,
+    recipe,
+    epochs,
+    batch_size,
+    stage_dir,
+    save_path,
+    strategy=None,
+    callbacks=(),
+    extra_callbacks=(),
+    log_dir=None,
+    seed=0,
+    verbose=2,
+):
+    """Compiles `model` with `recipe`, trains it resumably and saves it.
+
+    Args:
+        model: A model built (or loaded) in `strategy`'s scope.
+        data: An `example_data.Dataset`.
+        recipe: An `example_recipes.Recipe`.
+        epochs: Epochs of this stage.
+        batch_size: Global batch size.
+        stage_dir: The stage's folder (backup and history.csv).
+        save_path: Where the trained model is saved (`.keras`).
+        strategy: The `tf.distribute` strategy (default: none).
+        callbacks: Callbacks that must act before the epoch's backup is
+            written (`LRPET`).
+        extra_callbacks: Callbacks run after the backup and history row are
+            written (e.g. one that stops the run).
+        log_dir: If given, a `keras.callbacks.TensorBoard` writes here.
+        seed: Seed of the data order and augmentation.
+        verbose: Keras `fit` verbosity.
+
+    Returns:
+        A dict: `history` (rows of history.csv: every epoch of the stage,
+        also those run before an interruption), `epochs_run` (epochs run by
+        this call) and `seconds` (wall time of all the stage's epochs).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    steps = example_recipes.steps_per_epoch(data.num_train, batch_size)
+    with strategy.scope():
+        recipe.compile(model, steps, epochs)
+    os.makedirs(stage_dir, exist_ok=True)
+    backup_dir = os.path.join(stage_dir, "backup")
+    history_path = os.path.join(stage_dir, "history.csv")
+    all_callbacks = [_EpochTimer(), *callbacks]
+    all_callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False))
+    all_callbacks.append(keras.callbacks.CSVLogger(history_path, append=True))
+    if log_dir:
+        all_callbacks.append(keras.callbacks.TensorBoard(log_dir, write_graph=False))
+    all_callbacks.extend(extra_callbacks)
+    result = model.fit(
+        data.train_dataset(batch_size, recipe.augmentation(data.name), seed),
+        epochs=epochs,
+        validation_data=data.test_dataset(max(batch_size, 256)),
+        callbacks=all_callbacks,
+        shuffle=False,  # the tf.data pipeline shuffles
+        verbose=verbose,
+    )
+    save_model(model, save_path, strategy)
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    history = read_history(history_path)
+    return {
+        "history": history,
+        "epochs_run": len(result.epoch),
+        "seconds": float(sum(row.get("epoch_seconds", 0.0) for row in history)),
+    }
+
+
+def read_history(path):
+    """The rows of a CSVLogger file as dicts of floats (empty if missing)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def save_model(model, path, strategy=None):
+    """Saves `model` as a `.keras` file that loads anywhere, without custom objects.
+
+    The training loss holds the model's variables (the coupled L2 term), so
+    before saving the model is recompiled with a plain SGD and cross-entropy
+    (its weights are unchanged; the optimizer state is not saved).
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        model.compile(
+            optimizer=keras.optimizers.SGD(),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = path + ".partial.keras"
+    model.save(partial)
+    os.replace(partial, path)
+    return path
+
+
+def load_model(path, strategy=None):
+    """Loads a `.keras` file (uncompiled) in the strategy's scope."""
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        return keras.models.load_model(path, compile=False)
+
+
+def accuracy(model, data, batch_size=256):
+    """Top-1 accuracy of a logits model on the test set (inference mode)."""
+    if data.x_test is not None:
+        logits = model.predict(data.x_test, batch_size=batch_size, verbose=0)
+        return float(np.mean(np.argmax(logits, -1) == data.y_test))
+    correct = total = 0
+    for x, y in data.test_dataset(batch_size):
+        logits = model(x, training=False)
+        correct += int(np.sum(np.argmax(logits, -1) == y.numpy()))
+        total += int(y.shape[0])
+    return correct / max(total, 1)
+
+
+def tflite_accuracy(path, data, limit=10_000, batch_size=500):
+    """Top-1 accuracy of a .tflite file on (at most `limit` of) the test set."""
+    tflite = lrpet_tf.TFLiteModel(path)
+    x, y = data.test_arrays(limit)
+    predictions = [
+        np.argmax(tflite(x[i : i + batch_size]), -1) for i in range(0, len(x), batch_size)
+    ]
+    return float(np.mean(np.concatenate(predictions) == y))

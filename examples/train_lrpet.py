@@ -1,0 +1,450 @@
+"""Train a reference model with LRPET, factorize it and export it to TFLite.
+
+Guo et al., "Compact Model Training by Low-Rank Projection with Energy
+Transfer", arXiv 2204.05566 (IEEE TNNLS 2024). The model is trained at full
+size with `lrpet_tf.LRPET` projecting its convs to rank r; then
+`lrpet_tf.factorize` splits them into thin layers, `lrpet_tf.fold_batchnorm`
+merges BN and `lrpet_tf.export_tflite` writes verified .tflite files.
+
+    python examples/train_lrpet.py                                  # digits, a few minutes
+    python examples/train_lrpet.py --dataset=fashion_mnist --model=resnet20 --epochs=30
+    python examples/train_lrpet.py --preset=lrpet_resnet56_cifar10  # a paper row (GPU)
+    python examples/train_lrpet.py --method=dense                   # the baseline
+    python examples/train_lrpet.py --sweep=0.3,0.5,0.7              # accuracy vs MACs
+
+The run folder (default saved_models/<run name>/) gets trained.keras (the
+full-size model after training: dense-projected for LRPET), compact.keras
+(factorized, BN not folded, ready to fine-tune), compact_float32.tflite (and
+compact_<quantization>.tflite), results.json, report.txt, history.csv and
+PNG plots (spectra.png, ranks.png). Run it again with the same folder to
+resume an interrupted run (or reuse a finished one).
+
+From Python (benchmarks): `run(TrainConfig(...))` returns the results dict
+that results.json holds; `sweep(config, prune_ratios)` runs several.
+"""
+
+import dataclasses
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import example_data  # noqa: E402
+import example_export  # noqa: E402
+import example_flags  # noqa: E402
+import example_models  # noqa: E402
+import example_plots  # noqa: E402
+import example_recipes  # noqa: E402
+import example_reports  # noqa: E402
+import example_training  # noqa: E402
+from absl import logging  # noqa: E402
+
+import lrpet_tf  # noqa: E402
+from lrpet_tf._keras import keras  # noqa: E402
+
+__all__ = ["METHODS", "TrainConfig", "run", "sweep"]
+
+FLAGS = flags.FLAGS
+METHODS = ("lrpet", "dense", "scratch")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a run of train_lrpet depends on (the flags have the same names).
+
+    Attributes:
+        model, width: Reference model (`example_models.MODELS`) and its
+            first-stage filters (None: the paper's).
+        dataset, data_dir, train_limit, test_limit, image_size, standardize:
+            The data (`example_data.load_dataset`).
+        method: `"lrpet"` (train with the LRPET callback), `"dense"` (the
+            same recipe without it: the baseline) or `"scratch"` (the
+            factorized architecture at the same ranks, trained directly from
+            the truncated SVD of its random initialisation).
+        prune_ratio: The paper's g: r = int(K - K*g) for every conv.
+        ranks: Instead (wins over `prune_ratio`): an int, a list (one per
+            conv layer in model order) or a dict layer name -> rank.
+        frequency: `"epoch"` or a step count between projections.
+        energy_transfer: `"scale"`, `"additive"` or None (plain truncation).
+        bn_rectification: Project the BN-merged kernels.
+        warmup_epochs: Epochs before the first projection.
+        recipe: A name in `example_recipes.RECIPES` or a `Recipe`;
+            `learning_rate`, `weight_decay`, `schedule`, `lr_steps`,
+            `augment` ("none" for no augmentation) override its fields.
+        epochs, batch_size, seed: Training length, global batch, seed.
+        quantization: Extra .tflite quantizations besides float32.
+        strategy: None, "mirrored" or "multi_worker".
+        output_dir: Run folder (default saved_models/<run name>).
+        log_dir: TensorBoard folder (LRPET's projections under `lrpet/`,
+            Keras's epoch logs under `train/` and `validation/`); None: off.
+        plots: Write spectra.png and ranks.png.
+        verbose: Keras fit verbosity.
+    """
+
+    model: str = "small_cnn"
+    width: int = None
+    dataset: str = "digits"
+    data_dir: str = None
+    train_limit: int = None
+    test_limit: int = None
+    image_size: int = 224
+    standardize: bool = True
+    method: str = "lrpet"
+    prune_ratio: float = 0.6
+    ranks: object = None
+    frequency: object = "epoch"
+    energy_transfer: str = "scale"
+    bn_rectification: bool = True
+    warmup_epochs: int = 0
+    recipe: object = "paper"
+    learning_rate: float = None
+    weight_decay: float = None
+    schedule: str = None
+    lr_steps: tuple = None
+    augment: str = None
+    epochs: int = 30
+    batch_size: int = 64
+    seed: int = 0
+    quantization: tuple = ()
+    strategy: str = None
+    output_dir: str = None
+    log_dir: str = None
+    plots: bool = True
+    verbose: int = 2
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"Expected `method` in {METHODS}. Received: method={self.method!r}")
+
+    def run_name(self):
+        """`<method>_<model>_<dataset>[_g<prune_ratio>]`, the default folder name."""
+        name = f"{self.method}_{self.model}_{self.dataset}"
+        if self.method != "dense":
+            name += "_ranks" if self.ranks is not None else f"_g{self.prune_ratio}"
+        return name
+
+    def run_dir(self):
+        return self.output_dir or os.path.join("saved_models", self.run_name())
+
+    def make_recipe(self):
+        """The `Recipe` with this config's overrides."""
+        return make_recipe(self)
+
+
+def make_recipe(config):
+    """`example_recipes.get_recipe(config.recipe, ...)` with the config's overrides."""
+    recipe = example_recipes.get_recipe(
+        config.recipe,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        schedule=config.schedule,
+        lr_steps=tuple(config.lr_steps) if config.lr_steps else None,
+        augment=None if config.augment == "none" else config.augment,
+    )
+    if config.augment == "none":
+        recipe = dataclasses.replace(recipe, augment=None)
+    return recipe
+
+
+def load_data(config):
+    """The config's dataset (`example_data.load_dataset`)."""
+    return example_data.load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        seed=config.seed,
+        train_limit=config.train_limit,
+        test_limit=config.test_limit,
+        standardize=config.standardize,
+        image_size=config.image_size,
+    )
+
+
+def rank_argument(config, model):
+    """The LRPET `ranks` argument: a list of ranks becomes a dict by conv order."""
+    ranks = config.ranks
+    if not isinstance(ranks, (list, tuple)):
+        return ranks
+    convs = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    if len(ranks) != len(convs):
+        raise ValueError(
+            f"Expected one rank per conv layer of {model.name!r} ({len(convs)}: {convs}). "
+            f"Received {len(ranks)} ranks: {list(ranks)}"
+        )
+    return dict(zip(convs, (int(r) for r in ranks)))
+
+
+def make_lrpet(config, model):
+    """The `lrpet_tf.LRPET` callback of a config."""
+    ranks = rank_argument(config, model)
+    return lrpet_tf.LRPET(
+        prune_ratio=None if ranks is not None else config.prune_ratio,
+        ranks=ranks,
+        frequency=config.frequency,
+        energy_transfer=config.energy_transfer,
+        bn_rectification=config.bn_rectification,
+        warmup_epochs=config.warmup_epochs,
+        log_dir=config.log_dir,
+        verbose=1 if config.verbose else 0,
+    )
+
+
+def run(config=None, callbacks=(), **changes):
+    """Trains, factorizes and exports one model; returns the results dict.
+
+    Args:
+        config: A `TrainConfig` (default: the defaults).
+        callbacks: Extra Keras callbacks, run after each epoch's backup
+            (e.g. one that stops the run).
+        **changes: Fields of `config` to change.
+
+    Returns:
+        The dict written to `<run_dir>/results.json` (see
+        `example_reports`), with the run folder under `run_dir`.
+    """
+    config = dataclasses.replace(config or TrainConfig(), **changes)
+    start = time.perf_counter()
+    run_dir = config.run_dir()
+    os.makedirs(run_dir, exist_ok=True)
+    example_reports.write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
+    keras.utils.set_random_seed(config.seed)
+    data = load_data(config)
+    strategy = example_training.make_strategy(config.strategy)
+    trained_path = os.path.join(run_dir, "trained.keras")
+
+    with strategy.scope():
+        dense = example_models.build_model(
+            config.model, data.input_shape, data.num_classes, config.width
+        )
+    lrpet = make_lrpet(config, dense) if config.method != "dense" else None
+    ranks = None
+    if lrpet is not None:
+        lrpet.prepare(dense)
+        ranks = dict(lrpet.ranks)
+
+    resumed = os.path.exists(trained_path)
+    if resumed:
+        logging.info("%s exists: reusing the trained model.", trained_path)
+        model = example_training.load_model(trained_path, strategy)
+        stage = {
+            "history": example_training.read_history(os.path.join(run_dir, "history.csv")),
+            "epochs_run": 0,
+        }
+    else:
+        if config.method == "scratch":
+            with strategy.scope():
+                model = lrpet_tf.factorize(dense, ranks=ranks)
+        else:
+            model = dense
+        stage = example_training.fit_stage(
+            model,
+            data,
+            config.make_recipe(),
+            config.epochs,
+            config.batch_size,
+            run_dir,
+            trained_path,
+            strategy=strategy,
+            callbacks=[lrpet] if config.method == "lrpet" else [],
+            extra_callbacks=callbacks,
+            log_dir=config.log_dir,
+            seed=config.seed,
+            verbose=config.verbose,
+        )
+    stage["seconds"] = sum(row.get("epoch_seconds", 0.0) for row in stage["history"])
+    if config.method == "lrpet":
+        lrpet.prepare(model)
+    train_seconds = time.perf_counter() - start
+
+    export_start = time.perf_counter()
+    factor_report = None
+    if config.method == "lrpet":
+        compact, factor_report = lrpet_tf.factorize(model, ranks=lrpet, return_report=True)
+    else:
+        compact = model  # dense: nothing to factorize; scratch: already compact
+    compact_path = os.path.join(run_dir, "compact.keras")
+    example_training.save_model(compact, compact_path, strategy)
+    folded, files, tflite_accuracies = example_export.export_compact(
+        compact, data, run_dir, config.quantization
+    )
+    accuracy = {
+        "trained": example_training.accuracy(model, data),
+        "compact": example_training.accuracy(folded, data),
+        **tflite_accuracies,
+    }
+    costs = {
+        "dense": example_reports.cost_row(dense),
+        "trained": example_reports.cost_row(model, trained_path),
+        "compact": example_reports.cost_row(folded, compact_path),
+    }
+    results = {
+        "script": "train_lrpet",
+        "method": config.method,
+        "run_dir": run_dir,
+        "config": dataclasses.asdict(config),
+        "dataset": _dataset_info(data),
+        "accuracy": accuracy,
+        "costs": costs,
+        "macs_ratio": costs["dense"]["macs"] / costs["compact"]["macs"],
+        "conv_macs_ratio": costs["dense"]["conv_macs"] / costs["compact"]["conv_macs"],
+        "params_ratio": costs["dense"]["params"] / costs["compact"]["params"],
+        "ranks": ranks or {},
+        "layers": example_reports.layer_rows(dense if config.method == "scratch" else model, ranks),
+        "tflite": files,
+        "resumed": resumed,
+        "epochs_run": stage["epochs_run"],
+        "history": stage["history"],
+        "projections": None if lrpet is None else lrpet.projection_count,
+    }
+    results["seconds"] = {
+        "train": stage["seconds"],
+        "export": time.perf_counter() - export_start,
+        "total": time.perf_counter() - start,
+        "this_process_training": train_seconds,
+    }
+    if config.plots:
+        results["plots"] = _plots(config, results, model, lrpet, run_dir)
+    example_reports.write_json(os.path.join(run_dir, "results.json"), results)
+    print(example_reports.write_report(run_dir, results, [factor_report]))
+    return results
+
+
+def _dataset_info(data):
+    return {
+        "name": data.name,
+        "train": data.num_train,
+        "test": data.num_test,
+        "input_shape": list(data.input_shape),
+        "classes": data.num_classes,
+    }
+
+
+def _plots(config, results, model, lrpet, run_dir):
+    what = f"{config.model} on {config.dataset}, {config.method}"
+    if config.method != "dense":
+        what += f", g={config.prune_ratio}" if config.ranks is None else ", given ranks"
+    stats = lrpet.last_stats if lrpet is not None else None
+    if stats is not None and stats.singular_values:
+        spectra = dict(stats.singular_values)
+        source = "BN-merged kernels before the last projection"
+    else:
+        convs = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+        spectra = example_plots.kernel_spectra(model, convs)
+        source = "trained kernels"
+    paths = {
+        "spectra": example_plots.plot_spectra(
+            spectra,
+            results["ranks"],
+            os.path.join(run_dir, "spectra.png"),
+            f"Singular values per conv layer ({source}); {what}",
+        ),
+        "ranks": example_plots.plot_ranks(
+            results["layers"],
+            os.path.join(run_dir, "ranks.png"),
+            f"Rank per layer: {what}",
+        ),
+    }
+    return paths
+
+
+def sweep(config=None, prune_ratios=(0.3, 0.5, 0.7), include_dense=True, callbacks=()):
+    """Trains at several prune ratios (and the dense baseline) and plots accuracy vs MACs.
+
+    Each run gets its own folder `<output_dir>/g<ratio>` (and `dense`), so an
+    interrupted sweep resumes run by run.
+
+    Returns:
+        A dict with `runs` (one results dict per run), `points` and `plot`
+        (the PNG path); also written to `<output_dir>/sweep.json`.
+    """
+    config = config or TrainConfig()
+    base = config.output_dir or os.path.join(
+        "saved_models", f"sweep_{config.model}_{config.dataset}"
+    )
+    runs = []
+    baseline = None
+    if include_dense:
+        dense = run(
+            dataclasses.replace(config, method="dense", output_dir=os.path.join(base, "dense")),
+            callbacks=callbacks,
+        )
+        runs.append(dense)
+        baseline = {
+            "macs": dense["costs"]["compact"]["macs"],
+            "accuracy": dense["accuracy"]["compact"],
+        }
+    points = []
+    for ratio in prune_ratios:
+        result = run(
+            dataclasses.replace(
+                config,
+                method="lrpet",
+                prune_ratio=float(ratio),
+                ranks=None,
+                output_dir=os.path.join(base, f"g{ratio}"),
+            ),
+            callbacks=callbacks,
+        )
+        runs.append(result)
+        points.append(
+            {
+                "label": f"g={ratio}",
+                "prune_ratio": float(ratio),
+                "macs": result["costs"]["compact"]["macs"],
+                "accuracy": result["accuracy"]["compact"],
+                "tflite_accuracy": result["accuracy"].get("tflite_float32"),
+            }
+        )
+    plot = example_plots.plot_sweep(
+        points,
+        os.path.join(base, "accuracy_vs_macs.png"),
+        f"LRPET sweep: {config.model} on {config.dataset}, {config.epochs} epochs",
+        baseline=baseline,
+    )
+    summary = {"runs": runs, "points": points, "baseline": baseline, "plot": plot}
+    example_reports.write_json(os.path.join(base, "sweep.json"), summary)
+    print(
+        example_reports.format_table(
+            ["run", "MACs", "accuracy %"],
+            ([["dense", baseline["macs"], 100 * baseline["accuracy"]]] if baseline else [])
+            + [[p["label"], p["macs"], 100 * p["accuracy"]] for p in points],
+            title=f"Sweep written to {base}",
+        )
+    )
+    return summary
+
+
+def define_flags():
+    """The script's flags (defined only when run as a script)."""
+    example_flags.define_data_flags()
+    example_flags.define_recipe_flags()
+    example_flags.define_lrpet_flags()
+    example_flags.define_output_flags()
+    flags.DEFINE_enum(
+        "preset",
+        None,
+        [
+            p.name
+            for p in example_flags.example_presets.PRESETS.values()
+            if p.script == "train_lrpet"
+        ],
+        "The paper's setting for a table row (flags given override it).",
+    )
+    flags.DEFINE_list("sweep", None, "Prune ratios to sweep (plus the dense baseline).")
+
+
+def main(argv):
+    del argv
+    config = example_flags.config_from_flags(TrainConfig, "train_lrpet")
+    if FLAGS.sweep:
+        sweep(config, [float(r) for r in FLAGS.sweep])
+    else:
+        run(config)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
