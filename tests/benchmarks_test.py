@@ -1,0 +1,127 @@
+"""The benchmark scripts' smoke modes run and produce sound results.
+
+Each benchmark's `run(smoke=True)` is called in process (no subprocess, to
+share the TensorFlow import); the checks are on what the results must
+satisfy whatever the machine's speed: keys, positive times, and MAC counts
+equal to the factorization formula `r * (k*k*c + n)` vs `k*k*c*n`.
+"""
+
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import bench_models  # noqa: E402
+import bench_utils  # noqa: E402
+import projection_cost  # noqa: E402
+import tflite_latency  # noqa: E402
+import training_step_cost  # noqa: E402
+
+
+def _load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_projection_cost_smoke(tmp_path):
+    results = projection_cost.run(smoke=True, output_dir=str(tmp_path), plot_dir=str(tmp_path))
+    entry = results["projection"]["tiny"]
+    assert entry["layers"] == 2 and entry["groups"] == 2
+    for variant in ("per_layer", "batched", "numpy_svd"):
+        assert entry["times"][variant]["median_ms"] > 0
+    assert entry["per_layer_over_batched"]["median"] > 0
+    overhead = results["callback_overhead"]
+    assert set(overhead["ratio_to_none"]) == {"epoch", "every_3_steps"}
+    assert all(r["median"] > 0 for r in overhead["ratio_to_none"].values())
+    # One timed epoch of 2 steps: the epoch schedule projects once; the step
+    # schedule projects at optimizer step 3 (steps 3-4 of the run).
+    assert overhead["projections"] == {"none": 0, "epoch": 1, "every_3_steps": 1}
+    assert results["derived_overhead"]["tiny"]["epoch"] > 0
+    assert _load(tmp_path / "projection_cost.json")["projection"]["tiny"]["layers"] == 2
+    assert "per-layer / batched" in (tmp_path / "projection_cost.md").read_text()
+    assert os.path.getsize(tmp_path / "projection_cost.png") > 0
+
+
+def test_tflite_latency_smoke(tmp_path):
+    results = tflite_latency.run(smoke=True, output_dir=str(tmp_path), plot_dir=str(tmp_path))
+    (entry,) = results["layers"]
+    shape = next(s for s in bench_models.LAYER_SHAPES if s.name == entry["shape"])
+    k, c, n, positions = shape.kernel_size, shape.in_channels, shape.out_channels, shape.size**2
+    assert entry["dense_macs"] == k * k * c * n * positions
+    assert entry["dense_ops"] == ["CONV_2D"]
+    assert {c["rank"] for c in entry["candidates"].values()} == {32, 6, 8}
+    for candidate in entry["candidates"].values():
+        r = candidate["rank"]
+        assert candidate["factorized"]
+        assert candidate["macs"] == r * (k * k * c + n) * positions
+        assert candidate["report_macs"] == candidate["macs"]  # lrpet_tf.model_report agrees
+        assert candidate["mac_reduction"] == pytest.approx(k * k * c * n / (r * (k * k * c + n)))
+        assert candidate["ops"] == ["CONV_2D", "CONV_2D"]
+        assert candidate["max_error"] < 1e-3
+    assert len(entry["rows"]) == 4  # 2 ratios x 2 roundings x 1 thread count
+    for row in entry["rows"]:
+        assert row["dense_ms"] > 0 and row["ms"] > 0 and row["speedup"] > 0
+        assert row["efficiency"] == pytest.approx(row["speedup"] / row["mac_reduction"])
+    assert entry["break_even"]["1"]["status"] in ("pays_everywhere", "never_pays", "crosses")
+    assert [r["rounded_rank"] for r in entry["rounding"]] == [8]
+    (sweep,) = results["sweeps"]
+    assert sweep["ranks"] == [4, 5]
+    assert sweep["relative_macs"] == pytest.approx(
+        [r * (9 * 32 + 32) / (9 * 32 * 32) for r in (4, 5)]
+    )
+    (model,) = results["models"]
+    assert model["rows"][0]["mac_reduction"] > 1 and model["rows"][0]["speedup"] > 0
+    assert model["candidates"]["g0.5_round1"]["conv2d_ops"] == 2 * model["dense_conv2d_ops"]
+    assert results["invoke_floor_us"]["1"] > 0
+    for path in results["plots"]:
+        assert os.path.getsize(path) > 0
+    assert _load(tmp_path / "tflite_latency.json")["layers"][0]["shape"] == entry["shape"]
+    assert "latency break-even" in (tmp_path / "tflite_latency.md").read_text()
+
+
+def test_training_step_cost_smoke(tmp_path):
+    results = training_step_cost.run(smoke=True, output_dir=str(tmp_path))
+    (entry,) = results["models"]
+    variants = entry["variants"]
+    assert set(variants) == set(training_step_cost.VARIANTS)
+    for v in variants.values():
+        assert v["step"]["median_ms"] > 0 and v["ratio_to_dense"]["median"] > 0
+    assert variants["dense"]["ratio_to_dense"]["median"] == 1.0
+    assert variants["compact"]["macs"] < variants["dense"]["macs"]
+    assert variants["compact"]["params"] < variants["dense"]["params"]
+    # Full-rank SVD form stores u, s, v: more parameters than the kernel.
+    assert variants["svd_channel"]["params"] > variants["dense"]["params"]
+    assert _load(tmp_path / "training_step_cost.json")["models"][0]["model"] == "tiny"
+
+
+def test_latency_break_even_interpolates_the_crossing():
+    ratios = [0.75, 0.5, 0.25, 0.1]
+    macs = [1.2, 1.8, 3.6, 9.0]
+    crossing = tflite_latency.latency_break_even(ratios, [0.8, 0.9, 1.1, 2.0], macs)
+    assert crossing["status"] == "crosses"
+    assert crossing["rank_ratio"] == pytest.approx(0.375)
+    assert 1.8 < crossing["mac_reduction"] < 3.6
+    everywhere = tflite_latency.latency_break_even(ratios, [1.1, 1.5, 2, 3], macs)
+    assert everywhere["status"] == "pays_everywhere"
+    assert tflite_latency.latency_break_even(ratios, [0.5] * 4, macs)["status"] == "never_pays"
+
+
+def test_rank_for_rounds_up_and_caps():
+    assert tflite_latency.rank_for(0.1, 64) == 6
+    assert tflite_latency.rank_for(0.1, 64, 8) == 8
+    assert tflite_latency.rank_for(0.75, 24, 8) == 24
+    assert tflite_latency.rank_for(0.01, 16) == 1
+
+
+def test_interleaved_times_and_paired_ratio():
+    calls = []
+    times = bench_utils.interleaved_times(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=1
+    )
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]  # order rotates every round
+    assert len(times["a"]) == len(times["b"]) == 3
+    assert bench_utils.paired_ratio([2.0, 4.0, 6.0], [1.0, 2.0, 2.0])["median"] == 2.0
