@@ -85,7 +85,9 @@ def define_data_flags(default_model="small_cnn", default_dataset="digits"):
     flags.DEFINE_bool("standardize", True, "Standardize images per channel.")
 
 
-def define_recipe_flags(default_epochs=30, default_batch_size=64, default_recipe="paper"):
+def define_recipe_flags(
+    default_epochs=30, default_batch_size=64, default_recipe="paper", epochs_flag=True
+):
     """--recipe and the fields of it one usually changes, --epochs, --batch_size."""
     flags.DEFINE_enum("recipe", default_recipe, tuple(example_recipes.RECIPES), "Training recipe.")
     flags.DEFINE_float("learning_rate", None, "Initial learning rate (default: the recipe's).")
@@ -97,7 +99,8 @@ def define_recipe_flags(default_epochs=30, default_batch_size=64, default_recipe
     flags.DEFINE_enum(
         "augment", None, ("auto", "none", "crop", "crop_flip"), "Augmentation (default: recipe's)."
     )
-    flags.DEFINE_integer("epochs", default_epochs, "Training epochs.")
+    if epochs_flag:
+        flags.DEFINE_integer("epochs", default_epochs, "Training epochs.")
     flags.DEFINE_integer("batch_size", default_batch_size, "Global batch size.")
     flags.DEFINE_integer("seed", 0, "Seed of the weights, the data order and augmentation.")
 

@@ -154,9 +154,8 @@ def plot_ranks(layers, path, title):
     ax.set_ylabel("rank (number of singular values)")
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=9, loc="upper left")
-    fig.tight_layout()
-    return _save(fig, path, tight=False)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path, tight=True)
 
 
 def plot_sweep(points, path, title, baseline=None):

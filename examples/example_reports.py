@@ -143,7 +143,7 @@ def results_table(results):
     """The summary table of a run (accuracy, params, MACs, file sizes)."""
     costs, accuracy = results["costs"], results["accuracy"]
     rows = []
-    trained_label = {"dense": "dense"}.get(results.get("method"), "trained (full size)")
+    trained_label = results.get("trained_label", "trained")
     for label, key in ((trained_label, "trained"), ("compact (Keras)", "compact")):
         c = costs[key]
         rows.append(

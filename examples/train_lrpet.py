@@ -283,6 +283,9 @@ def run(config=None, callbacks=(), **changes):
     results = {
         "script": "train_lrpet",
         "method": config.method,
+        "trained_label": {"lrpet": "trained (dense-projected)", "dense": "dense"}.get(
+            config.method, "trained (compact)"
+        ),
         "run_dir": run_dir,
         "config": dataclasses.asdict(config),
         "dataset": _dataset_info(data),
