@@ -71,10 +71,11 @@ _CONVERTERS = {
 }
 
 
-def define_data_flags(default_model="small_cnn", default_dataset="digits"):
-    """--model, --dataset and how to read it."""
-    flags.DEFINE_enum("model", default_model, example_models.MODELS, "Reference model.")
-    flags.DEFINE_integer("width", None, "Filters of the first stage (default: the paper's).")
+def define_data_flags(default_model="small_cnn", default_dataset="digits", model_flags=True):
+    """--model (unless `model_flags=False`), --dataset and how to read it."""
+    if model_flags:
+        flags.DEFINE_enum("model", default_model, example_models.MODELS, "Reference model.")
+        flags.DEFINE_integer("width", None, "Filters of the first stage (default: the paper's).")
     flags.DEFINE_enum("dataset", default_dataset, example_data.DATASETS, "Dataset.")
     flags.DEFINE_string(
         "data_dir", None, "Fashion-MNIST IDX files, or ImageNet TFRecords / image folders."

@@ -162,8 +162,10 @@ def results_table(results):
             ]
         )
     dataset = results["dataset"]
+    config = results["config"]
+    model = config.get("model") or os.path.basename(config.get("model_path") or "")
     title = (
-        f"{results['script']} ({results['method']}): {results['config'].get('model')} on "
+        f"{results['script']} ({results['method']}): {model} on "
         f"{dataset['name']} ({dataset['train']} train / {dataset['test']} test images)"
     )
     table = format_table(

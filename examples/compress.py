@@ -1,0 +1,343 @@
+"""Compress a model you already trained: LRPET or SVD fine-tuning, then TFLite.
+
+Takes a trained dense `.keras` model (any Functional/Sequential model with
+convs) and, for a few epochs on its dataset, either
+
+* `--method=lrpet`: fine-tunes it with the LRPET callback (projection with
+  energy transfer and BN rectification each epoch), then factorizes; or
+* `--method=svd`: truncates each conv to rank r by SVD and factorizes at once
+  (train-then-compress), then fine-tunes the compact model;
+
+to a prune ratio g (each conv keeps r = int(K - K*g)), given ranks, or the
+smallest g whose compact model has at most `--macs_target` of the original
+MACs. Then BN is folded and verified .tflite files are exported.
+
+    python examples/train_lrpet.py --method=dense --output_dir=saved_models/dense_digits
+    python examples/compress.py --model_path=saved_models/dense_digits/trained.keras \\
+        --macs_target=0.5 --epochs=5
+
+The data must be prepared as for training (same dataset, `--standardize`).
+The run folder (default saved_models/compress_<model file>_<method>/) gets
+trained.keras (LRPET: the projected model; SVD: the fine-tuned compact
+model), compact.keras, compact_float32.tflite, results.json, report.txt and
+plots, as train_lrpet.py; an interrupted fine-tuning resumes.
+
+From Python: `run(CompressConfig(model_path=...))`; `prune_ratio_for_macs`
+finds g for a MACs budget.
+"""
+
+import dataclasses
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import example_export  # noqa: E402
+import example_flags  # noqa: E402
+import example_plots  # noqa: E402
+import example_reports  # noqa: E402
+import example_training  # noqa: E402
+import numpy as np  # noqa: E402
+import train_lrpet  # noqa: E402
+
+import lrpet_tf  # noqa: E402
+from lrpet_tf._keras import keras  # noqa: E402
+
+__all__ = ["CompressConfig", "prune_ratio_for_macs", "run"]
+
+FLAGS = flags.FLAGS
+METHODS = ("lrpet", "svd")
+
+
+@dataclasses.dataclass
+class CompressConfig:
+    """Everything a run of compress depends on (the flags have the same names).
+
+    Attributes:
+        model_path: The trained dense `.keras` model.
+        method: `"lrpet"` or `"svd"` (see the module docstring).
+        prune_ratio, ranks: As `train_lrpet.TrainConfig`.
+        macs_target: If given, the fraction of the model's MACs the compact
+            model may keep (e.g. 0.5); the prune ratio is chosen for it.
+        epochs: Fine-tuning epochs.
+        recipe: Default `"finetune"` (SGD 0.01, cosine, L2 1e-4).
+        Others: as `train_lrpet.TrainConfig`.
+    """
+
+    model_path: str = None
+    method: str = "lrpet"
+    dataset: str = "digits"
+    data_dir: str = None
+    train_limit: int = None
+    test_limit: int = None
+    image_size: int = 224
+    standardize: bool = True
+    prune_ratio: float = 0.5
+    ranks: object = None
+    macs_target: float = None
+    frequency: object = "epoch"
+    energy_transfer: str = "scale"
+    bn_rectification: bool = True
+    warmup_epochs: int = 0
+    recipe: object = "finetune"
+    learning_rate: float = None
+    weight_decay: float = None
+    schedule: str = None
+    lr_steps: tuple = None
+    augment: str = None
+    epochs: int = 5
+    batch_size: int = 64
+    seed: int = 0
+    quantization: tuple = ()
+    strategy: str = None
+    output_dir: str = None
+    log_dir: str = None
+    plots: bool = True
+    verbose: int = 2
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"Expected `method` in {METHODS}. Received: method={self.method!r}")
+        if not self.model_path:
+            raise ValueError("`model_path` (a trained .keras model) is required.")
+
+    def run_dir(self):
+        stem = os.path.splitext(os.path.basename(self.model_path))[0]
+        parent = os.path.basename(os.path.dirname(os.path.abspath(self.model_path)))
+        return self.output_dir or os.path.join(
+            "saved_models", f"compress_{parent}_{stem}_{self.method}"
+        )
+
+    def make_recipe(self):
+        return train_lrpet.make_recipe(self)
+
+
+def _conv_ranks(model, prune_ratio=None, ranks=None):
+    """Layer name -> rank of the convs LRPET projects, for a prune ratio or ranks."""
+    callback = lrpet_tf.LRPET(prune_ratio=prune_ratio, ranks=ranks, verbose=0)
+    callback.prepare(model)
+    return dict(callback.ranks)
+
+
+def prune_ratio_for_macs(model, macs_target, tolerance=1e-4):
+    """The smallest prune ratio g whose compact model keeps at most `macs_target` of the MACs.
+
+    Counts, per conv LRPET projects, the MACs of its factorized form at
+    `r = int(K - K*g)` (or its dense MACs when r is not below break-even, as
+    `factorize` keeps it dense) and bisects on g.
+
+    Args:
+        model: The dense model.
+        macs_target: Fraction in (0, 1] of the model's total MACs.
+        tolerance: Bisection precision on g.
+
+    Returns:
+        `(prune_ratio, macs_fraction)`: g, and the fraction of MACs it keeps.
+
+    Raises:
+        ValueError: If even the largest prune ratio keeps more than the target.
+    """
+    if not 0 < macs_target <= 1:
+        raise ValueError(f"Expected `macs_target` in (0, 1]. Received: macs_target={macs_target}")
+    report = lrpet_tf.model_report(model)
+    rows = {row.name: row for row in report.layers}
+    layers = _conv_ranks(model, prune_ratio=0.0)
+
+    def fraction(g):
+        total = report.total_macs
+        for name in layers:
+            row = rows[name]
+            positions = row.macs / float(np.prod(row.kernel_shape))
+            rank = lrpet_tf.ops.rank_from_prune_ratio(row.max_rank, g)
+            if rank < row.break_even:
+                total += lrpet_tf.ops.factorized_macs(row.kernel_shape, rank, positions) - row.macs
+        return total / report.total_macs
+
+    if fraction(0.0) <= macs_target:
+        return 0.0, fraction(0.0)
+    high = 1.0 - 1e-9
+    if fraction(high) > macs_target:
+        raise ValueError(
+            f"No prune ratio keeps at most {macs_target} of the MACs of {model.name!r}: the "
+            f"layers LRPET does not project keep {fraction(high):.3f}."
+        )
+    low = 0.0
+    while high - low > tolerance:
+        mid = 0.5 * (low + high)
+        if fraction(mid) <= macs_target:
+            high = mid
+        else:
+            low = mid
+    return float(high), float(fraction(high))
+
+
+def run(config=None, callbacks=(), **changes):
+    """Compresses `config.model_path`, fine-tunes, factorizes and exports.
+
+    Returns:
+        The dict written to `<run_dir>/results.json`; `accuracy` holds
+        `original` (the model given), `truncated` (its rank-r SVD truncation
+        without fine-tuning), `trained` and `compact`.
+    """
+    if config is None:
+        config = CompressConfig(model_path=changes.pop("model_path", None))
+    config = dataclasses.replace(config, **changes)
+    start = time.perf_counter()
+    run_dir = config.run_dir()
+    os.makedirs(run_dir, exist_ok=True)
+    example_reports.write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
+    keras.utils.set_random_seed(config.seed)
+    data = train_lrpet.load_data(config)
+    strategy = example_training.make_strategy(config.strategy)
+    original = example_training.load_model(config.model_path, strategy)
+
+    prune_ratio, macs_fraction = config.prune_ratio, None
+    if config.macs_target:
+        prune_ratio, macs_fraction = prune_ratio_for_macs(original, config.macs_target)
+    given = train_lrpet.rank_argument(config, original)
+    ranks = _conv_ranks(
+        original, prune_ratio=None if given is not None else prune_ratio, ranks=given
+    )
+    with strategy.scope():
+        truncated = lrpet_tf.factorize(original, ranks=ranks)
+    truncated_accuracy = example_training.accuracy(truncated, data)  # before fine-tuning
+    trained_path = os.path.join(run_dir, "trained.keras")
+    resumed = os.path.exists(trained_path)
+    lrpet = None
+    if resumed:
+        model = example_training.load_model(trained_path, strategy)
+        history = example_training.read_history(os.path.join(run_dir, "history.csv"))
+        epochs_run = 0
+    else:
+        if config.method == "lrpet":
+            model = example_training.load_model(config.model_path, strategy)
+            lrpet = lrpet_tf.LRPET(
+                ranks=ranks,
+                frequency=config.frequency,
+                energy_transfer=config.energy_transfer,
+                bn_rectification=config.bn_rectification,
+                warmup_epochs=config.warmup_epochs,
+                log_dir=config.log_dir,
+                verbose=1 if config.verbose else 0,
+            )
+        else:
+            model = truncated
+        stage = example_training.fit_stage(
+            model,
+            data,
+            config.make_recipe(),
+            config.epochs,
+            config.batch_size,
+            run_dir,
+            trained_path,
+            strategy=strategy,
+            callbacks=[lrpet] if lrpet is not None else [],
+            extra_callbacks=callbacks,
+            log_dir=config.log_dir,
+            seed=config.seed,
+            verbose=config.verbose,
+        )
+        history, epochs_run = stage["history"], stage["epochs_run"]
+
+    export_start = time.perf_counter()
+    factor_report = None
+    if config.method == "lrpet":
+        with strategy.scope():
+            compact, factor_report = lrpet_tf.factorize(model, ranks=ranks, return_report=True)
+    else:
+        compact = model
+    compact_path = os.path.join(run_dir, "compact.keras")
+    example_training.save_model(compact, compact_path, strategy)
+    folded, files, tflite_accuracies = example_export.export_compact(
+        compact, data, run_dir, config.quantization
+    )
+    costs = {
+        "dense": example_reports.cost_row(original, config.model_path),
+        "trained": example_reports.cost_row(model, trained_path),
+        "compact": example_reports.cost_row(folded, compact_path),
+    }
+    results = {
+        "script": "compress",
+        "method": config.method,
+        "trained_label": "original (given)",
+        "run_dir": run_dir,
+        "config": dataclasses.asdict(config),
+        "dataset": train_lrpet._dataset_info(data),
+        "prune_ratio": None if given is not None else prune_ratio,
+        "macs_fraction_planned": macs_fraction,
+        "accuracy": {
+            "original": example_training.accuracy(original, data),
+            "truncated": truncated_accuracy,
+            "finetuned": example_training.accuracy(model, data),
+            "compact": example_training.accuracy(folded, data),
+            **tflite_accuracies,
+        },
+        "costs": costs,
+        "macs_ratio": costs["dense"]["macs"] / costs["compact"]["macs"],
+        "conv_macs_ratio": costs["dense"]["conv_macs"] / costs["compact"]["conv_macs"],
+        "params_ratio": costs["dense"]["params"] / costs["compact"]["params"],
+        "ranks": ranks,
+        "layers": example_reports.layer_rows(
+            model if config.method == "lrpet" else original, ranks
+        ),
+        "tflite": files,
+        "resumed": resumed,
+        "epochs_run": epochs_run,
+        "history": history,
+    }
+    # The summary table compares the model given with the compact one.
+    results["accuracy"]["trained"] = results["accuracy"]["original"]
+    costs["trained"] = costs["dense"]
+    results["seconds"] = {
+        "train": float(sum(row.get("epoch_seconds", 0.0) for row in history)),
+        "export": time.perf_counter() - export_start,
+        "total": time.perf_counter() - start,
+    }
+    if config.plots:
+        what = f"{os.path.basename(config.model_path)} compressed by {config.method}"
+        results["plots"] = {
+            "ranks": example_plots.plot_ranks(
+                results["layers"], os.path.join(run_dir, "ranks.png"), f"Rank per layer: {what}"
+            ),
+            "spectra": example_plots.plot_spectra(
+                example_plots.kernel_spectra(original, list(ranks)),
+                ranks,
+                os.path.join(run_dir, "spectra.png"),
+                f"Singular values of the original conv kernels (dots: rank kept); {what}",
+            ),
+        }
+    example_reports.write_json(os.path.join(run_dir, "results.json"), results)
+    print(example_reports.write_report(run_dir, results, [factor_report]))
+    return results
+
+
+def define_flags():
+    """The script's flags (defined only when run as a script)."""
+    flags.DEFINE_string("model_path", None, "The trained dense .keras model.", required=True)
+    flags.DEFINE_enum("method", "lrpet", METHODS, "LRPET fine-tuning or SVD + fine-tuning.")
+    example_flags.define_data_flags(model_flags=False)
+    example_flags.define_recipe_flags(default_epochs=5, default_recipe="finetune")
+    example_flags.define_output_flags()
+    flags.DEFINE_float("prune_ratio", 0.5, "g: each conv keeps r = int(K - K*g).")
+    flags.DEFINE_string("ranks", None, 'Instead: "8", "18,43*12" (per conv) or "conv1=4,..."')
+    flags.DEFINE_float("macs_target", None, "Instead: keep at most this fraction of the MACs.")
+    flags.DEFINE_string("frequency", "epoch", '"epoch" or a step count (LRPET).')
+    flags.DEFINE_enum(
+        "energy_transfer", "scale", ("scale", "additive", "none"), "LRPET energy transfer."
+    )
+    flags.DEFINE_bool("bn_rectification", True, "LRPET: project the BN-merged kernels.")
+    flags.DEFINE_integer("warmup_epochs", 0, "LRPET: epochs before the first projection.")
+
+
+def main(argv):
+    del argv
+    run(example_flags.config_from_flags(CompressConfig, "compress"))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
