@@ -6,8 +6,9 @@ BatchNormalization that follows each one (by graph edge), groups kernels whose
 matrix views have the same shape, and traces one `tf.function` that, per
 group, runs one batched `tf.linalg.svd` (in float32) where the variables
 live, applies energy transfer and BN rectification (`lrpet_tf.ops`) and writes
-back with `variable.assign`, so it works under `tf.distribute` strategies.
-Optimizer slots, biases and BN variables are never written.
+back with `variable.assign`, so it works under `tf.distribute` strategies
+(every replica gets the same values; under a multi-worker strategy, those the
+first replica computed). Optimizer slots, biases and BN variables are never written.
 """
 
 import collections
@@ -218,13 +219,50 @@ class Projector:
             outputs.append((result.energy_kept, result.singular_values, finite, low_rank))
             writes.append((variables, originals, result.matrices, finite & alive & ~low_rank))
         all_finite = tf.reduce_all(tf.concat([o[2] for o in outputs], axis=0))
+        targets, values = [], []
         for variables, originals, projected, ok in writes:
             if self.on_nonfinite == "raise":
                 ok = ok & all_finite
             for i, (variable, original) in enumerate(zip(variables, originals)):
                 new = matrix_to_kernel(projected[i], original.shape)
-                variable.assign(tf.where(ok[i], new, original))
+                targets.append(variable)
+                values.append(tf.where(ok[i], new, original))
+        for variable, value in zip(targets, _from_first_replica(targets, values)):
+            variable.assign(value)
         return outputs
+
+
+def _from_first_replica(variables, values):
+    """`values` as the cluster's first replica computed them, on every worker.
+
+    Under a multi-worker strategy each worker runs the projection itself, on
+    its own copies of the inputs. Training keeps the kernels in sync but not
+    BatchNormalization's moving statistics, which Keras 3 keeps per replica
+    (aggregation "none"), so the BN-rectified projections of two workers
+    differ; and an SVD of equal inputs need not agree to the last bit on
+    different machines. Every worker therefore writes global replica 0's
+    values: an all-reduce SUM to which the other replicas contribute zeros,
+    an exact broadcast. Within one worker nothing is needed (a cross-replica
+    `assign` writes the value computed on the primary device to every local
+    copy), so plain variables and single-worker strategies pass through.
+    """
+    if not variables or not isinstance(variables[0], tf.distribute.DistributedValues):
+        return values
+    strategy = variables[0].distribute_strategy
+    local_replicas = len(strategy.experimental_local_results(variables[0]))
+    if strategy.num_replicas_in_sync <= local_replicas:
+        return values
+
+    def broadcast(*replica_values):
+        context = tf.distribute.get_replica_context()
+        first = tf.equal(context.replica_id_in_sync_group, 0)
+        return context.all_reduce(
+            tf.distribute.ReduceOp.SUM,
+            [tf.where(first, v, tf.zeros_like(v)) for v in replica_values],
+        )
+
+    results = strategy.run(broadcast, args=tuple(values))
+    return [strategy.experimental_local_results(r)[0] for r in results]
 
 
 def _numerically_low_rank(singular_values, ranks, target):
