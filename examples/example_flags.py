@@ -68,6 +68,7 @@ _CONVERTERS = {
     "lr_steps": lambda v: tuple(float(x) for x in v) if v else None,
     "quantization": lambda v: tuple(v or ()),
     "macs_target": lambda v: v or None,
+    "log_dir": _none_word,
 }
 
 
@@ -129,7 +130,10 @@ def define_lrpet_flags(default_method="lrpet"):
 def define_output_flags():
     """--output_dir, --log_dir, --quantization, --strategy, --plots, --verbose."""
     flags.DEFINE_string("output_dir", None, "Run folder (default: saved_models/<run name>).")
-    flags.DEFINE_string("log_dir", None, "TensorBoard log folder (off by default).")
+    # absl.logging already defines --log_dir (for log files, which it writes
+    # only when asked to): the same flag names the TensorBoard folder here.
+    if "log_dir" not in FLAGS:
+        flags.DEFINE_string("log_dir", None, "TensorBoard log folder (off by default).")
     flags.DEFINE_list(
         "quantization",
         [],

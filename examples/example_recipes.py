@@ -120,11 +120,14 @@ class Recipe:
             return keras.optimizers.schedules.CosineDecay(self.learning_rate, decay_steps=total)
         if self.schedule == "constant":
             return self.learning_rate
+        # The optimizer passes the number of steps already taken: the first step
+        # of epoch E sees E * steps_per_epoch, and Keras's boundaries are
+        # inclusive, so the rate drops from that step on (PyTorch's MultiStepLR).
         boundaries, values = [], [self.learning_rate]
         for fraction in sorted(self.lr_steps):
             step = int(round(fraction * epochs)) * steps_per_epoch
-            if 0 < step < total and (not boundaries or step > boundaries[-1]):
-                boundaries.append(step)
+            if 0 < step < total and (not boundaries or step - 1 > boundaries[-1]):
+                boundaries.append(step - 1)
                 values.append(values[-1] * self.lr_decay)
         if not boundaries:
             return self.learning_rate

@@ -11,7 +11,7 @@ interpreter. Then the file's latency is measured (median of `--runs`
 invokes on `--num_threads` threads, XNNPACK on CPU), and that of the
 unfactorized model for comparison when something was factorized.
 
-    python examples/export_tflite.py \
+    python examples/export_tflite.py \\
         --model_path=saved_models/lrpet_small_cnn_digits_g0.6/trained.keras
     python examples/export_tflite.py --model_path=m.keras --quantization=int8 --dataset=digits
 
