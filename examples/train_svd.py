@@ -51,7 +51,7 @@ import lrpet_tf  # noqa: E402
 from lrpet_tf import svd_training  # noqa: E402
 from lrpet_tf._keras import keras  # noqa: E402
 
-__all__ = ["STAGES", "SVDConfig", "run"]
+__all__ = ["STAGES", "SVDConfig", "energy_for_macs", "run"]
 
 FLAGS = flags.FLAGS
 STAGES = ("decomposed", "sparsity", "pruned", "finetune")
@@ -71,6 +71,9 @@ class SVDConfig:
         sparsity: `"l1"`, `"hoyer"` or `"hoyer_square"`.
         sparsity_weight: lambda_s of stage 2.
         energy: e, the fraction of each layer's energy pruning removes.
+        macs_target: Instead of `energy`: prune with the smallest e whose
+            compact model keeps at most this fraction of the dense model's
+            MACs (to compare with other methods at equal compression).
         decomposed_epochs, sparsity_epochs, finetune_epochs: Stage lengths.
         recipe, learning_rate, weight_decay, schedule, lr_steps, augment:
             The recipe of every stage (default `"svd_paper"`: Adam 1e-3, no
@@ -95,6 +98,7 @@ class SVDConfig:
     sparsity: str = "hoyer"
     sparsity_weight: float = 0.01
     energy: float = 0.05
+    macs_target: float = None
     decomposed_epochs: int = 10
     sparsity_epochs: int = 10
     finetune_epochs: int = 5
@@ -127,6 +131,35 @@ class SVDConfig:
 def stage_path(run_dir, index):
     """The model file that marks stage `index` (0-based) as finished."""
     return os.path.join(run_dir, f"stage{index + 1}_{STAGES[index]}.keras")
+
+
+def energy_for_macs(model, dense_macs, macs_target, tolerance=1e-4):
+    """The smallest pruning energy e whose pruned model keeps <= `macs_target` of `dense_macs`.
+
+    Bisects on e, pruning for real (`svd_training.prune`) and counting the
+    MACs of the result (`lrpet_tf.model_report` counts each SVD layer in its
+    cheaper form, as `factorize` will build it).
+
+    Returns:
+        `(energy, macs_fraction)`.
+    """
+
+    def fraction(energy):
+        pruned = svd_training.prune(model, energy=energy)
+        return lrpet_tf.model_report(pruned).total_macs / dense_macs
+
+    low, high = 0.0, 1.0 - 1e-6
+    if fraction(low) <= macs_target:
+        return low, fraction(low)
+    if fraction(high) > macs_target:
+        raise ValueError(f"No pruning energy reaches macs_target={macs_target}.")
+    while high - low > tolerance:
+        mid = 0.5 * (low + high)
+        if fraction(mid) <= macs_target:
+            high = mid
+        else:
+            low = mid
+    return high, fraction(high)
 
 
 def run(config=None, callbacks=(), **changes):
@@ -214,10 +247,12 @@ def run(config=None, callbacks=(), **changes):
         if isinstance(layer, svd_training.SVDLayer)
     }
     # 3. Pruning at energy e (the report is recomputed when the stage is skipped).
+    energy = config.energy
+    if config.macs_target:
+        dense_macs = lrpet_tf.model_report(dense).total_macs
+        energy, _ = energy_for_macs(decomposed, dense_macs, config.macs_target)
     with strategy.scope():
-        pruned, prune_report = svd_training.prune(
-            decomposed, energy=config.energy, return_report=True
-        )
+        pruned, prune_report = svd_training.prune(decomposed, energy=energy, return_report=True)
     if os.path.exists(stage_path(run_dir, 2)):
         pruned = load(2)
     else:
@@ -284,6 +319,7 @@ def run(config=None, callbacks=(), **changes):
         "macs_ratio": costs["dense"]["macs"] / costs["compact"]["macs"],
         "conv_macs_ratio": costs["dense"]["conv_macs"] / costs["compact"]["conv_macs"],
         "params_ratio": costs["dense"]["params"] / costs["compact"]["params"],
+        "energy": energy,
         "ranks": ranks,
         "total_rank": int(sum(ranks.values())),
         "layers": layers,
@@ -297,7 +333,7 @@ def run(config=None, callbacks=(), **changes):
         "total": time.perf_counter() - start,
     }
     if config.plots:
-        what = f"{config.model} on {config.dataset}, {config.sparsity}, e={config.energy}"
+        what = f"{config.model} on {config.dataset}, {config.sparsity}, e={energy:.3g}"
         results["plots"] = {
             "spectra": example_plots.plot_spectra(
                 spectra,
@@ -327,6 +363,7 @@ def define_flags():
     )
     flags.DEFINE_float("sparsity_weight", 0.01, "lambda_s of the sparsity stage.")
     flags.DEFINE_float("energy", 0.05, "Fraction of each layer's energy pruning removes.")
+    flags.DEFINE_float("macs_target", None, "Instead: prune to keep at most this fraction of MACs.")
     flags.DEFINE_integer("decomposed_epochs", 10, "Epochs of stage 1.")
     flags.DEFINE_integer("sparsity_epochs", 10, "Epochs of stage 2.")
     flags.DEFINE_integer("finetune_epochs", 5, "Epochs of stage 4.")

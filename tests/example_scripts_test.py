@@ -362,3 +362,16 @@ def test_models_recipes_and_flag_parsing():
     assert example_flags.parse_ranks("18,43*12") == [18] + [43] * 12
     assert example_flags.parse_ranks("stem=2,b0_conv1=3") == {"stem": 2, "b0_conv1": 3}
     assert example_flags.parse_ranks("8") == 8
+
+
+def test_svd_pruning_energy_for_a_macs_target(tmp_path):
+    dense = _saved_dense_model(tmp_path / "dense.keras", width=8)
+    svd_model = svd_training.decompose(dense, init="random")
+    dense_macs = lrpet_tf.model_report(dense).total_macs
+    energy, fraction = train_svd.energy_for_macs(svd_model, dense_macs, 0.6)
+    assert 0 < energy < 1 and fraction <= 0.6
+    pruned = svd_training.prune(svd_model, energy=energy)
+    assert lrpet_tf.model_report(pruned).total_macs / dense_macs == pytest.approx(fraction)
+    # The smallest such energy: a little less pruning misses the target.
+    less = svd_training.prune(svd_model, energy=max(0.0, energy - 1e-3))
+    assert lrpet_tf.model_report(less).total_macs / dense_macs > 0.6
