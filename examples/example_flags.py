@@ -66,7 +66,7 @@ _CONVERTERS = {
     "strategy": _none_word,
     "frequency": _frequency,
     "lr_steps": lambda v: tuple(float(x) for x in v) if v else None,
-    "quantization": lambda v: tuple(v or ()),
+    "quantization": lambda v: tuple(v) if isinstance(v, list) else v,
     "macs_target": lambda v: v or None,
     "log_dir": _none_word,
 }

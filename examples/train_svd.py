@@ -211,12 +211,12 @@ def run(config=None, callbacks=(), **changes):
         stages[STAGES[index]] = {"status": "run", "epochs_run": result["epochs_run"]}
         return model
 
-    def load(index):
+    def load(index, energy=config.energy):
         path = stage_path(run_dir, index)
         logging.info("%s exists: stage %d (%s) is done.", path, index + 1, STAGES[index])
         stages[STAGES[index]] = {"status": "skipped", "epochs_run": 0}
         model = example_training.load_model(path, strategy)
-        return svd_training.attach_svd_metrics(model, energy=config.energy)
+        return svd_training.attach_svd_metrics(model, energy=energy)
 
     # 1. Decomposed training: orthogonality only.
     if os.path.exists(stage_path(run_dir, 0)):
@@ -253,15 +253,17 @@ def run(config=None, callbacks=(), **changes):
         energy, _ = energy_for_macs(decomposed, dense_macs, config.macs_target)
     with strategy.scope():
         pruned, prune_report = svd_training.prune(decomposed, energy=energy, return_report=True)
+    # prune() attaches svd_rank at energy 0.01; count it at the pruning energy.
+    svd_training.attach_svd_metrics(pruned, energy=energy)
     if os.path.exists(stage_path(run_dir, 2)):
-        pruned = load(2)
+        pruned = load(2, energy)
     else:
         example_training.save_model(pruned, stage_path(run_dir, 2), strategy)
         stages[STAGES[2]] = {"status": "run", "epochs_run": 0}
     pruned_accuracy = example_training.accuracy(pruned, data)
     # 4. Fine-tuning: sparsity off, orthogonality on.
     if os.path.exists(stage_path(run_dir, 3)):
-        model = load(3)
+        model = load(3, energy)
     else:
         model = pruned
         svd_training.set_regularization(model, sparsity_weight=0.0)
