@@ -35,7 +35,10 @@ def batchnorm_scale(gamma, moving_variance, epsilon):
         A tensor shaped like `moving_variance`.
     """
     moving_variance = tf.convert_to_tensor(moving_variance)
-    inv_std = tf.math.rsqrt(moving_variance + tf.cast(epsilon, moving_variance.dtype))
+    # tf.constant, not tf.cast: casting a Python float goes through float32
+    # and would make float64 folding inexact (1e-3 -> 1.0000000475e-3).
+    epsilon = tf.constant(epsilon, dtype=moving_variance.dtype)
+    inv_std = tf.math.rsqrt(moving_variance + epsilon)
     if gamma is None:
         return inv_std
     return tf.cast(gamma, moving_variance.dtype) * inv_std
