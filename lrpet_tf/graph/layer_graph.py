@@ -222,7 +222,6 @@ class LayerGraph:
             return value
 
         clones = {}
-        new_layers = []
         for node in self.nodes:
             args = tf.nest.map_structure(lookup, node.args)
             kwargs = tf.nest.map_structure(lookup, node.kwargs)
@@ -233,10 +232,10 @@ class LayerGraph:
                 first_call = key not in clones
                 if first_call:
                     clones[key] = self._clone(node.layer, plan)
-                    new_layers.append(clones[key])
                 out = clones[key](*args, **kwargs)
-                if first_call and not _keras.has_layer_graph(node.layer):
-                    clones[key].set_weights(node.layer.get_weights())
+                if first_call and clones[key] is not node.layer:
+                    if not _keras.has_layer_graph(node.layer):
+                        clones[key].set_weights(node.layer.get_weights())
             for old_t, new_t in zip(node.outputs, tf.nest.flatten(out)):
                 tensors[_keras.tensor_key(old_t)] = new_t
         new_outputs = tf.nest.map_structure(lookup, self.outputs)
@@ -247,6 +246,10 @@ class LayerGraph:
 
     @staticmethod
     def _clone(layer, plan):
+        if not isinstance(layer, keras.layers.Layer):
+            # A stateless Keras op in the graph (e.g. `x + 3` in Keras 3's
+            # MobileNetV3): nothing to copy, so the new graph calls it too.
+            return layer
         if _keras.has_layer_graph(layer):
             return LayerGraph(layer).rebuild(plan)
         try:

@@ -128,7 +128,7 @@ def _collect(graph, prefix, ranks, rows):
         if id(layer) in by_layer:
             by_layer[id(layer)].macs += macs
             continue
-        params = int(layer.count_params()) if layer.built else 0
+        params = int(layer.count_params()) if getattr(layer, "built", False) else 0
         if params == 0 and macs == 0:
             continue
         row = LayerCost(
