@@ -162,7 +162,8 @@ def _convert(model, quantization, calibration):
 
 
 def _input_names(model):
-    return [t._keras_history[0].name for t in tf.nest.flatten(model.inputs)]
+    # The converter names signature inputs after the symbolic input tensors.
+    return [t.name for t in tf.nest.flatten(model.inputs)]
 
 
 def _as_list(x):
