@@ -76,12 +76,14 @@ def fold_batchnorm(model, return_report=False):
         return replacements
 
     folded = graph.rebuild(plan)
-    skipped = report.by_action("skipped")
+    skipped = [c for c in report.changes if c.action == "skipped"]
     if skipped:
         _logger.warning(
-            "fold_batchnorm left %d BatchNormalization layer(s) as they are: %s",
+            "fold_batchnorm left %d BatchNormalization layer(s) as they are (e.g. %s: %s)%s",
             len(skipped),
-            "; ".join(f"{c.layer}: {c.detail}" for c in report.changes if c.action == "skipped"),
+            skipped[0].layer,
+            skipped[0].detail,
+            "" if return_report else "; return_report=True lists them all",
         )
     return (folded, report) if return_report else folded
 
