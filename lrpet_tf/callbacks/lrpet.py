@@ -8,6 +8,8 @@ from lrpet_tf.callbacks.projection_schedule import ProjectionSchedule
 from lrpet_tf.callbacks.projection_summaries import ProjectionSummaries
 from lrpet_tf.callbacks.projector import Projector
 from lrpet_tf.graph.targets import check_layer_types
+from lrpet_tf.graph.targets import check_selector
+from lrpet_tf.graph.targets import select_targets
 from lrpet_tf.ops.energy_transfer import ENERGY_TRANSFER_MODES
 from lrpet_tf.ops.rank_policy import get_rank_policy
 
@@ -115,6 +117,8 @@ class LRPET(keras.callbacks.Callback):
         self.energy_transfer = energy_transfer
         self.bn_rectification = bn_rectification
         self.layer_types = check_layer_types(layer_types)
+        check_selector(include, "include")
+        check_selector(exclude, "exclude")
         self.include = include
         self.exclude = exclude
         self.project_at_end = bool(project_at_end)
@@ -132,6 +136,11 @@ class LRPET(keras.callbacks.Callback):
         self._projected_step = None
         self._first_epoch = False
         self._messages = []
+
+    @property
+    def skipped_layers(self):
+        """`(layer name, reason)` for layers of the chosen kinds left out (frozen)."""
+        return list(self._projector.skipped_layers) if self._projector else []
 
     @property
     def frequency(self):
@@ -178,6 +187,18 @@ class LRPET(keras.callbacks.Callback):
             )
         if not projector.targets:
             _logger.warning("LRPET: model %r has no layers to project.", model.name)
+        constrained = [
+            t.name for t in projector.targets if getattr(t.layer, "kernel_constraint", None)
+        ]
+        if constrained:
+            _logger.warning(
+                "LRPET: layers %s have a kernel_constraint. The optimizer applies it "
+                "after each step and the projection runs after that, so projected "
+                "kernels need not satisfy it.",
+                constrained,
+            )
+        if projector.skipped_layers:
+            _logger.info("LRPET: not projecting %s", projector.skipped_layers)
         self._projector = projector
         self._projector_model = model
         self.projection_count = 0
@@ -217,6 +238,9 @@ class LRPET(keras.callbacks.Callback):
             print(message, flush=True)
         self._messages = []
 
+    def _built(self, model):
+        return all(getattr(layer, "built", True) for layer in _keras.flatten_layers(model))
+
     def _optimizer_step(self):
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is None:
@@ -230,7 +254,12 @@ class LRPET(keras.callbacks.Callback):
     # they are, so a resumed run projects exactly where an uninterrupted one did.
 
     def on_train_begin(self, logs=None):
-        self.prepare(self.model)
+        if self._built(self.model):
+            self.prepare(self.model)
+        else:
+            # A subclassed model builds its layers in the first step: check
+            # the layer names now, resolve ranks after the first step.
+            select_targets(self.model, self.layer_types, self.include, self.exclude)
         self._last_step = self._optimizer_step()
         self._projected_step = None
         self._first_epoch = True
@@ -245,10 +274,13 @@ class LRPET(keras.callbacks.Callback):
             # right where a projection was due, a saver that ran before this
             # callback may hold the unprojected weights. Project now; when the
             # weights are already projected this changes nothing.
-            if self.schedule.due_at_start(epoch, self._last_step):
+            due = self.schedule.due_at_start(epoch, self._last_step)
+            if due and self._projector_model is self.model:
                 self.project()
 
     def on_train_batch_end(self, batch, logs=None):
+        if self._projector_model is not self.model:
+            self.prepare(self.model)  # deferred from on_train_begin
         if self.schedule.per_step:
             step = self._optimizer_step()
             if self.schedule.after_steps(self._epoch, self._last_step, step):

@@ -106,7 +106,8 @@ class Projector:
             and raises ValueError naming the layers.
 
     Raises:
-        ValueError: For ranks out of range or layer names the model lacks.
+        ValueError: For ranks out of range, layer names the model lacks, or
+            layers not built yet.
     """
 
     def __init__(
@@ -136,6 +137,12 @@ class Projector:
         layers, self.skipped_layers = select_targets(
             model, layer_types=layer_types, include=include, exclude=exclude
         )
+        unbuilt = [layer.name for layer in layers if not layer.built]
+        if unbuilt:
+            raise ValueError(
+                f"Layers {unbuilt} of model {model.name!r} are not built yet; "
+                "build the model (call it on data, or give it an Input) first."
+            )
         self.model = model
         self.energy_transfer = energy_transfer
         self.on_nonfinite = on_nonfinite

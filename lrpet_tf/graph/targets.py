@@ -11,7 +11,7 @@ from lrpet_tf.graph.layer_kinds import LOW_RANK_KINDS
 from lrpet_tf.graph.layer_kinds import low_rank_kind
 from lrpet_tf.graph.layer_kinds import unsupported_reason
 
-__all__ = ["check_layer_types", "select_targets"]
+__all__ = ["check_layer_types", "check_selector", "select_targets"]
 
 
 def check_layer_types(layer_types):
@@ -28,7 +28,8 @@ def check_layer_types(layer_types):
     return layer_types
 
 
-def _check_selector(selector, argument):
+def check_selector(selector, argument):
+    """Validates an `include`/`exclude` argument; returns names as a tuple."""
     if selector is None or callable(selector):
         return selector
     if isinstance(selector, str):
@@ -64,16 +65,17 @@ def select_targets(model, layer_types=("conv",), include=None, exclude=None, tra
         trainable_only: Skip frozen (`trainable=False`) layers.
 
     Returns:
-        `(targets, skipped)`: the chosen layers in model order, and a list of
-        `(layer name, reason)` for layers of the chosen kinds left out.
+        `(targets, skipped)`: the chosen layers in model order (possibly not
+        built yet, in a subclassed model before its first call), and a list
+        of `(layer name, reason)` for layers of the chosen kinds left out.
 
     Raises:
         ValueError: A name in `include` / `exclude` that no layer has, or an
             included layer that is not a low-rank target.
     """
     layer_types = check_layer_types(layer_types)
-    include = _check_selector(include, "include")
-    exclude = _check_selector(exclude, "exclude")
+    include = check_selector(include, "include")
+    exclude = check_selector(exclude, "exclude")
     layers = _keras.flatten_layers(model)
     by_name = {layer.name: layer for layer in layers}
     for argument, selector in (("include", include), ("exclude", exclude)):
@@ -110,10 +112,5 @@ def select_targets(model, layer_types=("conv",), include=None, exclude=None, tra
         if trainable_only and not layer.trainable:
             skipped.append((layer.name, "frozen (trainable=False)"))
             continue
-        if not layer.built:
-            raise ValueError(
-                f"Layer {layer.name!r} of model {model.name!r} is not built; "
-                "build the model (call it on data or give it an Input) first."
-            )
         targets.append(layer)
     return targets, skipped
