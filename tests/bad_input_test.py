@@ -1,0 +1,199 @@
+"""One test per row of the README's "Bad input" table.
+
+Every entry point checks its arguments before it changes anything, and a
+failure leaves the user's model exactly as it was.
+"""
+
+import logging
+
+import numpy as np
+import pytest
+import testing_models as tm
+
+import lrpet_tf
+from lrpet_tf import svd_training as st
+from lrpet_tf._keras import keras
+
+L = keras.layers
+
+
+def unchanged(model, before):
+    return all(np.array_equal(a, b) for a, b in zip(before, tm.all_weights(model)))
+
+
+def matrix_rank(layer):
+    k = np.asarray(layer.kernel.numpy(), np.float64)
+    s = np.linalg.svd(k.reshape(-1, k.shape[-1]), compute_uv=False)
+    return int(np.sum(s > 1e-5 * s[0]))
+
+
+class SubclassedNet(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.conv = L.Conv2D(8, 3, name="conv")
+        self.bn = L.BatchNormalization()
+        self.flatten = L.Flatten()
+        self.head = L.Dense(4)
+
+    def call(self, x, training=False):
+        return self.head(self.flatten(self.bn(self.conv(x), training=training)))
+
+
+def test_subclassed_model_trains_with_lrpet_and_is_refused_by_rewrites(caplog):
+    model = tm.compile_for_test(SubclassedNet())  # not built until its first step
+    x, y = tm.classification_data(16)
+    cb = lrpet_tf.LRPET(prune_ratio=0.5, verbose=0)
+    with caplog.at_level(logging.WARNING, logger="lrpet_tf"):
+        model.fit(x, y, epochs=1, batch_size=8, callbacks=[cb], verbose=0)
+    assert "without BN rectification" in caplog.text
+    assert cb.ranks == {"conv": 4} and matrix_rank(model.conv) <= 4
+    with pytest.raises(TypeError, match="Functional API"):
+        lrpet_tf.factorize(model)
+
+
+def test_subclassed_model_bad_names_fail_before_the_first_step():
+    model = tm.compile_for_test(SubclassedNet())
+    x, y = tm.classification_data(16)
+    with pytest.raises(ValueError, match=r"does not have: \['nope'\]"):
+        model.fit(x, y, epochs=1, callbacks=[lrpet_tf.LRPET(prune_ratio=0.5, exclude=["nope"])])
+    assert not model.built
+
+
+@pytest.mark.parametrize("mode", ["skip", "raise"])
+def test_nan_kernel_is_never_written_and_raise_leaves_everything(mode, caplog):
+    model = tm.residual_cnn()
+    kernel = model.get_layer("conv_b").kernel
+    poisoned = kernel.numpy()
+    poisoned[0, 0, 0, 0] = np.nan
+    kernel.assign(poisoned)
+    before = tm.all_weights(model)
+    cb = lrpet_tf.LRPET(prune_ratio=0.5, on_nonfinite=mode, verbose=0)
+    cb.set_model(model)
+    cb.prepare(model)
+    if mode == "raise":
+        with pytest.raises(ValueError, match=r"NaN or Inf.*\['conv_b'\].*no kernel was modified"):
+            cb.project()
+        assert all(
+            np.array_equal(a, b, equal_nan=True) for a, b in zip(before, tm.all_weights(model))
+        )
+        return
+    with caplog.at_level(logging.WARNING, logger="lrpet_tf"):
+        stats = cb.project()
+    assert stats.skipped_nonfinite == ["conv_b"] and "NaN/Inf" in caplog.text
+    np.testing.assert_array_equal(kernel.numpy(), poisoned)  # left as it was
+    assert matrix_rank(model.get_layer("conv_a")) <= cb.ranks["conv_a"]  # others projected
+    assert not np.isnan(model.get_layer("conv_a").kernel.numpy()).any()
+
+
+def test_nan_in_batchnorm_statistics_is_caught_too():
+    model = tm.residual_cnn()
+    bn = model.get_layer("bn_b")
+    bn.gamma.assign(np.full(bn.gamma.shape, np.inf, np.float32))
+    cb = lrpet_tf.LRPET(prune_ratio=0.5, verbose=0)
+    cb.set_model(model)
+    cb.prepare(model)
+    assert cb.project().skipped_nonfinite == ["conv_b"]
+
+
+def test_mixed_float16_projects_in_float32():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = tm.compile_for_test(tm.residual_cnn())
+        x, y = tm.classification_data(32)
+        cb = lrpet_tf.LRPET(prune_ratio=0.5, verbose=0)
+        model.fit(x, y, epochs=1, batch_size=16, callbacks=[cb], verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    layer = model.get_layer("conv_b")
+    assert "float32" in str(layer.kernel.dtype)
+    assert matrix_rank(layer) <= cb.ranks["conv_b"]
+
+
+def test_regularized_and_constrained_kernels(caplog):
+    inputs = keras.Input((6, 6, 3))
+    h = L.Conv2D(8, 3, kernel_regularizer=keras.regularizers.L2(1e-3), name="reg")(inputs)
+    h = L.Conv2D(8, 3, kernel_constraint=keras.constraints.MaxNorm(2.0), name="con")(h)
+    model = tm.compile_for_test(keras.Model(inputs, L.Dense(4)(L.Flatten()(h))))
+    x, y = tm.classification_data(16, (6, 6, 3))
+    cb = lrpet_tf.LRPET(prune_ratio=0.5, verbose=0)
+    with caplog.at_level(logging.WARNING, logger="lrpet_tf"):
+        model.fit(x, y, epochs=1, batch_size=8, callbacks=[cb], verbose=0)
+    assert "['con'] have a kernel_constraint" in caplog.text
+    assert matrix_rank(model.get_layer("reg")) <= cb.ranks["reg"]
+    assert matrix_rank(model.get_layer("con")) <= cb.ranks["con"]
+
+
+def test_frozen_layers_are_skipped_and_listed():
+    model = tm.residual_cnn()
+    model.get_layer("stem").trainable = False
+    before = model.get_layer("stem").kernel.numpy()
+    cb = lrpet_tf.LRPET(prune_ratio=0.5, verbose=0)
+    cb.set_model(model)
+    cb.prepare(model)
+    cb.project()
+    assert "stem" not in cb.ranks
+    assert cb.skipped_layers == [("stem", "frozen (trainable=False)")]
+    np.testing.assert_array_equal(model.get_layer("stem").kernel.numpy(), before)
+    svd_model, report = st.decompose(model, return_report=True)
+    assert ("stem", "skipped") in [(c.layer, c.action) for c in report.changes]
+
+
+def test_callback_reused_for_a_second_model():
+    cb = lrpet_tf.LRPET(prune_ratio=0.5, verbose=0)
+    x, y = tm.classification_data(16)
+    first = tm.compile_for_test(tm.residual_cnn(width=8))
+    first.fit(x, y, epochs=1, callbacks=[cb], verbose=0)
+    assert cb.ranks["conv_b"] == 8
+    second = tm.compile_for_test(tm.residual_cnn(width=4))
+    second.fit(x, y, epochs=1, callbacks=[cb], verbose=0)
+    assert cb.ranks["conv_b"] == 4
+    assert matrix_rank(second.get_layer("conv_b")) <= 4
+
+
+class NoConfig(L.Layer):
+    """A custom layer without a usable config (its __init__ takes a function)."""
+
+    def __init__(self, fn, **kwargs):
+        super().__init__(**kwargs)
+        self.fn = fn
+
+    def call(self, x):
+        return self.fn(x)
+
+
+def test_rewrite_failing_midway_leaves_the_model_as_it_was():
+    inputs = keras.Input((6, 6, 3))
+    h = L.BatchNormalization()(L.Conv2D(8, 3, name="conv")(inputs))
+    model = keras.Model(inputs, NoConfig(lambda t: 2.0 * t, name="custom")(h))
+    before = tm.all_weights(model)
+    for rewrite in (lrpet_tf.fold_batchnorm, lrpet_tf.factorize, st.decompose):
+        with pytest.raises(TypeError, match="Cannot clone layer 'custom'.*get_config"):
+            rewrite(model)
+        assert unchanged(model, before)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (
+            lambda: lrpet_tf.LRPET(prune_ratio=0.5, on_nonfinite="ignore"),
+            ValueError,
+            "on_nonfinite",
+        ),
+        (lambda: lrpet_tf.LRPET(ranks=True), TypeError, "ranks=True"),
+        (lambda: lrpet_tf.LRPET(prune_ratio=0.5, warmup_epochs=-1), ValueError, "warmup_epochs=-1"),
+        (lambda: lrpet_tf.LRPET(prune_ratio=0.5, include=3), TypeError, "include=3"),
+        (lambda: lrpet_tf.PruneRatio(0.5, round_to=0), ValueError, "round_to=0"),
+        (lambda: st.prune(tm.residual_cnn(), energy=0.1, threshold=1.0), ValueError, "exactly one"),
+        (lambda: st.prune(st.decompose(tm.residual_cnn()), threshold=-1), ValueError, "threshold"),
+        (lambda: lrpet_tf.measure_latency(b"", num_threads=0), ValueError, "num_threads=0"),
+        (
+            lambda: lrpet_tf.factorize(tm.residual_cnn(), layer_types="rnn"),
+            ValueError,
+            "layer_types",
+        ),
+    ],
+)
+def test_more_bad_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
