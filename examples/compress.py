@@ -97,6 +97,7 @@ class CompressConfig:
     output_dir: str = None
     log_dir: str = None
     plots: bool = True
+    validate: bool = True
     verbose: int = 2
 
     def __post_init__(self):
@@ -240,6 +241,7 @@ def run(config=None, callbacks=(), **changes):
             log_dir=config.log_dir,
             seed=config.seed,
             verbose=config.verbose,
+            validate=config.validate,
         )
         history, epochs_run = stage["history"], stage["epochs_run"]
 

@@ -141,6 +141,7 @@ def define_output_flags():
     )
     flags.DEFINE_enum("strategy", "default", example_training.STRATEGIES, "tf.distribute strategy.")
     flags.DEFINE_bool("plots", True, "Write PNG plots into the run folder.")
+    flags.DEFINE_bool("validate", True, "Evaluate on the test set after every epoch.")
     flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (1 progress bar, 2 line per epoch).")
 
 

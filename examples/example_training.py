@@ -84,6 +84,7 @@ def fit_stage(
     log_dir=None,
     seed=0,
     verbose=2,
+    validate=True,
 ):
     """Compiles `model` with `recipe`, trains it resumably and saves it.
 
@@ -103,6 +104,7 @@ def fit_stage(
         log_dir: If given, a `keras.callbacks.TensorBoard` writes here.
         seed: Seed of the data order and augmentation.
         verbose: Keras `fit` verbosity.
+        validate: Evaluate on the test set after each epoch (`val_*` logs).
 
     Returns:
         A dict: `history` (rows of history.csv: every epoch of the stage,
@@ -125,7 +127,7 @@ def fit_stage(
     result = model.fit(
         data.train_dataset(batch_size, recipe.augmentation(data.name), seed),
         epochs=epochs,
-        validation_data=data.test_dataset(max(batch_size, 256)),
+        validation_data=data.test_dataset(max(batch_size, 256)) if validate else None,
         callbacks=all_callbacks,
         shuffle=False,  # the tf.data pipeline shuffles
         verbose=verbose,
@@ -141,11 +143,15 @@ def fit_stage(
 
 
 def read_history(path):
-    """The rows of a CSVLogger file as dicts of floats (empty if missing)."""
+    """The rows of a CSVLogger file as dicts of floats (empty if missing; "NA" dropped)."""
     if not os.path.exists(path):
         return []
     with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+        # Keras 3 writes "NA" in the val_* columns of epochs without validation.
+        return [
+            {k: float(v) for k, v in row.items() if v not in ("", "NA")}
+            for row in csv.DictReader(f)
+        ]
 
 
 def save_model(model, path, strategy=None):

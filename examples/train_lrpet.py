@@ -82,6 +82,7 @@ class TrainConfig:
         log_dir: TensorBoard folder (LRPET's projections under `lrpet/`,
             Keras's epoch logs under `train/` and `validation/`); None: off.
         plots: Write spectra.png and ranks.png.
+        validate: Evaluate on the test set after every epoch (`val_*` logs).
         verbose: Keras fit verbosity.
     """
 
@@ -114,6 +115,7 @@ class TrainConfig:
     output_dir: str = None
     log_dir: str = None
     plots: bool = True
+    validate: bool = True
     verbose: int = 2
 
     def __post_init__(self):
@@ -253,6 +255,7 @@ def run(config=None, callbacks=(), **changes):
             log_dir=config.log_dir,
             seed=config.seed,
             verbose=config.verbose,
+            validate=config.validate,
         )
     stage["seconds"] = sum(row.get("epoch_seconds", 0.0) for row in stage["history"])
     if config.method == "lrpet":

@@ -81,7 +81,7 @@ class SVDConfig:
         finetune_learning_rate: Stage 4's initial learning rate (default:
             the recipe's).
         batch_size, seed, quantization, strategy, output_dir, log_dir, plots,
-            verbose: As `train_lrpet.TrainConfig`.
+            validate, verbose: As `train_lrpet.TrainConfig`.
     """
 
     model: str = "small_cnn"
@@ -116,6 +116,7 @@ class SVDConfig:
     output_dir: str = None
     log_dir: str = None
     plots: bool = True
+    validate: bool = True
     verbose: int = 2
 
     def run_name(self):
@@ -207,6 +208,7 @@ def run(config=None, callbacks=(), **changes):
             log_dir=os.path.join(config.log_dir, STAGES[index]) if config.log_dir else None,
             seed=config.seed + index,
             verbose=config.verbose,
+            validate=config.validate,
         )
         stages[STAGES[index]] = {"status": "run", "epochs_run": result["epochs_run"]}
         return model

@@ -32,7 +32,7 @@ import lrpet_tf  # noqa: E402
 from lrpet_tf import svd_training  # noqa: E402
 from lrpet_tf._keras import keras  # noqa: E402
 
-TINY = dict(dataset="digits", train_limit=192, test_limit=96, width=4, verbose=0)
+TINY = dict(dataset="digits", train_limit=192, test_limit=96, width=4, verbose=0, validate=False)
 
 
 class Interrupted(Exception):
@@ -144,7 +144,13 @@ def test_train_lrpet_resumes_an_interrupted_run(tmp_path):
 
 def test_sweep_and_methods_at_equal_compression(tmp_path):
     config = train_lrpet.TrainConfig(
-        dataset="synthetic", width=4, epochs=1, verbose=0, plots=False, output_dir=str(tmp_path)
+        dataset="synthetic",
+        width=4,
+        epochs=1,
+        verbose=0,
+        plots=False,
+        validate=False,
+        output_dir=str(tmp_path),
     )
     summary = train_lrpet.sweep(config, prune_ratios=(0.3, 0.6))
     assert os.path.exists(summary["plot"]) and (tmp_path / "sweep.json").exists()
@@ -177,6 +183,7 @@ def test_train_lrpet_script_preset_and_flags(tmp_path):
             "--batch_size=64",
             "--verbose=0",
             "--noplots",
+            "--novalidate",
             f"--output_dir={tmp_path}",
         ],
         env=env,
@@ -263,6 +270,7 @@ def test_compress_to_a_macs_target(tmp_path, method):
         output_dir=str(tmp_path / "out"),
         verbose=0,
         plots=False,
+        validate=False,
     )
     fraction = 1.0 / results["macs_ratio"]
     assert fraction <= 0.5 and fraction == pytest.approx(results["macs_fraction_planned"])
