@@ -104,7 +104,7 @@ def prune(model, energy=None, threshold=None, return_report=False):
         return replacements
 
     result = graph.rebuild(plan)
-    attach_svd_metrics(result)
+    attach_svd_metrics(result, energy=0.01 if energy is None else energy)
     return (result, report) if return_report else result
 
 

@@ -113,6 +113,7 @@ class SVDConv2D(SVDLayer):
         else:
             self.matrix_shape = (kh * c, kw * self.filters)
         self._build_factors(*self.matrix_shape, self.filters)
+        self.built = True
 
     # -- the two ways to compute ------------------------------------------
 

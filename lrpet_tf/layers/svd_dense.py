@@ -47,6 +47,7 @@ class SVDDense(SVDLayer):
         in_dim = int(input_shape[-1])
         self.matrix_shape = (in_dim, self.units)
         self._build_factors(in_dim, self.units, self.units)
+        self.built = True
 
     def _two_ops(self):
         rows, cols = self.matrix_shape

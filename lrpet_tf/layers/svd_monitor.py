@@ -25,6 +25,18 @@ def svd_layers(model):
     return [layer for layer in _keras.flatten_layers(model) if isinstance(layer, SVDLayer)]
 
 
+class _LayerRefs:
+    """Holds the summarised layers out of sight of Keras's trackers and savers.
+
+    Held in a list attribute, the layers would be tracked by the metric, and
+    `model.save` would store their weights under the metric instead of under
+    the model's layers (tf_keras then cannot load them).
+    """
+
+    def __init__(self, layers):
+        self.layers = tuple(layers)
+
+
 class SVDTrainingMetric(keras.metrics.Metric):
     """A weight-derived metric of a model's SVD layers.
 
@@ -44,8 +56,7 @@ class SVDTrainingMetric(keras.metrics.Metric):
                 f"Expected `quantity` in {QUANTITIES}. Received: quantity={quantity!r}"
             )
         super().__init__(name=name or f"svd_{quantity}", **kwargs)
-        # A list attribute is not tracked as sub-layers of the metric.
-        self._svd_layers = list(layers)
+        self._source = _LayerRefs(layers)
         self.quantity = quantity
         self.energy = float(energy)
 
@@ -57,7 +68,7 @@ class SVDTrainingMetric(keras.metrics.Metric):
 
     def result(self):
         total = tf.constant(0.0, tf.float32)
-        for layer in self._svd_layers:
+        for layer in self._source.layers:
             if self.quantity == "rank":
                 value = tf.cast(energy_rank(tf.convert_to_tensor(layer.s), self.energy), tf.float32)
             else:
