@@ -1,10 +1,12 @@
-"""TFLite export, verification against Keras, and latency measurement."""
+"""TFLite export, verification against Keras, latency, and the QAT hand-off to tfmot."""
 
 from lrpet_tf.export.export_tflite import ExportResult
 from lrpet_tf.export.export_tflite import TFLiteVerificationError
 from lrpet_tf.export.export_tflite import export_tflite
 from lrpet_tf.export.latency import LatencyResult
 from lrpet_tf.export.latency import measure_latency
+from lrpet_tf.export.quantization_aware import is_quantization_aware
+from lrpet_tf.export.quantization_aware import prepare_qat
 from lrpet_tf.export.tflite_model import TFLiteModel
 
 __all__ = [
@@ -13,5 +15,7 @@ __all__ = [
     "TFLiteModel",
     "TFLiteVerificationError",
     "export_tflite",
+    "is_quantization_aware",
     "measure_latency",
+    "prepare_qat",
 ]

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from lrpet_tf import _keras
 from lrpet_tf._keras import keras
+from lrpet_tf.export.quantization_aware import is_quantization_aware
 from lrpet_tf.export.quiet import captured_output
 from lrpet_tf.export.tflite_model import TFLiteModel
 
@@ -17,10 +18,10 @@ QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 
 # Allowed max |TFLite - Keras| relative to max(1, max |Keras output|).
 _FLOAT_TOLERANCE = {None: 1e-4, "float16": 2e-2, "dynamic": 1e-1}
-# int8: share of examples whose arg-max must agree, and the max error as a
-# fraction of the Keras output range.
+# int8: share of examples whose arg-max must agree, and the max error in
+# steps of the output's int8 quantization (32 steps = 1/8 of its range).
 _INT8_TOP1_AGREEMENT = 0.9
-_INT8_RANGE_FRACTION = 0.15
+_INT8_MAX_STEPS = 32
 
 
 class TFLiteVerificationError(RuntimeError):
@@ -40,6 +41,8 @@ class ExportResult:
             when `verify=False`).
         tolerance: The bound `max_error` was checked against.
         top1_agreement: For int8, the share of examples whose arg-max agrees.
+        max_error_steps: For int8, `max_error` in steps of the output's int8
+            quantization.
     """
 
     path: str
@@ -49,6 +52,7 @@ class ExportResult:
     max_error: float = None
     tolerance: float = None
     top1_agreement: float = None
+    max_error_steps: float = None
 
     def op_count(self, name):
         """How many ops of this builtin type the file has."""
@@ -89,8 +93,8 @@ def export_tflite(
             inputs of the model's input shapes.
         tolerance: Override the allowed max error, relative to
             `max(1, max |Keras output|)`. Defaults: 1e-4 float32, 2e-2 float16,
-            1e-1 dynamic; int8 checks arg-max agreement (>= 90%) and max error
-            <= 15% of the output range instead.
+            1e-1 dynamic; int8 checks arg-max agreement (>= 90%) and a max
+            error of at most 32 steps of the output's int8 quantization.
 
     Returns:
         An `ExportResult`.
@@ -110,12 +114,16 @@ def export_tflite(
             f"Expected `quantization` to be one of {QUANTIZATIONS}. "
             f"Received: quantization={quantization!r}"
         )
-    if quantization == "int8" and representative_dataset is None:
+    if (
+        quantization == "int8"
+        and representative_dataset is None
+        and not is_quantization_aware(model)
+    ):
         raise ValueError(
             'quantization="int8" calibrates activation ranges and needs '
             "`representative_dataset` (a few hundred typical inputs). Received: "
             "representative_dataset=None. For weights-only int8 without data "
-            'use quantization="dynamic".'
+            'use quantization="dynamic"; a model trained with prepare_qat needs none.'
         )
     if not isinstance(model, keras.Model):
         raise TypeError(f"Expected `model` to be a Keras model. Received: model={model!r}")
@@ -144,9 +152,11 @@ def _convert(model, quantization, calibration):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    if quantization == "int8":
+    if quantization == "int8" and calibration is not None:
         converter.representative_dataset = calibration
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    # A quantization-aware model (prepare_qat) carries its learned ranges:
+    # Optimize.DEFAULT alone converts it to int8.
     with captured_output() as log:
         try:
             content = converter.convert()
@@ -230,9 +240,12 @@ def _verify(model, tflite, inputs, result, tolerance):
             if e.ndim >= 2 and e.shape[-1] > 1
         ]
         result.top1_agreement = min(agreements) if agreements else None
-        spread = max(float(np.ptp(e)) for e in expected) or 1.0
-        result.tolerance = _INT8_RANGE_FRACTION * spread
-        ok = result.max_error <= result.tolerance and (
+        steps = tflite.output_quantization_scales(_output_names(model))
+        result.max_error_steps = max(
+            float(np.max(np.abs(g - e))) / step for g, e, step in zip(got, expected, steps) if step
+        )
+        result.tolerance = _INT8_MAX_STEPS * max(step for step in steps if step)
+        ok = result.max_error_steps <= _INT8_MAX_STEPS and (
             result.top1_agreement is None or result.top1_agreement >= _INT8_TOP1_AGREEMENT
         )
     else:

@@ -53,6 +53,28 @@ class TFLiteModel:
         """`collections.Counter` of op names."""
         return collections.Counter(self.op_names())
 
+    def output_quantization_scales(self, output_names=None):
+        """Per output (in the order `__call__` returns them), its int8 step.
+
+        For a float-I/O integer model, the scale of the int8 tensor each
+        float output is dequantized from; for an integer output, its own
+        scale; None for an output computed in float.
+        """
+        interpreter = self._interpreter
+        tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+        dequantized_from = {
+            int(op["outputs"][0]): int(op["inputs"][0])
+            for op in interpreter._get_ops_details()
+            if op["op_name"] == "DEQUANTIZE"
+        }
+        by_name = dict(self._runner.get_output_details().items())
+        scales = []
+        for name in self._output_order(output_names, by_name):
+            index = by_name[name]["index"]
+            scale = tensors[dequantized_from.get(index, index)]["quantization"][0]
+            scales.append(float(scale) if scale else None)
+        return scales
+
     def input_details(self):
         """The interpreter's input tensor details (name, shape, dtype, quantization)."""
         return self._interpreter.get_input_details()
@@ -86,11 +108,13 @@ class TFLiteModel:
             name: np.asarray(value, dtype=self._input_dtype(name)) for name, value in feed.items()
         }
         outputs = self._runner(**feed)
-        order = self.output_names
-        if output_names and set(output_names) == set(outputs):
-            order = list(output_names)
-        result = [outputs[name] for name in order]
+        result = [outputs[name] for name in self._output_order(output_names, outputs)]
         return result[0] if len(result) == 1 else result
+
+    def _output_order(self, output_names, available):
+        if output_names and set(output_names) == set(available):
+            return list(output_names)
+        return self.output_names
 
     def _input_dtype(self, name):
         for detail in self._runner.get_input_details().items():
