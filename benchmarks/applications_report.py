@@ -119,13 +119,22 @@ def check_application(name, input_size=None, prune_ratio=0.5, output_dir=None, s
 
     model32 = _build(name, size)
     model32.set_weights([w.astype(np.float32) for w in weights])
+    # Auto-named layers (InceptionV3's conv2d_N) get new names in a second
+    # build: carry the ranks over by layer position.
+    renamed = {
+        old.name: new.name
+        for old, new in zip(
+            model._flatten_layers(include_self=False), model32._flatten_layers(include_self=False)
+        )
+    }
+    ranks32 = {renamed[n]: r for n, r in cb.ranks.items()}
     start = time.perf_counter()
     tflite = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = output_dir or tmp
         for label, keras_model in (
             ("dense", lrpet_tf.fold_batchnorm(model32)),
-            ("compact", lrpet_tf.fold_batchnorm(lrpet_tf.factorize(model32, ranks=cb.ranks))),
+            ("compact", lrpet_tf.fold_batchnorm(lrpet_tf.factorize(model32, ranks=ranks32))),
         ):
             tflite[label] = lrpet_tf.export_tflite(
                 keras_model,

@@ -13,6 +13,7 @@ from lrpet_tf.graph.layer_kinds import low_rank_kind
 from lrpet_tf.graph.layer_kinds import unsupported_reason
 from lrpet_tf.graph.rewrite_report import LayerChange
 from lrpet_tf.graph.rewrite_report import RewriteReport
+from lrpet_tf.graph.targets import check_layer_names
 from lrpet_tf.graph.targets import check_layer_types
 from lrpet_tf.layers.svd_layer import SVDLayer
 from lrpet_tf.ops.costs import factorized_macs
@@ -134,12 +135,7 @@ def _check_named_layers(policy, layers, model_name):
         return
     by_name = {layer.name: layer for layer in layers}
     names = policy.layer_names()
-    missing = [n for n in names if n not in by_name]
-    if missing:
-        raise ValueError(
-            f"`ranks` names layers that model {model_name!r} does not have: "
-            f"{missing}. Received: ranks={names!r}"
-        )
+    check_layer_names(names, by_name, "ranks", model_name)
     for name in names:
         reason = unsupported_reason(by_name[name])
         if reason is not None:

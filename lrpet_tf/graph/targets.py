@@ -11,7 +11,7 @@ from lrpet_tf.graph.layer_kinds import LOW_RANK_KINDS
 from lrpet_tf.graph.layer_kinds import low_rank_kind
 from lrpet_tf.graph.layer_kinds import unsupported_reason
 
-__all__ = ["check_layer_types", "check_selector", "select_targets"]
+__all__ = ["check_layer_names", "check_layer_types", "check_selector", "select_targets"]
 
 
 def check_layer_types(layer_types):
@@ -26,6 +26,19 @@ def check_layer_types(layer_types):
             f"Received: layer_types={layer_types!r}"
         )
     return layer_types
+
+
+def check_layer_names(names, by_name, argument, model_name):
+    """Raises a ValueError listing the `names` that are not keys of `by_name`."""
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        shown = repr(missing[:8])[:-1] + (
+            f", ... ({len(missing)} in all)]" if len(missing) > 8 else "]"
+        )
+        raise ValueError(
+            f"`{argument}` names layers that model {model_name!r} does not have: {shown}. "
+            f"Layer names are those of `model.layers` (nested models included)."
+        )
 
 
 def check_selector(selector, argument):
@@ -80,12 +93,7 @@ def select_targets(model, layer_types=("conv",), include=None, exclude=None, tra
     by_name = {layer.name: layer for layer in layers}
     for argument, selector in (("include", include), ("exclude", exclude)):
         if selector is not None and not callable(selector):
-            missing = [n for n in selector if n not in by_name]
-            if missing:
-                raise ValueError(
-                    f"`{argument}` names layers that model {model.name!r} does "
-                    f"not have: {missing}. Received: {argument}={list(selector)!r}"
-                )
+            check_layer_names(selector, by_name, argument, model.name)
     if include is not None and not callable(include):
         bad = [(n, unsupported_reason(by_name[n])) for n in include]
         bad = [(n, why) for n, why in bad if why is not None]
