@@ -7,10 +7,11 @@ from lrpet_tf._keras import keras
 from lrpet_tf.callbacks.projection_schedule import ProjectionSchedule
 from lrpet_tf.callbacks.projection_summaries import ProjectionSummaries
 from lrpet_tf.callbacks.projector import Projector
+from lrpet_tf.callbacks.projector import check_on_nonfinite
 from lrpet_tf.graph.targets import check_layer_types
 from lrpet_tf.graph.targets import check_selector
 from lrpet_tf.graph.targets import select_targets
-from lrpet_tf.ops.energy_transfer import ENERGY_TRANSFER_MODES
+from lrpet_tf.ops.energy_transfer import check_energy_transfer
 from lrpet_tf.ops.rank_policy import get_rank_policy
 
 __all__ = ["LRPET"]
@@ -63,8 +64,8 @@ class LRPET(keras.callbacks.Callback):
         log_dir: If given, TensorBoard summaries per projection and layer
             (energy kept, rank, singular-value histogram) go to
             `<log_dir>/lrpet`. Off by default.
-        verbose: 0 silent, 1 one line per projection (printed between
-            epochs, never inside Keras's progress bar).
+        verbose: 0 silent; 1 (or 2) one line per projection, printed between
+            epochs, never inside Keras's progress bar.
 
     Attributes:
         ranks: Layer name -> rank, available once training has started.
@@ -96,20 +97,12 @@ class LRPET(keras.callbacks.Callback):
         super().__init__()
         self.policy = get_rank_policy(prune_ratio=prune_ratio, ranks=ranks)
         self.schedule = ProjectionSchedule(frequency, warmup_epochs)
-        if energy_transfer not in ENERGY_TRANSFER_MODES:
-            raise ValueError(
-                f"Expected `energy_transfer` to be one of {ENERGY_TRANSFER_MODES}. "
-                f"Received: energy_transfer={energy_transfer!r}"
-            )
+        check_energy_transfer(energy_transfer)
+        check_on_nonfinite(on_nonfinite)
         if not isinstance(bn_rectification, bool):
             raise TypeError(
                 "Expected `bn_rectification` to be a bool. Received: "
                 f"bn_rectification={bn_rectification!r}"
-            )
-        if on_nonfinite not in ("skip", "raise"):
-            raise ValueError(
-                'Expected `on_nonfinite` to be "skip" or "raise". Received: '
-                f"on_nonfinite={on_nonfinite!r}"
             )
         if verbose not in (0, 1, 2):
             raise ValueError(f"Expected `verbose` in (0, 1, 2). Received: verbose={verbose!r}")
@@ -204,7 +197,21 @@ class LRPET(keras.callbacks.Callback):
         self.projection_count = 0
 
     def project(self):
-        """Runs one projection now and returns its `ProjectionStats`."""
+        """Runs one projection of `self.model` now and returns its `ProjectionStats`.
+
+        `fit` calls it on schedule. To project outside training (e.g. a
+        trained model, before `factorize`): `cb.set_model(model); cb.project()`.
+
+        Raises:
+            ValueError: If the callback has no model yet.
+        """
+        if self.model is None:
+            raise ValueError(
+                "LRPET.project() needs a model: pass the callback to `fit`, or call "
+                "`cb.set_model(model)` first."
+            )
+        if self._projector_model is not self.model:
+            self.prepare(self.model)
         stats = self._projector()
         self.projection_count += 1
         self.last_stats = stats

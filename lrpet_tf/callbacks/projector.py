@@ -22,14 +22,24 @@ from lrpet_tf import _keras
 from lrpet_tf.graph.layer_graph import LayerGraph
 from lrpet_tf.graph.targets import select_targets
 from lrpet_tf.ops.batchnorm import batchnorm_scale
-from lrpet_tf.ops.energy_transfer import ENERGY_TRANSFER_MODES
+from lrpet_tf.ops.energy_transfer import check_energy_transfer
 from lrpet_tf.ops.matrix_view import kernel_to_matrix
 from lrpet_tf.ops.matrix_view import matrix_to_kernel
 from lrpet_tf.ops.projection import low_rank_projection
 
-__all__ = ["Projector", "ProjectionStats", "ProjectionTarget"]
+__all__ = ["Projector", "ProjectionStats", "ProjectionTarget", "check_on_nonfinite"]
 
 DEAD_LAYER_THRESHOLD = 1e-4
+NONFINITE_POLICIES = ("skip", "raise")
+
+
+def check_on_nonfinite(value):
+    """Raises a ValueError unless `value` is "skip" or "raise"."""
+    if value not in NONFINITE_POLICIES:
+        raise ValueError(
+            f'Expected `on_nonfinite` to be "skip" or "raise". Received: on_nonfinite={value!r}'
+        )
+    return value
 
 
 @dataclasses.dataclass(eq=False)
@@ -122,16 +132,8 @@ class Projector:
         batch_by_shape=True,
         on_nonfinite="skip",
     ):
-        if energy_transfer not in ENERGY_TRANSFER_MODES:
-            raise ValueError(
-                f"Expected `energy_transfer` to be one of {ENERGY_TRANSFER_MODES}. "
-                f"Received: energy_transfer={energy_transfer!r}"
-            )
-        if on_nonfinite not in ("skip", "raise"):
-            raise ValueError(
-                'Expected `on_nonfinite` to be "skip" or "raise". Received: '
-                f"on_nonfinite={on_nonfinite!r}"
-            )
+        check_energy_transfer(energy_transfer)
+        check_on_nonfinite(on_nonfinite)
         if policy.layer_names() and include is None:
             include = list(policy.layer_names())
         layers, self.skipped_layers = select_targets(

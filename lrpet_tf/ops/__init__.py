@@ -14,6 +14,7 @@ from lrpet_tf.ops.costs import factorized_macs
 from lrpet_tf.ops.costs import factorized_params
 from lrpet_tf.ops.costs import kernel_macs
 from lrpet_tf.ops.energy_transfer import ENERGY_TRANSFER_MODES
+from lrpet_tf.ops.energy_transfer import check_energy_transfer
 from lrpet_tf.ops.energy_transfer import transfer_energy
 from lrpet_tf.ops.low_rank_factors import exact_svd
 from lrpet_tf.ops.low_rank_factors import low_rank_factors
@@ -46,6 +47,7 @@ __all__ = [
     "SPARSITY_KINDS",
     "batchnorm_scale",
     "break_even_rank",
+    "check_energy_transfer",
     "energy_rank",
     "exact_svd",
     "factorized_macs",

@@ -14,9 +14,19 @@ rank `r`, the pruned values are set to zero and the kept ones become:
 
 import tensorflow as tf
 
-__all__ = ["ENERGY_TRANSFER_MODES", "transfer_energy"]
+__all__ = ["ENERGY_TRANSFER_MODES", "check_energy_transfer", "transfer_energy"]
 
 ENERGY_TRANSFER_MODES = ("scale", "additive", None)
+
+
+def check_energy_transfer(mode):
+    """Raises a ValueError unless `mode` is one of `ENERGY_TRANSFER_MODES`."""
+    if mode not in ENERGY_TRANSFER_MODES:
+        raise ValueError(
+            f"Expected `energy_transfer` to be one of {ENERGY_TRANSFER_MODES}. "
+            f"Received: energy_transfer={mode!r}"
+        )
+    return mode
 
 
 def transfer_energy(singular_values, ranks, mode="scale"):
@@ -34,11 +44,7 @@ def transfer_energy(singular_values, ranks, mode="scale"):
     Raises:
         ValueError: If `mode` is not one of the three modes.
     """
-    if mode not in ENERGY_TRANSFER_MODES:
-        raise ValueError(
-            "Expected `energy_transfer` to be one of "
-            f"{ENERGY_TRANSFER_MODES}. Received: energy_transfer={mode!r}"
-        )
+    check_energy_transfer(mode)
     s = tf.convert_to_tensor(singular_values)
     k = tf.shape(s)[-1]
     ranks = tf.cast(ranks, tf.int32)
