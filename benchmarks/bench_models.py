@@ -90,11 +90,11 @@ def tiny_cnn(input_shape=(8, 8, 3), num_classes=4, width=8):
 
 
 def _named_input(input_shape):
-    # An explicitly named Input: `lrpet_tf.export_tflite(..., verify=True)`
-    # looks inputs up by layer name, and the TFLite signature of an unnamed
-    # Keras 3 Input is named after its tensor ("keras_tensor"), not its layer
-    # ("input_layer"), so verification of keras.applications models built
-    # the default way fails (reported; see benchmarks/RESULTS.md).
+    # An explicitly named Input. Before commit e5ffb72, `export_tflite`'s
+    # verification looked inputs up by layer name ("input_layer") while the
+    # TFLite signature of an unnamed Keras 3 Input is named after its tensor
+    # ("keras_tensor"), so keras.applications models built the default way
+    # failed to export; naming the input works with either version.
     return keras.Input(input_shape, name="image")
 
 

@@ -13,12 +13,14 @@ import importlib.metadata
 import json
 import os
 import platform
+import subprocess
 import time
 
 import numpy as np
 
 __all__ = [
     "BENCHMARKS_DIR",
+    "source_revision",
     "interleaved_times",
     "load_average",
     "machine_info",
@@ -63,6 +65,29 @@ def _cpu_flags():
     return []
 
 
+def source_revision():
+    """The git commit of the checkout and whether `lrpet_tf/` has uncommitted changes."""
+    root = os.path.dirname(BENCHMARKS_DIR)
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "lrpet_tf"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "lrpet_tf_modified": None}
+    return {"commit": commit or None, "lrpet_tf_modified": bool(dirty)}
+
+
 def machine_info():
     """What the numbers were measured on: CPU, cores, memory, versions, date, load.
 
@@ -90,6 +115,7 @@ def machine_info():
         "versions": versions,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "load_average": load_average(),
+        "source": source_revision(),
     }
 
 
@@ -97,15 +123,20 @@ def machine_markdown(info):
     """One markdown paragraph describing `machine_info()`."""
     v = info["versions"]
     flags = "/".join(info["cpu_flags"]) or "n/a"
+    source = info.get("source") or {}
+    revision = ""
+    if source.get("commit"):
+        modified = " + uncommitted lrpet_tf/ changes" if source.get("lrpet_tf_modified") else ""
+        revision = f"; lrpet_tf at {source['commit']}{modified}"
     return (
         f"Machine: {info['cpu']} ({flags}), {info['cores']} cores, "
         f"{info['memory_gib']} GiB; Python {v['python']}, TensorFlow {v['tensorflow']}, "
         f"Keras {v['keras']}, ai-edge-litert {v['ai-edge-litert']}, NumPy {v['numpy']}; "
-        f"{info['date']}."
+        f"{info['date']}{revision}."
     )
 
 
-def interleaved_times(candidates, rounds, warmup=1, inner=1, before=None):
+def interleaved_times(candidates, rounds, warmup=1, inner=1, before=None, cpu_times=None):
     """Times several callables interleaved: one call of each per round.
 
     Each round calls every candidate once (timed: `inner` back-to-back calls,
@@ -121,6 +152,9 @@ def interleaved_times(candidates, rounds, warmup=1, inner=1, before=None):
         before: Optional dict name -> zero-argument callable run untimed
             right before each (warm-up or timed) sample of that candidate,
             e.g. to restore state the candidate changes.
+        cpu_times: Optional dict, filled with name -> float64 array of this
+            process's CPU seconds (all threads, `time.process_time`) per call:
+            unlike wall time, barely affected by other processes' load.
 
     Returns:
         Dict name -> float64 array of `rounds` seconds per call.
@@ -128,18 +162,24 @@ def interleaved_times(candidates, rounds, warmup=1, inner=1, before=None):
     names = list(candidates)
     before = before or {}
     times = {name: [] for name in names}
+    cpu = {name: [] for name in names}
     for i in range(warmup + rounds):
         shift = i % len(names)
         for name in names[shift:] + names[:shift]:
             if name in before:
                 before[name]()
             fn = candidates[name]
+            start_cpu = time.process_time()
             start = time.perf_counter()
             for _ in range(inner):
                 fn()
             elapsed = (time.perf_counter() - start) / inner
+            elapsed_cpu = (time.process_time() - start_cpu) / inner
             if i >= warmup:
                 times[name].append(elapsed)
+                cpu[name].append(elapsed_cpu)
+    if cpu_times is not None:
+        cpu_times.update({name: np.asarray(t, np.float64) for name, t in cpu.items()})
     return {name: np.asarray(t, np.float64) for name, t in times.items()}
 
 

@@ -10,19 +10,21 @@ are restored (untimed), so every call projects the same full-rank weights.
 Part B, the LRPET callback's overhead on training, as epoch-time ratios in one
 run: three copies of the model (same initial weights) train interleaved one
 epoch at a time, without the callback, with `LRPET(frequency="epoch")` and
-with `LRPET(frequency=250)`. On two CPU cores a real CIFAR epoch (391 steps of
-128) takes about half an hour, so an "epoch" here is `--epoch_steps` steps;
-the every-250-steps callback then projects rarely inside the timed epochs and
-its ratio measures mostly the per-step hook. The overhead of each schedule on
-full-size epochs is derived as well, from the projection and step times
-measured in the same run (stated as derived in the table).
+with `LRPET(frequency=250)`, in wall time and in this process's CPU time
+(robust to other processes' load). On two CPU cores a real CIFAR epoch (391
+steps of 128) takes about half an hour, so an "epoch" here is `--epoch_steps`
+steps; the every-250-steps callback then projects rarely inside the timed
+epochs and its ratio measures mostly the per-step hook. The overhead of each
+schedule on full-size epochs is derived from the measured ratio (and, as a
+second estimate, from projection and step times), stated as derived.
 
 Usage:
-    PYTHONPATH=. python benchmarks/projection_cost.py            # full (~10 min)
+    PYTHONPATH=. python benchmarks/projection_cost.py            # full (~15 min)
     PYTHONPATH=. python benchmarks/projection_cost.py --smoke    # seconds
 """
 
 import contextlib
+import json
 import math
 import os
 import time
@@ -44,7 +46,14 @@ except ImportError:  # pragma: no cover
     from benchmarks import bench_models
     from benchmarks import bench_utils
 
-__all__ = ["callback_overhead", "projection_times", "run"]
+__all__ = [
+    "callback_overhead",
+    "cpu_derived_overheads",
+    "projection_times",
+    "render",
+    "run",
+    "train_step_seconds",
+]
 
 # The paper's prune ratios: ResNet-56 on CIFAR-10 0.57, ResNet-50 on ImageNet 0.62.
 PRUNE_RATIOS = {"resnet56": 0.57, "resnet50": 0.62, "tiny": 0.5}
@@ -133,14 +142,17 @@ def _random_data(input_shape, classes, count, seed=0):
 def _compiled_copy(model, weights):
     copy = keras.models.clone_model(model)
     copy.set_weights(weights)
+    # keras.applications models end in a softmax; the CIFAR ResNet in logits.
+    activation = getattr(copy.layers[-1], "activation", None)
+    from_logits = getattr(activation, "__name__", "") != "softmax"
     copy.compile(
         optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
     )
     return copy
 
 
-def callback_overhead(model, prune_ratio, epoch_steps, batch_size, rounds=4, step_frequency=250):
+def callback_overhead(model, prune_ratio, epoch_steps, batch_size, rounds=8, step_frequency=250):
     """Epoch time with the LRPET callback over epoch time without it, interleaved.
 
     Args:
@@ -152,8 +164,8 @@ def callback_overhead(model, prune_ratio, epoch_steps, batch_size, rounds=4, ste
         step_frequency: The step schedule's `frequency`.
 
     Returns:
-        A dict with the epoch times per variant, the ratios to no callback,
-        the projections run during timed epochs and the mean step time.
+        A dict with the epoch wall and CPU times per variant, their ratios to
+        no callback, the projections run during timed epochs and the step time.
     """
     weights = model.get_weights()
     input_shape = tuple(model.inputs[0].shape[1:])
@@ -171,6 +183,7 @@ def callback_overhead(model, prune_ratio, epoch_steps, batch_size, rounds=4, ste
         if cb is not None:
             # Trace the callback's projection now: the step schedule's first
             # projection may fall inside a timed epoch.
+            cb.set_model(models[name])
             cb.prepare(models[name])
             cb.project()
     counts = {name: [] for name in callbacks}
@@ -193,14 +206,21 @@ def callback_overhead(model, prune_ratio, epoch_steps, batch_size, rounds=4, ste
         return train_one_epoch
 
     candidates = {name: epoch(name) for name in callbacks}
-    times = bench_utils.interleaved_times(candidates, rounds, warmup=1)
+    cpu = {}
+    times = bench_utils.interleaved_times(candidates, rounds, warmup=1, cpu_times=cpu)
     result = {
         "epoch_steps": epoch_steps,
         "batch_size": batch_size,
         "step_frequency": step_frequency,
         "times": {name: bench_utils.summarize(t) for name, t in times.items()},
+        "cpu_times": {name: bench_utils.summarize(t) for name, t in cpu.items()},
         "ratio_to_none": {
             name: bench_utils.paired_ratio(times[name], times["none"])
+            for name in callbacks
+            if name != "none"
+        },
+        "cpu_ratio_to_none": {
+            name: bench_utils.paired_ratio(cpu[name], cpu["none"])
             for name in callbacks
             if name != "none"
         },
@@ -208,9 +228,6 @@ def callback_overhead(model, prune_ratio, epoch_steps, batch_size, rounds=4, ste
         "projections": {name: int(sum(c[1:])) for name, c in counts.items()},
         "step_seconds": float(np.median(times["none"])) / epoch_steps,
     }
-    for name, cb in callbacks.items():
-        if cb is not None and cb.last_stats is not None:
-            result.setdefault("callback_projection_ms", {})[name] = cb.last_stats.seconds * 1e3
     return result
 
 
@@ -238,13 +255,48 @@ def _derived_overheads(name, projection_seconds, step_seconds, batch_size, step_
     }
 
 
+def cpu_derived_overheads(results):
+    """The callback's overhead on full-size epochs, from the measured CPU-time ratio.
+
+    The per-epoch callback projects once per timed epoch of `S` steps and
+    costs `ratio - 1` of that epoch's CPU time; one projection every `N`
+    steps therefore costs `(ratio - 1) * S / N` of the training time.
+
+    Returns:
+        Dict model name -> `{"batch_size", "steps_per_epoch", "epoch",
+        "every_<N>_steps"}` (fractions), or `{}` without an overhead run.
+    """
+    overhead = results.get("callback_overhead")
+    if (
+        not overhead
+        or not overhead.get("cpu_ratio_to_none")
+        or not overhead["projections"]["epoch"]
+    ):
+        return {}
+    name = overhead["model"]
+    rounds = overhead["cpu_times"]["epoch"]["samples"]
+    per_epoch = overhead["projections"]["epoch"] / rounds
+    extra = (overhead["cpu_ratio_to_none"]["epoch"]["median"] - 1.0) / per_epoch
+    steps = overhead["epoch_steps"]
+    steps_per_epoch = math.ceil(EPOCH_IMAGES[name] / overhead["batch_size"])
+    frequency = overhead["step_frequency"]
+    return {
+        name: {
+            "batch_size": overhead["batch_size"],
+            "steps_per_epoch": steps_per_epoch,
+            "epoch": extra * steps / steps_per_epoch,
+            f"every_{frequency}_steps": extra * steps / frequency,
+        }
+    }
+
+
 def run(
     models=("resnet56", "resnet50"),
     projection_rounds=10,
     overhead_model="resnet56",
     epoch_steps=8,
     batch_size=32,
-    overhead_rounds=4,
+    overhead_rounds=8,
     step_frequency=250,
     step_time_models=("resnet50",),
     step_time_batch=8,
@@ -345,6 +397,11 @@ def run(
         keras.backend.clear_session()
     results["derived_overhead"] = derived
     results["machine"]["load_average_end"] = bench_utils.load_average()
+    return render(results, output_dir, plot_dir)
+
+
+def render(results, output_dir=None, plot_dir=None):
+    """Writes the PNG and `projection_cost.json` / `.md` of a results dict."""
     plot_dir = plot_dir or os.path.join(bench_utils.BENCHMARKS_DIR, "plots")
     results["plot"] = plot_projection(results, os.path.join(plot_dir, "projection_cost.png"))
     bench_utils.write_results("projection_cost", results, to_markdown(results), output_dir)
@@ -404,15 +461,29 @@ def to_markdown(results):
     )
     overhead = results.get("callback_overhead")
     if overhead:
-        rows = [["none", overhead["times"]["none"]["median_ms"] / 1e3, 1.0, "-", "-", 0]]
+        rows = [
+            [
+                "none",
+                overhead["times"]["none"]["median_ms"] / 1e3,
+                1.0,
+                "-",
+                overhead["cpu_times"]["none"]["median_ms"] / 1e3,
+                1.0,
+                "-",
+                0,
+            ]
+        ]
         for name, ratio in overhead["ratio_to_none"].items():
+            cpu = overhead["cpu_ratio_to_none"][name]
             rows.append(
                 [
                     name,
                     overhead["times"][name]["median_ms"] / 1e3,
                     ratio["median"],
-                    ratio["q25"],
-                    ratio["q75"],
+                    f"{ratio['q25']:.3f}-{ratio['q75']:.3f}",
+                    overhead["cpu_times"][name]["median_ms"] / 1e3,
+                    cpu["median"],
+                    f"{cpu['q25']:.3f}-{cpu['q75']:.3f}",
                     overhead["projections"][name],
                 ]
             )
@@ -425,46 +496,56 @@ def to_markdown(results):
             + bench_utils.markdown_table(
                 [
                     "callback",
-                    "epoch s (median)",
-                    "epoch time / no callback",
-                    "q25",
-                    "q75",
+                    "epoch wall s",
+                    "wall / no callback",
+                    "q25-q75",
+                    "epoch CPU s",
+                    "CPU / no callback",
+                    "q25-q75",
                     "projections in timed epochs",
                 ],
                 rows,
                 digits=3,
             )
         )
-    derived = results.get("derived_overhead")
-    if derived:
-        rows = []
-        for name, d in derived.items():
-            freq = [k for k in d if k.startswith("every_")][0]
-            rows.append(
-                [
-                    name,
-                    d["batch_size"],
-                    d["step_seconds"],
-                    results["projection"][name]["batched_seconds"] * 1e3,
-                    d["steps_per_epoch"],
-                    100 * d["epoch"],
-                    100 * d[freq],
-                ]
-            )
+    rows = []
+    frequency = (results.get("callback_overhead") or {}).get("step_frequency", 250)
+    for name, d in cpu_derived_overheads(results).items():
+        rows.append(
+            [
+                name,
+                "CPU: measured epoch overhead x epoch steps / steps between projections",
+                d["batch_size"],
+                d["steps_per_epoch"],
+                100 * d["epoch"],
+                100 * d[f"every_{frequency}_steps"],
+            ]
+        )
+    for name, d in (results.get("derived_overhead") or {}).items():
+        rows.append(
+            [
+                name,
+                f"wall: projection {results['projection'][name]['batched_seconds']:.2f} s / "
+                f"({d['step_seconds']:.2f} s per step x steps between projections)",
+                d["batch_size"],
+                d["steps_per_epoch"],
+                100 * d["epoch"],
+                100 * d[f"every_{frequency}_steps"],
+            ]
+        )
+    if rows:
         parts.append(
-            "Derived overhead of the projections on full-size training (projection time / "
-            "training time between projections, both measured above; per-epoch = one "
-            "projection per epoch of 50,000 (CIFAR) or 1,281,167 (ImageNet) images):\n\n"
+            "Derived overhead of the projections on full-size training, in % of training "
+            "time (per-epoch: one projection per epoch of 50,000 CIFAR or 1,281,167 ImageNet "
+            "images at the batch size given):\n\n"
             + bench_utils.markdown_table(
                 [
                     "model",
+                    "basis",
                     "batch",
-                    "step s",
-                    "projection ms",
                     "steps / epoch",
                     "per-epoch schedule %",
-                    f"every {results.get('callback_overhead', {}).get('step_frequency', 250)}"
-                    " steps %",
+                    f"every {frequency} steps %",
                 ],
                 rows,
                 digits=3,
@@ -484,7 +565,7 @@ def plot_projection(results, path):
     variants = (
         ("per_layer", "per-layer tf.linalg.svd"),
         ("batched", "batched by shape (default)"),
-        ("numpy_svd", "NumPy SVD only (reference)"),
+        ("numpy_svd", "NumPy SVD only, 1 BLAS thread (reference)"),
     )
     fig, ax = plt.subplots(figsize=(6.5, 4))
     width = 0.26
@@ -499,7 +580,12 @@ def plot_projection(results, path):
     )
     ax.set_yscale("log")
     ax.set_ylabel("time of one full projection (ms, log scale)")
-    ax.set_title("LRPET projection cost (median, interleaved)")
+    loads = [x[0] for e in results["projection"].values() for x in e["load_average"]]
+    ax.set_title(
+        "LRPET projection cost: all convs, one call (median of interleaved rounds)\n"
+        f"2-core CPU shared with other jobs, load {min(loads):.1f}-{max(loads):.1f}",
+        fontsize=10,
+    )
     ax.legend(fontsize=8)
     return bench_utils.save_figure(fig, path)
 
@@ -519,15 +605,22 @@ def define_flags():
     flags.DEFINE_string("overhead_model", "resnet56", "Model trained for the callback overhead.")
     flags.DEFINE_integer("epoch_steps", 8, "Steps per timed epoch.")
     flags.DEFINE_integer("batch_size", 32, "Batch size of the timed epochs.")
-    flags.DEFINE_integer("overhead_rounds", 4, "Timed interleaved epochs per variant.")
+    flags.DEFINE_integer("overhead_rounds", 8, "Timed interleaved epochs per variant.")
     flags.DEFINE_integer("step_frequency", 250, "Frequency of the step schedule.")
     flags.DEFINE_integer("step_time_batch", 8, "Batch size of the ResNet50 step time.")
     flags.DEFINE_string("output_dir", None, "Results folder (default benchmarks/results).")
     flags.DEFINE_string("plot_dir", None, "Plot folder (default benchmarks/plots).")
+    flags.DEFINE_string(
+        "render_from", None, "Only re-render tables and plots from this results JSON."
+    )
 
 
 def main(argv):
     del argv
+    if FLAGS.render_from:
+        with open(FLAGS.render_from, encoding="utf-8") as f:
+            render(json.load(f), FLAGS.output_dir, FLAGS.plot_dir)
+        return
     run(
         models=tuple(FLAGS.models),
         projection_rounds=FLAGS.projection_rounds,

@@ -19,10 +19,11 @@ the effect of rounding ranks up to multiples of 4 and 8, and a dense rank
 sweep on a few layers that shows XNNPACK's latency steps.
 
 Usage:
-    PYTHONPATH=. python benchmarks/tflite_latency.py            # full (~20 min)
+    PYTHONPATH=. python benchmarks/tflite_latency.py            # full (~25 min)
     PYTHONPATH=. python benchmarks/tflite_latency.py --smoke    # seconds
 """
 
+import json
 import math
 import os
 import tempfile
@@ -39,9 +40,15 @@ from lrpet_tf._keras import keras  # noqa: E402
 try:  # as a script (benchmarks/ on sys.path) or as benchmarks.tflite_latency
     import bench_models
     import bench_utils
+    import tflite_latency_report
+    from tflite_latency_report import latency_break_even
+    from tflite_latency_report import model_break_even
 except ImportError:  # pragma: no cover
     from benchmarks import bench_models
     from benchmarks import bench_utils
+    from benchmarks import tflite_latency_report
+    from benchmarks.tflite_latency_report import latency_break_even
+    from benchmarks.tflite_latency_report import model_break_even
 
 __all__ = [
     "RANK_RATIOS",
@@ -100,6 +107,17 @@ def _interpreter(path, threads):
 def time_tflite(paths, threads, rounds, warmup=3):
     """Times .tflite files interleaved in the LiteRT interpreter (XNNPACK).
 
+    Each sample is preceded by one untimed invoke of the same file, so every
+    sample starts from the warm caches a model running in a loop would have
+    (the other files' invokes in between would otherwise evict its weights).
+
+    Which time is the latency on a shared machine: with 1 thread XNNPACK
+    runs on the calling thread, so this process's CPU time per invoke is the
+    time the invoke actually ran, without the time slices other processes
+    took (wall time includes them: on a 2-core machine at load 5 a third of
+    the samples are hit); with 2 threads CPU time adds up both threads (and
+    their spinning), so wall time it is, and those numbers stay noisier.
+
     Args:
         paths: Dict name -> .tflite path; all are timed in the same rounds.
         threads: Interpreter threads.
@@ -107,20 +125,33 @@ def time_tflite(paths, threads, rounds, warmup=3):
         warmup: Untimed rounds first.
 
     Returns:
-        `(times, inner)`: dict name -> array of seconds per invoke, and the
-        invokes per sample (chosen so the slowest file's sample takes about
-        `SAMPLE_MS`; all files use the same count).
+        `(times, wall, inner)`: dict name -> array of seconds per invoke by
+        the metric above, the same in wall time, and the invokes per sample
+        (chosen so the slowest file's sample takes about `SAMPLE_MS`; all
+        files use the same count).
     """
     interpreters = {name: _interpreter(path, threads) for name, path in paths.items()}
-    probe = bench_utils.interleaved_times(
-        {name: i.invoke for name, i in interpreters.items()}, 3, warmup=1
-    )
+    invokes = {name: i.invoke for name, i in interpreters.items()}
+    probe = bench_utils.interleaved_times(invokes, 3, warmup=1)
     slowest = max(float(np.median(t)) for t in probe.values())
     inner = max(1, int(math.ceil(SAMPLE_MS / 1e3 / max(slowest, 1e-7))))
-    times = bench_utils.interleaved_times(
-        {name: i.invoke for name, i in interpreters.items()}, rounds, warmup=warmup, inner=inner
+    cpu = {}
+    wall = bench_utils.interleaved_times(
+        invokes, rounds, warmup=warmup, inner=inner, before=invokes, cpu_times=cpu
     )
-    return times, inner
+    return (cpu if threads == 1 else wall), wall, inner
+
+
+def _speedup(times, wall, dense, candidate):
+    """Speedup stats of `candidate` over `dense`: the chosen metric, and wall-time checks."""
+    ratio = bench_utils.paired_ratio(times[dense], times[candidate])
+    return {
+        "speedup": ratio["median"],
+        "speedup_q25": ratio["q25"],
+        "speedup_q75": ratio["q75"],
+        "speedup_wall_median": bench_utils.paired_ratio(wall[dense], wall[candidate])["median"],
+        "speedup_wall_min": float(np.min(wall[dense]) / np.min(wall[candidate])),
+    }
 
 
 def invoke_floor(threads=1, rounds=200):
@@ -130,8 +161,7 @@ def invoke_floor(threads=1, rounds=200):
         model = keras.Model(inputs, keras.layers.Conv2D(1, 1)(inputs))
         path = os.path.join(tmp, "floor.tflite")
         lrpet_tf.export_tflite(model, path)
-        interpreter = _interpreter(path, threads)
-        times = bench_utils.interleaved_times({"floor": interpreter.invoke}, rounds, 10, 10)
+        times, _, _ = time_tflite({"floor": path}, threads, rounds, warmup=10)
     return float(np.median(times["floor"])) * 1e6
 
 
@@ -142,37 +172,6 @@ def layer_macs(shape, rank=None):
     if rank is None:
         return rows * cols * positions
     return rank * (rows + cols) * positions
-
-
-def latency_break_even(ratios, speedups, mac_reductions):
-    """Where the measured speedup crosses 1, going down from the highest rank ratio.
-
-    The break-even is placed between the lowest ratio with speedup < 1 and
-    the next lower ratio, above which every speedup is >= 1 (so one noisy
-    point does not move it), linearly in the rank ratio and geometrically in
-    the MAC reduction.
-
-    Args:
-        ratios, speedups, mac_reductions: Parallel sequences, any order.
-
-    Returns:
-        A dict: `status` `"pays_everywhere"` (speedup >= 1 at every ratio),
-        `"never_pays"` or `"crosses"`, and for `"crosses"` the interpolated
-        `rank_ratio` and `mac_reduction` at speedup 1.
-    """
-    points = sorted(zip(ratios, speedups, mac_reductions), reverse=True)
-    last_below = max((i for i, p in enumerate(points) if p[1] < 1.0), default=None)
-    if last_below is None:
-        return {"status": "pays_everywhere", "rank_ratio": None, "mac_reduction": None}
-    if last_below == len(points) - 1:
-        return {"status": "never_pays", "rank_ratio": None, "mac_reduction": None}
-    (r0, s0, m0), (r1, s1, m1) = points[last_below], points[last_below + 1]
-    t = (1.0 - s0) / (s1 - s0) if s1 != s0 else 0.5
-    return {
-        "status": "crosses",
-        "rank_ratio": float(r0 + t * (r1 - r0)),
-        "mac_reduction": float(math.exp(math.log(m0) + t * (math.log(m1) - math.log(m0)))),
-    }
 
 
 def layer_benchmark(shape, workdir, ratios, roundings, threads, rounds):
@@ -236,11 +235,11 @@ def layer_benchmark(shape, workdir, ratios, roundings, threads, rounds):
         "load_average": [bench_utils.load_average()],
     }
     for n_threads in threads:
-        times, inner = time_tflite(paths, n_threads, rounds)
+        times, wall, inner = time_tflite(paths, n_threads, rounds)
         dense_ms = float(np.median(times["dense"])) * 1e3
         for p in points:
             c = candidates[f"r{p['rank']}"]
-            speedup = bench_utils.paired_ratio(times["dense"], times[f"r{p['rank']}"])
+            speedup = _speedup(times, wall, "dense", f"r{p['rank']}")
             entry["rows"].append(
                 dict(
                     p,
@@ -249,11 +248,9 @@ def layer_benchmark(shape, workdir, ratios, roundings, threads, rounds):
                     mac_reduction=c["mac_reduction"],
                     dense_ms=dense_ms,
                     ms=float(np.median(times[f"r{p['rank']}"])) * 1e3,
-                    speedup=speedup["median"],
-                    speedup_q25=speedup["q25"],
-                    speedup_q75=speedup["q75"],
-                    efficiency=speedup["median"] / c["mac_reduction"],
+                    efficiency=speedup["speedup"] / c["mac_reduction"],
                     inner=inner,
+                    **speedup,
                 )
             )
         base = [r for r in entry["rows"] if r["threads"] == n_threads and r["round_to"] == 1]
@@ -302,7 +299,7 @@ def rank_sweep(shape, ranks, workdir, threads=1, rounds=20):
         paths[f"r{rank}"] = os.path.join(workdir, f"{stem}_r{rank}.tflite")
         _export(_folded(compact), paths[f"r{rank}"])
     load = bench_utils.load_average()
-    times, inner = time_tflite(paths, threads, rounds)
+    times, _, inner = time_tflite(paths, threads, rounds)
     dense_macs = layer_macs(shape)
     return {
         "shape": shape.name,
@@ -352,6 +349,7 @@ def model_benchmark(name, workdir, ratios, roundings, threads, rounds, smoke=Fal
         "dense_conv2d_ops": export["ops"].count("CONV_2D"),
         "candidates": {},
         "rows": [],
+        "break_even": {},
         "rounding": [],
         "load_average": [bench_utils.load_average()],
     }
@@ -375,10 +373,10 @@ def model_benchmark(name, workdir, ratios, roundings, threads, rounds, smoke=Fal
             }
             points.append(key)
     for n_threads in threads:
-        times, inner = time_tflite(paths, n_threads, rounds)
+        times, wall, inner = time_tflite(paths, n_threads, rounds)
         for key in points:
             c = entry["candidates"][key]
-            speedup = bench_utils.paired_ratio(times["dense"], times[key])
+            speedup = _speedup(times, wall, "dense", key)
             entry["rows"].append(
                 {
                     "ratio": c["ratio"],
@@ -387,13 +385,12 @@ def model_benchmark(name, workdir, ratios, roundings, threads, rounds, smoke=Fal
                     "mac_reduction": c["mac_reduction"],
                     "dense_ms": float(np.median(times["dense"])) * 1e3,
                     "ms": float(np.median(times[key])) * 1e3,
-                    "speedup": speedup["median"],
-                    "speedup_q25": speedup["q25"],
-                    "speedup_q75": speedup["q75"],
-                    "efficiency": speedup["median"] / c["mac_reduction"],
+                    "efficiency": speedup["speedup"] / c["mac_reduction"],
                     "inner": inner,
+                    **speedup,
                 }
             )
+        entry["break_even"] = model_break_even(entry)
         for ratio in ratios:
             for m in roundings:
                 if m == 1:
@@ -441,11 +438,11 @@ def run(
     ratios=RANK_RATIOS,
     roundings=ROUNDINGS,
     threads=THREADS,
-    layer_rounds=30,
+    layer_rounds=40,
     models=MODELS,
     model_ratios=MODEL_RATIOS,
     model_roundings=MODEL_ROUNDINGS,
-    model_rounds=12,
+    model_rounds=20,
     sweeps=None,
     sweep_rounds=20,
     smoke=False,
@@ -486,6 +483,7 @@ def run(
             "layer_rounds": layer_rounds,
             "model_rounds": model_rounds,
             "sample_ms": SAMPLE_MS,
+            "time_metric": "1 thread: process CPU time per invoke; more threads: wall time",
         },
         "invoke_floor_us": {str(t): invoke_floor(t, rounds=20 if smoke else 200) for t in threads},
         "layers": [],
@@ -514,14 +512,7 @@ def run(
     results["rounding_summary"] = summarize_rounding(results["layers"])
     results["model_rounding_summary"] = summarize_rounding(results["models"])
     results["machine"]["load_average_end"] = bench_utils.load_average()
-    plot_dir = plot_dir or os.path.join(bench_utils.BENCHMARKS_DIR, "plots")
-    results["plots"] = [
-        plot_speedup_vs_macs(results, os.path.join(plot_dir, "tflite_speedup_vs_macs.png")),
-        plot_efficiency(results, os.path.join(plot_dir, "tflite_efficiency_vs_rank_ratio.png")),
-        plot_sweeps(results, os.path.join(plot_dir, "tflite_rank_sweep.png")),
-    ]
-    bench_utils.write_results("tflite_latency", results, to_markdown(results), output_dir)
-    return results
+    return tflite_latency_report.render(results, output_dir, plot_dir)
 
 
 def _layer_line(entry):
@@ -534,306 +525,6 @@ def _model_line(entry):
     rows = [r for r in entry["rows"] if r["round_to"] == 1 and r["threads"] == 1]
     cells = ", ".join(f"{r['ratio']}: {r['speedup']:.2f}x/{r['mac_reduction']:.2f}x" for r in rows)
     return f"model {entry['model']} (1 thread) {cells}"
-
-
-def _row(entry, ratio, threads, round_to=1):
-    for r in entry["rows"]:
-        if r["ratio"] == ratio and r["threads"] == threads and r["round_to"] == round_to:
-            return r
-    return None
-
-
-def _break_even_cell(b):
-    if b["status"] == "crosses":
-        return f"{b['rank_ratio']:.2f} ({b['mac_reduction']:.2f}x MACs)"
-    return {"pays_everywhere": "pays at all ratios", "never_pays": "never pays"}[b["status"]]
-
-
-def to_markdown(results):
-    """The markdown tables of benchmark 3."""
-    settings = results["settings"]
-    floor = ", ".join(f"{t} thread(s) {v:.1f} us" for t, v in results["invoke_floor_us"].items())
-    parts = [
-        bench_utils.machine_markdown(results["machine"]),
-        f"Each speedup is the median over {settings['layer_rounds']} (layers) / "
-        f"{settings['model_rounds']} (models) interleaved rounds of dense time / factorized "
-        f"time; efficiency = speedup / MAC reduction (1.0: latency falls exactly as MACs). "
-        f"Fixed cost of one `invoke()` from Python (a 1x1x1 conv): {floor}.",
-    ]
-    threads = settings["threads"]
-    summary_ratios = [r for r in (0.75, 0.5, 0.25, 0.1) if r in settings["ratios"]]
-    headers = ["layer", "K", "MAC break-even r/K", "dense ms (1 thr)"]
-    for ratio in summary_ratios:
-        headers.append(f"r/K={ratio}: MACs / 1 thr / 2 thr")
-    headers += [f"latency break-even r/K ({t} thr)" for t in threads]
-    rows = []
-    for e in results["layers"]:
-        row = [e["shape"], e["max_rank"], e["mac_break_even_ratio"]]
-        first = _row(e, settings["ratios"][0], threads[0])
-        row.append(first["dense_ms"] if first else None)
-        for ratio in summary_ratios:
-            cells = []
-            for t in (1, 2):
-                r = _row(e, ratio, t)
-                cells.append(f"{r['speedup']:.2f}x" if r else "-")
-            macs = _row(e, ratio, threads[0])["mac_reduction"]
-            row.append(f"{macs:.2f}x / " + " / ".join(cells))
-        row += [_break_even_cell(e["break_even"][str(t)]) for t in threads]
-        rows.append(row)
-    parts.append(
-        "Single conv layers (stride 1, same padding, bias; rank `r = round(ratio * K)`): MAC "
-        "reduction / measured speedup with 1 and 2 threads:\n\n"
-        + bench_utils.markdown_table(headers, rows, digits=2)
-    )
-    eff_rows = []
-    for family in ("cifar_resnet", "resnet50", "mobilenet_v2"):
-        for t in threads:
-            cells = [family, t]
-            for ratio in settings["ratios"]:
-                values = [
-                    _row(e, ratio, t)["efficiency"]
-                    for e in results["layers"]
-                    if e["family"] == family and _row(e, ratio, t)
-                ]
-                cells.append(float(np.median(values)) if values else None)
-            if len(cells) > 2 and any(c is not None for c in cells[2:]):
-                eff_rows.append(cells)
-    parts.append(
-        "Efficiency (speedup / MAC reduction), median over the layers of each family:\n\n"
-        + bench_utils.markdown_table(
-            ["family", "threads"] + [f"r/K={r}" for r in settings["ratios"]], eff_rows
-        )
-    )
-    if results["models"]:
-        rows = []
-        for e in results["models"]:
-            for c in e["candidates"].values():
-                row = [e["model"], c["ratio"], c["round_to"], c["factorized_layers"]]
-                row.append(f"{e['dense_macs'] / 1e6:.1f}M -> {c['macs'] / 1e6:.1f}M")
-                row.append(c["mac_reduction"])
-                for t in threads:
-                    r = _row(e, c["ratio"], t, c["round_to"])
-                    row += [r["dense_ms"], r["speedup"], r["efficiency"]]
-                rows.append(row)
-        headers = ["model", "r/K", "round to", "factorized convs", "MACs", "MAC reduction"]
-        for t in threads:
-            headers += [f"dense ms ({t} thr)", f"speedup ({t} thr)", f"efficiency ({t} thr)"]
-        loads = "; ".join(
-            f"{e['model']} {e['load_average'][0][0]:.2f} -> {e['load_average'][1][0]:.2f}"
-            for e in results["models"]
-        )
-        parts.append(
-            f"Whole models (every Conv2D at the same r/K where below break-even; BN folded; "
-            f"load {loads}):\n\n" + bench_utils.markdown_table(headers, rows, digits=2)
-        )
-    rounding_rows = []
-    for source, summary in (
-        ("layers", results["rounding_summary"]),
-        ("models", results["model_rounding_summary"]),
-    ):
-        for key, s in summary.items():
-            rounding_rows.append(
-                [
-                    source,
-                    key,
-                    s["cases"],
-                    s["median_mac_ratio"],
-                    s["median_time_ratio"],
-                    f"{100 * s['faster_share']:.0f}% / {100 * s['slower_share']:.0f}%",
-                ]
-            )
-    if rounding_rows:
-        parts.append(
-            "Rounding ranks up to a multiple (only cases where it changes the rank): MACs and "
-            "time of the rounded-up rank over the unrounded one (time < 1: faster despite "
-            "more MACs):\n\n"
-            + bench_utils.markdown_table(
-                [
-                    "where",
-                    "rounding",
-                    "cases",
-                    "MAC ratio (median)",
-                    "time ratio (median)",
-                    "faster / slower",
-                ],
-                rounding_rows,
-                digits=3,
-            )
-        )
-    loads = "; ".join(
-        f"{e['shape']} {e['load_average'][0][0]:.2f}->{e['load_average'][1][0]:.2f}"
-        for e in results["layers"]
-    )
-    parts.append(f"Load average (1 min) per layer, start -> end: {loads}.")
-    full = []
-    for e in results["layers"]:
-        for r in e["rows"]:
-            full.append(
-                [
-                    e["shape"],
-                    r["ratio"],
-                    r["round_to"],
-                    r["rank"],
-                    r["threads"],
-                    r["mac_reduction"],
-                    r["dense_ms"],
-                    r["ms"],
-                    r["speedup"],
-                    r["efficiency"],
-                ]
-            )
-    parts.append(
-        "<details><summary>All single-layer measurements</summary>\n\n"
-        + bench_utils.markdown_table(
-            [
-                "layer",
-                "r/K",
-                "round to",
-                "rank",
-                "threads",
-                "MAC reduction",
-                "dense ms",
-                "factorized ms",
-                "speedup",
-                "efficiency",
-            ],
-            full,
-            digits=3,
-        )
-        + "\n\n</details>"
-    )
-    return "\n\n".join(parts)
-
-
-_FAMILY_COLORS = {
-    "cifar_resnet": "tab:blue",
-    "resnet50": "tab:orange",
-    "mobilenet_v2": "tab:green",
-}
-_FAMILY_LABELS = {
-    "cifar_resnet": "CIFAR ResNet convs",
-    "resnet50": "ResNet50 convs",
-    "mobilenet_v2": "MobileNetV2 1x1 convs",
-}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_speedup_vs_macs(results, path):
-    """Measured speedup against MAC reduction, one panel per thread count (log-log)."""
-    plt = _pyplot()
-    threads = results["settings"]["threads"]
-    fig, axes = plt.subplots(1, len(threads), figsize=(6.5 * len(threads), 5.5), squeeze=False)
-    limit = 1.0
-    for e in results["layers"] + results["models"]:
-        for r in e["rows"]:
-            limit = max(limit, r["mac_reduction"], r["speedup"])
-    for ax, t in zip(axes[0], threads):
-        for family, color in _FAMILY_COLORS.items():
-            rows = [
-                r
-                for e in results["layers"]
-                if e["family"] == family
-                for r in e["rows"]
-                if r["threads"] == t and r["round_to"] == 1
-            ]
-            if rows:
-                ax.scatter(
-                    [r["mac_reduction"] for r in rows],
-                    [r["speedup"] for r in rows],
-                    s=14,
-                    alpha=0.6,
-                    color=color,
-                    label=_FAMILY_LABELS[family],
-                )
-        markers = ("*", "D", "P", "X")
-        for marker, e in zip(markers, results["models"]):
-            rows = [r for r in e["rows"] if r["threads"] == t and r["round_to"] == 1]
-            ax.plot(
-                [r["mac_reduction"] for r in rows],
-                [r["speedup"] for r in rows],
-                marker=marker,
-                markersize=9,
-                color="black",
-                linestyle="--",
-                linewidth=0.8,
-                label=f"whole {e['model']}",
-            )
-        line = np.array([1.0, limit * 1.2])
-        ax.plot(line, line, color="gray", linewidth=1, label="speedup = MAC reduction")
-        ax.axhline(1.0, color="red", linewidth=1, linestyle=":", label="break-even (speedup 1)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlim(0.9, limit * 1.2)
-        ax.set_ylim(min(0.3, ax.get_ylim()[0]), limit * 1.2)
-        ax.set_xlabel("MAC reduction (dense MACs / factorized MACs)")
-        ax.set_ylabel("measured latency speedup (dense / factorized)")
-        ax.set_title(f"XNNPACK (ai_edge_litert), {t} thread{'s' if t > 1 else ''}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle("Factorized conv: measured TFLite speedup vs MAC reduction (rank r/K 0.75-0.1)")
-    return bench_utils.save_figure(fig, path)
-
-
-def plot_efficiency(results, path):
-    """Speedup / MAC reduction against rank ratio, one line per layer, per thread count."""
-    plt = _pyplot()
-    threads = results["settings"]["threads"]
-    fig, axes = plt.subplots(1, len(threads), figsize=(6.5 * len(threads), 5), squeeze=False)
-    for ax, t in zip(axes[0], threads):
-        seen = set()
-        for e in results["layers"]:
-            rows = sorted(
-                (r for r in e["rows"] if r["threads"] == t and r["round_to"] == 1),
-                key=lambda r: r["ratio"],
-            )
-            label = None if e["family"] in seen else _FAMILY_LABELS[e["family"]]
-            seen.add(e["family"])
-            ax.plot(
-                [r["ratio"] for r in rows],
-                [r["efficiency"] for r in rows],
-                marker="o",
-                markersize=3,
-                linewidth=1,
-                alpha=0.7,
-                color=_FAMILY_COLORS[e["family"]],
-                label=label,
-            )
-        ax.axhline(1.0, color="gray", linewidth=1, label="latency falls as MACs do")
-        ax.set_xlabel("rank ratio r / K")
-        ax.set_ylabel("speedup / MAC reduction")
-        ax.set_title(f"Efficiency of factorization, {t} thread{'s' if t > 1 else ''}")
-        ax.invert_xaxis()
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    return bench_utils.save_figure(fig, path)
-
-
-def plot_sweeps(results, path):
-    """Factorized time relative to dense against rank, with the MAC-proportional line."""
-    plt = _pyplot()
-    sweeps = results["sweeps"]
-    fig, axes = plt.subplots(1, max(1, len(sweeps)), figsize=(5.5 * max(1, len(sweeps)), 4.5))
-    axes = np.atleast_1d(axes)
-    for ax, s in zip(axes, sweeps):
-        ax.plot(s["ranks"], s["relative_time"], marker="o", markersize=3, label="measured time")
-        ax.plot(s["ranks"], s["relative_macs"], color="gray", linestyle="--", label="MACs")
-        for x in range(8, max(s["ranks"]) + 1, 8):
-            ax.axvline(x, color="red" if x % 16 == 0 else "pink", linewidth=0.8, alpha=0.6)
-        ax.set_xlabel("rank r (vertical lines: multiples of 8, red: of 16)")
-        ax.set_ylabel("factorized / dense (time or MACs)")
-        ax.set_title(f"{s['shape']}, {s['threads']} thread (dense {s['dense_ms']:.2f} ms)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("Rank sweep on XNNPACK: latency steps vs MACs")
-    return bench_utils.save_figure(fig, path)
 
 
 FLAGS = flags.FLAGS
@@ -849,15 +540,22 @@ def define_flags():
     flags.DEFINE_list("models", list(MODELS), "Whole models to time.")
     flags.DEFINE_list("ratios", [str(r) for r in RANK_RATIOS], "Rank ratios r/K of the layers.")
     flags.DEFINE_list("threads", [str(t) for t in THREADS], "Interpreter thread counts.")
-    flags.DEFINE_integer("layer_rounds", 30, "Interleaved rounds per layer.")
-    flags.DEFINE_integer("model_rounds", 12, "Interleaved rounds per whole model.")
+    flags.DEFINE_integer("layer_rounds", 40, "Interleaved rounds per layer.")
+    flags.DEFINE_integer("model_rounds", 20, "Interleaved rounds per whole model.")
     flags.DEFINE_integer("sweep_rounds", 20, "Interleaved rounds per rank sweep.")
     flags.DEFINE_string("output_dir", None, "Results folder (default benchmarks/results).")
     flags.DEFINE_string("plot_dir", None, "Plot folder (default benchmarks/plots).")
+    flags.DEFINE_string(
+        "render_from", None, "Only re-render tables and plots from this results JSON."
+    )
 
 
 def main(argv):
     del argv
+    if FLAGS.render_from:
+        with open(FLAGS.render_from, encoding="utf-8") as f:
+            tflite_latency_report.render(json.load(f), FLAGS.output_dir, FLAGS.plot_dir)
+        return
     run(
         ratios=tuple(float(r) for r in FLAGS.ratios),
         threads=tuple(int(t) for t in FLAGS.threads),

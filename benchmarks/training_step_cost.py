@@ -10,7 +10,12 @@ momentum, random data of the right shape):
   Conv2D an `SVDConv2D` and the Dense layers `SVDDense`, at full rank, with
   the orthogonality and Hoyer sparsity regularisers on (stage 2 of SVD
   training, the most expensive one).
-* `svd_spatial`: the same with the spatial-wise scheme for the convs.
+* `svd_spatial`: `svd_channel` with the spatial-wise scheme for the convs.
+
+For the SVD forms the table also gives the MACs of the orthogonality
+penalty's Gram matrices `U^T U` and `V^T V` (`(rows + cols) * r^2` per layer,
+forward only): they are paid once per step whatever the batch size, and
+`decompose`'s `svd_orthogonality` log metric computes them a second time.
 * `compact`: `lrpet_tf.factorize` at the paper's prune ratio (every Conv2D
   and hidden Dense at `r = int(K - K*g)`, the classifier left dense; layers
   not below break-even stay dense), BatchNormalization kept:
@@ -20,10 +25,11 @@ Models: the CIFAR ResNet-56 (batch 128, the paper's) and an MLP
 (784-1024-1024-10, batch 128) where the SVDDense layers carry all the cost.
 
 Usage:
-    PYTHONPATH=. python benchmarks/training_step_cost.py            # full (~10 min)
+    PYTHONPATH=. python benchmarks/training_step_cost.py            # full (~12 min)
     PYTHONPATH=. python benchmarks/training_step_cost.py --smoke    # seconds
 """
 
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -42,7 +48,15 @@ except ImportError:  # pragma: no cover
     from benchmarks import bench_models
     from benchmarks import bench_utils
 
-__all__ = ["build_variants", "compact_ranks", "mlp", "run", "step_times"]
+__all__ = [
+    "build_variants",
+    "compact_ranks",
+    "gram_matrix_macs",
+    "mlp",
+    "render",
+    "run",
+    "step_times",
+]
 
 PRUNE_RATIO = 0.57
 VARIANTS = ("dense", "svd_channel", "svd_spatial", "compact")
@@ -115,6 +129,17 @@ def compact_ranks(model, prune_ratio):
     return ranks
 
 
+def gram_matrix_macs(model):
+    """MACs of the Gram matrices `U^T U` and `V^T V` of every SVD layer (one evaluation)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, lrpet_tf.svd_training.SVDLayer):
+            for factor in (layer.u, layer.v):
+                rows, rank = (int(d) for d in factor.shape)
+                total += rows * rank * rank
+    return total
+
+
 def _compile(model, run_eagerly=False):
     model.compile(
         optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
@@ -136,7 +161,8 @@ def step_times(models, batch_size, rounds=6, warmup=2, seed=0, run_eagerly=False
         run_eagerly: Train without `tf.function` (smoke runs: no tracing).
 
     Returns:
-        Dict name -> array of seconds.
+        `(wall, cpu)`: dicts name -> array of wall seconds and of this
+        process's CPU seconds (all threads) per step.
     """
     first = next(iter(models.values()))
     input_shape = tuple(first.inputs[0].shape[1:])
@@ -149,7 +175,9 @@ def step_times(models, batch_size, rounds=6, warmup=2, seed=0, run_eagerly=False
     candidates = {}
     for name, model in models.items():
         candidates[name] = (lambda m: lambda: m.train_on_batch(x, y))(model)
-    return bench_utils.interleaved_times(candidates, rounds, warmup=warmup)
+    cpu = {}
+    wall = bench_utils.interleaved_times(candidates, rounds, warmup=warmup, cpu_times=cpu)
+    return wall, cpu
 
 
 def model_benchmark(name, batch_size, rounds, warmup, variants=VARIANTS, run_eagerly=False):
@@ -158,7 +186,9 @@ def model_benchmark(name, batch_size, rounds, warmup, variants=VARIANTS, run_eag
     base = _base_model(name)
     models = build_variants(base, variants)
     load = bench_utils.load_average()
-    times = step_times(models, batch_size, rounds=rounds, warmup=warmup, run_eagerly=run_eagerly)
+    times, cpu = step_times(
+        models, batch_size, rounds=rounds, warmup=warmup, run_eagerly=run_eagerly
+    )
     entry = {
         "model": name,
         "batch_size": batch_size,
@@ -169,6 +199,7 @@ def model_benchmark(name, batch_size, rounds, warmup, variants=VARIANTS, run_eag
     dense_macs = None
     for variant, model in models.items():
         report = lrpet_tf.model_report(model)
+        gram_macs = gram_matrix_macs(model)
         if variant == "dense":
             dense_macs = report.total_macs
         entry["variants"][variant] = {
@@ -176,7 +207,10 @@ def model_benchmark(name, batch_size, rounds, warmup, variants=VARIANTS, run_eag
             "macs": int(report.total_macs),
             "step": bench_utils.summarize(times[variant]),
             "ratio_to_dense": bench_utils.paired_ratio(times[variant], times["dense"]),
+            "cpu_step": bench_utils.summarize(cpu[variant]),
+            "cpu_ratio_to_dense": bench_utils.paired_ratio(cpu[variant], cpu["dense"]),
             "jit_compile": bool(getattr(model, "jit_compile", False)),
+            "gram_macs_per_step": gram_macs,
         }
     for v in entry["variants"].values():
         v["mac_ratio_to_dense"] = v["macs"] / dense_macs
@@ -224,6 +258,12 @@ def run(
     return results
 
 
+def render(results, output_dir=None):
+    """Rewrites `training_step_cost.json` / `.md` from a results dict."""
+    bench_utils.write_results("training_step_cost", results, to_markdown(results), output_dir)
+    return results
+
+
 def to_markdown(results):
     """The markdown table of benchmark 4."""
     rows = []
@@ -236,9 +276,14 @@ def to_markdown(results):
                     v["params"],
                     f"{v['macs'] / 1e6:.1f}M",
                     v["mac_ratio_to_dense"],
+                    f"{v.get('gram_macs_per_step', 0) / 1e6:.0f}M"
+                    if v.get("gram_macs_per_step")
+                    else "-",
                     v["step"]["median_ms"],
                     v["ratio_to_dense"]["median"],
                     f"{v['ratio_to_dense']['q25']:.2f}-{v['ratio_to_dense']['q75']:.2f}",
+                    v["cpu_ratio_to_dense"]["median"],
+                    f"{v['cpu_ratio_to_dense']['q25']:.2f}-{v['cpu_ratio_to_dense']['q75']:.2f}",
                 ]
             )
     loads = "; ".join(
@@ -249,7 +294,9 @@ def to_markdown(results):
     header = (
         f"Training step (`train_on_batch`, batch {first['batch_size']}, SGD momentum), "
         f"{first['variants']['dense']['step']['samples']} interleaved rounds after warm-up; "
-        f"ratio = median of per-round step time / dense step time (load, 1 min: {loads}):"
+        f"ratios = median of per-round step time / dense step time, in wall time and in this "
+        f"process's CPU time (both threads; robust to other processes' load) "
+        f"(load, 1 min: {loads}):"
         if first
         else "No models."
     )
@@ -265,8 +312,11 @@ def to_markdown(results):
                     "params",
                     "MACs / example (forward)",
                     "MACs / dense",
-                    "step ms (median)",
-                    "step time / dense",
+                    "Gram MACs / step",
+                    "step wall ms (median)",
+                    "wall / dense",
+                    "q25-q75",
+                    "CPU time / dense",
                     "q25-q75",
                 ],
                 rows,
@@ -290,10 +340,15 @@ def define_flags():
     flags.DEFINE_integer("rounds", 6, "Timed interleaved rounds.")
     flags.DEFINE_integer("warmup", 2, "Untimed rounds first.")
     flags.DEFINE_string("output_dir", None, "Results folder (default benchmarks/results).")
+    flags.DEFINE_string("render_from", None, "Only re-render the table from this results JSON.")
 
 
 def main(argv):
     del argv
+    if FLAGS.render_from:
+        with open(FLAGS.render_from, encoding="utf-8") as f:
+            render(json.load(f), FLAGS.output_dir)
+        return
     run(
         models=tuple(FLAGS.models),
         batch_size=FLAGS.batch_size,
