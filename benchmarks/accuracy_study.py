@@ -118,6 +118,8 @@ class StudyConfig:
             (after E - F dense epochs) and of SVD training's last stage.
         batch_size: Global batch size.
         recipe: Recipe of every training run (`example_recipes.RECIPES`).
+        schedule, augment: Overrides of every recipe's learning-rate schedule
+            and augmentation (`"none"`: no augmentation; None: the recipe's).
         finetune_recipe: Recipe of the fine-tuning of `train_then_compress`.
         finetune_learning_rate: Initial learning rate of SVD training's
             fine-tuning stage (the fine-tuning recipe's, so both compress-then-
@@ -137,7 +139,7 @@ class StudyConfig:
     """
 
     dataset: str = "fashion_mnist"
-    train_limit: int = 6000
+    train_limit: int = 4000
     test_limit: int = None
     model: str = "resnet20"
     width: int = None
@@ -146,6 +148,8 @@ class StudyConfig:
     batch_size: int = 64
     recipe: str = "paper"
     finetune_recipe: str = "finetune"
+    schedule: str = "cosine"
+    augment: str = "none"
     finetune_learning_rate: float = 0.01
     svd_sparsity_weight: float = 0.01
     levels: tuple = (0.5, 0.75)
@@ -258,6 +262,8 @@ def _common(study, spec):
         train_limit=study.train_limit,
         test_limit=study.test_limit,
         batch_size=study.batch_size,
+        schedule=study.schedule,
+        augment=study.augment,
         seed=spec.seed,
         output_dir=os.path.join(study.runs_dir, spec.name),
         validate=study.validate,
@@ -504,20 +510,55 @@ def aggregate(study, runs):
     return rows
 
 
+def _recipe_text(study, name):
+    """`recipe` with the study's overrides, in words."""
+    recipe = train_lrpet.make_recipe(
+        train_lrpet.TrainConfig(recipe=name, schedule=study.schedule, augment=study.augment)
+    )
+    optimizer = f"SGD momentum {recipe.momentum:g}" if recipe.optimizer == "sgd" else "Adam"
+    schedule = {
+        "cosine": "cosine decay to 0",
+        "constant": "constant",
+        "step": "x{:g} at {} of the epochs".format(
+            recipe.lr_decay, "/".join(f"{f:.0%}" for f in recipe.lr_steps)
+        ),
+    }[recipe.schedule]
+    return (
+        f"`{name}`: {optimizer}{' (Nesterov)' if recipe.nesterov else ''}, lr "
+        f"{recipe.learning_rate:g}, {schedule}, coupled L2 {recipe.weight_decay:g}, "
+        f"augmentation {recipe.augment or 'none'}"
+    )
+
+
 def _budget_text(study, runs):
     total = sum(s["train_seconds"] + s["export_seconds"] for s in runs.values())
+    span = 0.0
+    if runs:
+        span = max(s["finished_unix"] for s in runs.values()) - min(
+            s["started_unix"] for s in runs.values()
+        )
     images = next(iter(runs.values()))["train_images"] if runs else study.train_limit
     decomposed, sparsity, finetune = study.svd_epochs
-    return (
-        f"Budget: every variant trains E = {study.epochs} epochs of {images:,} training images "
-        f"(batch {study.batch_size}, recipe `{study.recipe}`: SGD momentum 0.9, lr 0.1, coupled "
-        f"L2 1e-4, lr x0.1 at 50% and 75% of the epochs, crop + flip); train-then-compress "
-        f"trains the dense model {study.epochs - study.finetune_epochs} epochs and fine-tunes "
-        f"the compact one {study.finetune_epochs} (recipe `{study.finetune_recipe}`: SGD 0.01, "
-        f"cosine); SVD training runs {decomposed} + {sparsity} + {finetune} epochs (decomposed, "
-        f"sparsity, fine-tune at lr {study.finetune_learning_rate}; same recipe, restarted per "
-        f"stage). Accuracy is measured once, on the full test set, after training. "
-        f"Sum of the runs' training + export times: {total / 3600:.2f} h."
+    text = (
+        f"Budget: every variant trains E = {study.epochs} epochs of the first {images:,} "
+        f"training images (batch {study.batch_size}; recipe {_recipe_text(study, study.recipe)})."
+    )
+    if "train_then_compress" in study.variants:
+        text += (
+            f" Train-then-compress trains the dense model {study.epochs - study.finetune_epochs}"
+            f" epochs with it and fine-tunes the compact model {study.finetune_epochs} (recipe "
+            f"{_recipe_text(study, study.finetune_recipe)})."
+        )
+    if "svd" in study.variants:
+        text += (
+            f" SVD training runs {decomposed} + {sparsity} + {finetune} epochs (decomposed, "
+            f"sparsity, fine-tune), each stage with the recipe restarted, the fine-tuning at lr "
+            f"{study.finetune_learning_rate:g}."
+        )
+    return text + (
+        " Accuracy is measured once, after training, on all test images. Sum of the runs' "
+        f"training + export times: {total / 3600:.2f} h; wall clock from the first run's start "
+        f"to the last run's end: {span / 3600:.2f} h."
     )
 
 
@@ -729,6 +770,8 @@ def define_flags():
     flags.DEFINE_integer("batch_size", defaults.batch_size, "Global batch size.")
     flags.DEFINE_string("recipe", defaults.recipe, "Training recipe of every variant.")
     flags.DEFINE_string("finetune_recipe", defaults.finetune_recipe, "Train-then-compress's.")
+    flags.DEFINE_string("schedule", defaults.schedule, "Learning-rate schedule of every recipe.")
+    flags.DEFINE_string("augment", defaults.augment, 'Augmentation of every recipe ("none").')
     flags.DEFINE_float(
         "finetune_learning_rate", defaults.finetune_learning_rate, "SVD fine-tuning lr."
     )
@@ -759,6 +802,8 @@ def main(argv):
             batch_size=FLAGS.batch_size,
             recipe=FLAGS.recipe,
             finetune_recipe=FLAGS.finetune_recipe,
+            schedule=FLAGS.schedule,
+            augment=FLAGS.augment,
             finetune_learning_rate=FLAGS.finetune_learning_rate,
             svd_sparsity_weight=FLAGS.svd_sparsity_weight,
             levels=tuple(float(g) for g in FLAGS.levels),
