@@ -242,3 +242,17 @@ def test_tensorboard_summaries(tmp_path):
             tags.update(v.tag for v in event.summary.value)
     assert {"lrpet/energy_kept/conv_b", "lrpet/rank/stem", "lrpet/singular_values/shortcut"} <= tags
     assert "lrpet/energy_kept_mean" in tags
+
+
+def test_ill_conditioned_batchnorm_scale_does_not_hide_a_full_rank_kernel():
+    # A BN scale of 1e3 on four channels and 1e-6 on the rest makes the merged
+    # matrix look numerically rank 4; the kernel itself is full rank (16).
+    model = tm.residual_cnn()
+    bn = model.get_layer("bn_b")
+    bn.gamma.assign(np.array([1e3] * 4 + [1e-6] * 12, np.float32))
+    cb = lrpet_tf.LRPET(ranks={"conv_b": 4}, verbose=0)
+    cb.set_model(model)
+    stats = cb.project()
+    assert stats.unchanged == [] and stats.projected == 1
+    assert matrix_rank(model.get_layer("conv_b"), rtol=1e-6) <= 4
+    assert cb.project().unchanged == ["conv_b"]  # and projecting again changes nothing

@@ -223,7 +223,15 @@ class Projector:
                     finite[:, tf.newaxis, tf.newaxis], matrices, tf.zeros_like(matrices)
                 )
                 result = low_rank_projection(safe, ranks, self.energy_transfer, column_scale=scale)
-                low_rank = _numerically_low_rank(result.singular_values, ranks, group[0])
+                own_values = result.singular_values
+                if scale is not None:
+                    # The kernel's own rank decides, not the BN-merged one's: a
+                    # BN scale spanning many orders of magnitude makes the merged
+                    # matrix look numerically low-rank when the kernel is not.
+                    own_values = tf.linalg.svd(
+                        tf.cast(safe, result.singular_values.dtype), compute_uv=False
+                    )
+                low_rank = _numerically_low_rank(own_values, ranks, group[0])
             alive = result.max_singular_value >= DEAD_LAYER_THRESHOLD
             outputs.append((result.energy_kept, result.singular_values, finite, low_rank))
             writes.append((variables, originals, result.matrices, finite & alive & ~low_rank))
@@ -275,7 +283,7 @@ def _from_first_replica(variables, values):
 
 
 def _numerically_low_rank(singular_values, ranks, target):
-    """Whether each matrix already has numerical rank <= r.
+    """Whether each kernel already has numerical rank <= r (from its singular values).
 
     NumPy's rule in float32, as `lrpet_tf.ops.numerical_rank` and
     `factorize` use: `s_{r+1} <= s_max * max(rows, cols) * eps(float32)`.
