@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 import lrpet_tf
+from lrpet_tf.graph import format_table  # re-exported for the scripts
 
 __all__ = [
     "cost_row",
@@ -34,42 +35,6 @@ __all__ = [
     "write_json",
     "write_report",
 ]
-
-
-def format_table(headers, rows, title=None):
-    """Formats `rows` under `headers` as aligned plain text.
-
-    Numbers are right-aligned (ints with thousands separators, floats with 4
-    significant digits), None is shown as "-".
-    """
-
-    def cell(value):
-        if value is None:
-            return "-"
-        if isinstance(value, bool):
-            return str(value)
-        if isinstance(value, (int, np.integer)):
-            return f"{int(value):,}"
-        if isinstance(value, (float, np.floating)):
-            return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
-        return str(value)
-
-    text = [[cell(v) for v in row] for row in rows]
-    numeric = [
-        all(isinstance(row[i], (int, float, np.number)) or row[i] is None for row in rows)
-        for i in range(len(headers))
-    ]
-    widths = [max([len(h)] + [len(r[i]) for r in text]) for i, h in enumerate(headers)]
-
-    def line(values):
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
-        return "  ".join(parts).rstrip()
-
-    out = [title] if title else []
-    out.append(line(headers))
-    out.append("  ".join("-" * w for w in widths))
-    out.extend(line(r) for r in text)
-    return "\n".join(out)
 
 
 def _plain(value):

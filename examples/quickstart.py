@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 
 import lrpet_tf  # noqa: E402
 from lrpet_tf._keras import keras  # noqa: E402
-from lrpet_tf.graph.table import format_table  # noqa: E402
+from lrpet_tf.graph import format_table  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float("prune_ratio", 0.6, "LRPET's global prune ratio g: r = int(K - K*g).")

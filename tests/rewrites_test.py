@@ -206,3 +206,18 @@ def test_model_report_counts_macs_and_params():
     assert rows["conv_b"].max_rank == 16 and rows["conv_b"].rank == 16
     assert rows["conv_b"].break_even == pytest.approx(144 * 16 / 160)
     assert "total" in str(report)
+
+
+def test_format_table_aligns_python_and_numpy_numbers():
+    table = lrpet_tf.graph.format_table(
+        ["layer", "MACs", "energy"],
+        [["conv", np.int64(1234567), np.float32(0.98765)], ["dense", 12, None]],
+        title="t",
+    )
+    assert table.splitlines() == [
+        "t",
+        "layer       MACs  energy",
+        "-----  ---------  ------",
+        "conv   1,234,567  0.9877",
+        "dense         12       -",
+    ]

@@ -8,6 +8,7 @@ from lrpet_tf.graph.model_report import ModelReport
 from lrpet_tf.graph.model_report import model_report
 from lrpet_tf.graph.rewrite_report import LayerChange
 from lrpet_tf.graph.rewrite_report import RewriteReport
+from lrpet_tf.graph.table import format_table
 
 __all__ = [
     "LayerChange",
@@ -17,5 +18,6 @@ __all__ = [
     "RewriteReport",
     "factorize",
     "fold_batchnorm",
+    "format_table",
     "model_report",
 ]

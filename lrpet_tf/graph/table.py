@@ -1,13 +1,24 @@
 """Plain-text tables for the reports printed by lrpet_tf."""
 
+import numbers
+
 __all__ = ["format_table"]
 
 
 def format_table(headers, rows, title=None):
     """Formats `rows` (sequences of values) under `headers` as aligned text.
 
-    Numbers are right-aligned, everything else left-aligned; ints get
-    thousands separators and floats four significant decimals.
+    Numbers (Python or NumPy) are right-aligned, everything else
+    left-aligned; ints get thousands separators, floats four significant
+    digits, and None shows as "-".
+
+    Args:
+        headers: Column names.
+        rows: Sequences of cell values, one per row.
+        title: Optional line above the table.
+
+    Returns:
+        The table as one string.
     """
 
     def cell(value):
@@ -15,16 +26,18 @@ def format_table(headers, rows, title=None):
             return "-"
         if isinstance(value, bool):
             return str(value)
-        if isinstance(value, int):
-            return f"{value:,}"
-        if isinstance(value, float):
+        if isinstance(value, numbers.Integral):
+            return f"{int(value):,}"
+        if isinstance(value, numbers.Real):
             return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
         return str(value)
 
+    def is_number(value):
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
     text = [[cell(v) for v in row] for row in rows]
     numeric = [
-        all(isinstance(row[i], (int, float)) or row[i] is None for row in rows)
-        for i in range(len(headers))
+        all(is_number(row[i]) or row[i] is None for row in rows) for i in range(len(headers))
     ]
     widths = [max([len(h)] + [len(r[i]) for r in text]) for i, h in enumerate(headers)]
 
