@@ -211,7 +211,7 @@ def test_model_report_counts_macs_and_params():
 def test_format_table_aligns_python_and_numpy_numbers():
     table = lrpet_tf.graph.format_table(
         ["layer", "MACs", "energy"],
-        [["conv", np.int64(1234567), np.float32(0.98765)], ["dense", 12, None]],
+        [["conv", np.int64(1234567), np.float32(0.9877)], ["dense", 12, None]],
         title="t",
     )
     assert table.splitlines() == [
