@@ -6,17 +6,35 @@ BatchNormalization into its conv (`lrpet_tf.fold_batchnorm`), writes
 (`float16`, `dynamic`, `int8`), each checked against the Keras model in the
 LiteRT interpreter on test images (`lrpet_tf.export_tflite`), and measures
 each file's top-1 accuracy on the test set.
+
+Quantization-aware training (tf_keras only: `TF_USE_LEGACY_KERAS=1`):
+`check_qat_available()` fails at once, with the library's message, where it
+cannot run; `quantization_aware_training(model, data, epochs, stage_dir)`
+wraps a compact model with `lrpet_tf.export.prepare_qat` and fine-tunes it;
+the result exports to int8 without calibration data.
+`calibration_images(data)` picks the representative dataset of post-training
+int8 from the training images.
 """
 
 import logging
 import os
+import shutil
 import time
 
+import example_recipes
 import example_training
+import numpy as np
 
 import lrpet_tf
+from lrpet_tf._keras import keras
 
-__all__ = ["QUANTIZATIONS", "export_compact"]
+__all__ = [
+    "QUANTIZATIONS",
+    "calibration_images",
+    "check_qat_available",
+    "export_compact",
+    "quantization_aware_training",
+]
 
 QUANTIZATIONS = ("float16", "dynamic", "int8")
 _logger = logging.getLogger("lrpet_examples")
@@ -95,3 +113,100 @@ def _counts(ops):
     for op in ops:
         counts[op] = counts.get(op, 0) + 1
     return counts
+
+
+def calibration_images(data, count=256, seed=0):
+    """A seeded random sample of training images: the representative dataset of int8.
+
+    Calibrating on training images keeps the test set out of every choice the
+    int8 file depends on.
+
+    Args:
+        data: An `example_data.Dataset`.
+        count: How many images (TFLite's converter reads at most 512).
+        seed: Seed of the sample.
+
+    Returns:
+        A float32 array `(count, H, W, C)` (fewer if the training set is smaller).
+    """
+    if data.x_train is not None:
+        rng = np.random.default_rng(seed)
+        index = np.sort(rng.choice(len(data.x_train), min(count, len(data.x_train)), False))
+        return np.asarray(data.x_train[index], np.float32)
+    images, _ = next(iter(data.train_dataset(count, augment=None, seed=seed)))
+    return np.asarray(images, np.float32)
+
+
+def check_qat_available():
+    """Raises the library's error now if quantization-aware training cannot run here.
+
+    `lrpet_tf.export.prepare_qat` needs tf_keras (`TF_USE_LEGACY_KERAS=1`
+    before TensorFlow is imported) and tensorflow-model-optimization. Trying
+    it on a one-layer model finds out in a second, before any data is loaded
+    or any model trained or exported.
+
+    Raises:
+        RuntimeError: In Keras 3 mode or without tensorflow-model-optimization,
+            with the library's message (how to switch, and the post-training
+            int8 alternative).
+    """
+    probe = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)], name="qat_probe")
+    lrpet_tf.export.prepare_qat(probe)
+
+
+def quantization_aware_training(
+    model,
+    data,
+    epochs,
+    stage_dir,
+    recipe="finetune",
+    learning_rate=1e-3,
+    batch_size=64,
+    seed=0,
+    verbose=2,
+    validate=False,
+):
+    """Wraps a compact model for QAT (`lrpet_tf.export.prepare_qat`) and fine-tunes it.
+
+    tfmot inserts fake quantization of weights (per channel) and activations;
+    a few epochs at a small learning rate let the weights and the learned
+    activation ranges adapt to int8. Export the result with
+    `lrpet_tf.export_tflite(qat_model, path, quantization="int8")`: no
+    representative dataset is needed.
+
+    Args:
+        model: The compact model (factorized; BN folded, so that the int8 file
+            and the float one compute the same graph).
+        data: An `example_data.Dataset` (its training images).
+        epochs: Fine-tuning epochs (>= 1).
+        stage_dir: Folder of the stage (history.csv, `qat.keras`); emptied
+            first, so a rerun starts over.
+        recipe: An `example_recipes` recipe name or `Recipe`.
+        learning_rate: Its peak learning rate (default 1e-3, the end of the
+            paper recipe's schedule).
+        batch_size, seed, verbose, validate: As `example_training.fit_stage`.
+
+    Returns:
+        `(qat_model, stage)`: the fine-tuned tf_keras model and
+        `fit_stage`'s dict (`history`, `epochs_run`, `seconds`).
+
+    Raises:
+        RuntimeError: In Keras 3 mode (the library's message).
+    """
+    if epochs < 1:
+        raise ValueError(f"Expected `epochs` >= 1. Received: epochs={epochs}")
+    qat_model = lrpet_tf.export.prepare_qat(model)
+    shutil.rmtree(stage_dir, ignore_errors=True)
+    stage = example_training.fit_stage(
+        qat_model,
+        data,
+        example_recipes.get_recipe(recipe, learning_rate=learning_rate),
+        epochs,
+        batch_size,
+        stage_dir,
+        os.path.join(stage_dir, "qat.keras"),
+        seed=seed,
+        verbose=verbose,
+        validate=validate,
+    )
+    return qat_model, stage

@@ -17,15 +17,18 @@ continues both exactly.
 """
 
 import csv
+import json
 import os
 import shutil
 import time
+import zipfile
 
 import example_recipes
 import numpy as np
 import tensorflow as tf
 
 import lrpet_tf
+from lrpet_tf import _keras
 from lrpet_tf._keras import keras
 
 __all__ = [
@@ -175,8 +178,30 @@ def save_model(model, path, strategy=None):
     return path
 
 
+def _saved_keras_version(path):
+    """The Keras version a `.keras` file was saved by (its metadata.json), or None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return str(json.loads(archive.read("metadata.json"))["keras_version"])
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
 def load_model(path, strategy=None):
-    """Loads a `.keras` file (uncompiled) in the strategy's scope."""
+    """Loads a `.keras` file (uncompiled) in the strategy's scope.
+
+    Raises:
+        ValueError: If the file was saved by the other Keras (Keras 3 vs
+            tf_keras, which cannot read each other's `.keras` files).
+    """
+    saved = _saved_keras_version(path)
+    if saved is not None and (saved.split(".")[0] == "3") != _keras.IS_KERAS_3:
+        running = "Keras 3" if _keras.IS_KERAS_3 else "tf_keras (TF_USE_LEGACY_KERAS=1)"
+        raise ValueError(
+            f"{path} was saved by Keras {saved}, and this process uses {running}: the two "
+            "cannot read each other's .keras files. Train (or save) the model in the same "
+            "mode, e.g. with TF_USE_LEGACY_KERAS=1 for quantization-aware training."
+        )
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         return keras.models.load_model(path, compile=False)

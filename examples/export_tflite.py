@@ -14,11 +14,25 @@ unfactorized model for comparison when something was factorized.
     python examples/export_tflite.py \\
         --model_path=saved_models/lrpet_small_cnn_digits_g0.6/trained.keras
     python examples/export_tflite.py --model_path=m.keras --quantization=int8 --dataset=digits
+    TF_USE_LEGACY_KERAS=1 python examples/export_tflite.py --model_path=m.keras \\
+        --dataset=digits --qat_epochs=2
 
-`--dataset` gives real images for verification (and int8 calibration, which
-needs them) and the file's top-1 accuracy; without it, verification uses
-random inputs. Writes `<output>` (default: next to the model,
-`<name>_<quantization>.tflite`) and `<output without .tflite>.json`.
+`--dataset` gives real images for verification (test images), int8
+calibration (training images) and the file's top-1 accuracy on the test set;
+without it, verification uses random inputs. Writes `<output>` (default: next
+to the model, `<name>_<quantization>.tflite`) and `<output without
+.tflite>.json`.
+
+`--qat_epochs=N` adds int8 for Android by both routes, on the compact
+(factorized, BN-folded) model: post-training int8 calibrated on training
+images (`<stem>_int8.tflite`) and quantization-aware training
+(`lrpet_tf.export.prepare_qat`, N epochs of fine-tuning on `--dataset`, then
+int8 without calibration data: `<stem>_qat_int8.tflite`, the fine-tuning in
+`<stem>_qat_int8/`). One table compares float and int8 accuracy, size and latency.
+QAT needs tf_keras: run with `TF_USE_LEGACY_KERAS=1` and a model saved by
+tf_keras (train it with `TF_USE_LEGACY_KERAS=1` too; tf_keras cannot read a
+Keras 3 `.keras` file). In Keras 3 mode the flag fails at startup with the
+library's message.
 
 From Python: `run(ExportConfig(model_path=...))` returns the results dict.
 """
@@ -27,13 +41,16 @@ import dataclasses
 import os
 import sys
 import tempfile
+import time
 
 from absl import app
 from absl import flags
+from absl import logging
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import example_data  # noqa: E402
+import example_export  # noqa: E402
 import example_flags  # noqa: E402
 import example_reports  # noqa: E402
 import example_training  # noqa: E402
@@ -41,7 +58,7 @@ import example_training  # noqa: E402
 import lrpet_tf  # noqa: E402
 from lrpet_tf import svd_training  # noqa: E402
 
-__all__ = ["ExportConfig", "run"]
+__all__ = ["ExportConfig", "export_and_time", "quantize_for_android", "run"]
 
 FLAGS = flags.FLAGS
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -61,6 +78,13 @@ class ExportConfig:
         num_threads, runs, warmup: Latency measurement.
         compare: Also export and time the unfactorized (BN-folded) model,
             when the model has low-rank kernels to factorize.
+        qat_epochs: If > 0, also write post-training int8 and
+            quantization-aware int8 files of the compact model, after this
+            many epochs of QAT fine-tuning on `dataset` (needs tf_keras).
+        qat_learning_rate: Peak learning rate of the QAT fine-tuning (SGD
+            with momentum, cosine decay: the `finetune` recipe).
+        train_limit, batch_size, seed, verbose: The QAT fine-tuning's data
+            and `fit` settings.
     """
 
     model_path: str = None
@@ -75,6 +99,12 @@ class ExportConfig:
     runs: int = 50
     warmup: int = 10
     compare: bool = True
+    qat_epochs: int = 0
+    qat_learning_rate: float = 1e-3
+    train_limit: int = None
+    batch_size: int = 64
+    seed: int = 0
+    verbose: int = 2
 
     def __post_init__(self):
         if not self.model_path:
@@ -86,39 +116,85 @@ class ExportConfig:
             )
         if self.quantization == "int8" and not self.dataset:
             raise ValueError("int8 calibration needs real images: give `dataset`.")
+        if self.qat_epochs < 0:
+            raise ValueError(f"Expected `qat_epochs` >= 0. Received: qat_epochs={self.qat_epochs}")
+        if self.qat_epochs and not self.dataset:
+            raise ValueError(
+                "Quantization-aware training fine-tunes on real images: give `dataset`. "
+                f"Received: qat_epochs={self.qat_epochs}, dataset=None"
+            )
 
-    def output_path(self):
-        if self.output:
+    def output_path(self, quantization=None):
+        """The .tflite path of the run's file, or of another `quantization` next to it."""
+        if self.output and quantization is None:
             return self.output
-        stem = os.path.splitext(self.model_path)[0]
-        return f"{stem}_{self.quantization}.tflite"
+        if self.output:
+            stem = os.path.splitext(self.output)[0]
+            stem = stem[: -len(self.quantization) - 1] if stem.endswith(self.quantization) else stem
+        else:
+            stem = os.path.splitext(self.model_path)[0]
+        return f"{stem}_{quantization or self.quantization}.tflite"
 
 
-def _export(model, path, config, data):
-    quantization = None if config.quantization == "float32" else config.quantization
-    result = lrpet_tf.export_tflite(
-        model,
-        path,
-        quantization=quantization,
-        representative_dataset=data.sample(256) if quantization == "int8" else None,
-        verify_data=data.sample(64) if data is not None else None,
-    )
+def export_and_time(model, path, quantization, config, data=None, macs_model=None):
+    """Exports one verified .tflite file, times it and measures its accuracy.
+
+    A file that fails verification is kept and reported (`verified` False and
+    the `error`), so that one bad quantization does not lose the others.
+
+    Args:
+        model: The Keras model to convert (a QAT model for `"qat_int8"`).
+        path: The .tflite path.
+        quantization: `"float32"`, `"float16"`, `"dynamic"`, `"int8"`
+            (post-training, calibrated on training images) or `"qat_int8"`
+            (a `prepare_qat` model: int8 without calibration data).
+        config: The `ExportConfig` (latency settings).
+        data: The `example_data.Dataset`, or None (random verification
+            inputs, no accuracy).
+        macs_model: The model whose MACs to report (default `model`).
+
+    Returns:
+        A dict: `path`, `bytes`, `quantization`, `verified`, `max_error`,
+        `tolerance`, `top1_agreement` and `max_error_steps` (int8), op
+        counts, `latency_ms` (median/mean/p90/min), `macs` and, with data,
+        `accuracy` (top-1 on the test set).
+    """
+    converter_quantization = {"float32": None, "qat_int8": "int8"}.get(quantization, quantization)
+    calibration = None
+    if quantization == "int8":
+        calibration = example_export.calibration_images(data, seed=config.seed)
+    info = {"path": path, "quantization": quantization, "verified": True}
+    try:
+        result = lrpet_tf.export_tflite(
+            model,
+            path,
+            quantization=converter_quantization,
+            representative_dataset=calibration,
+            verify_data=data.sample(64) if data is not None else None,
+        )
+        ops = result.ops
+        info.update(
+            max_error=result.max_error,
+            tolerance=result.tolerance,
+            top1_agreement=result.top1_agreement,
+            max_error_steps=result.max_error_steps,
+        )
+    except lrpet_tf.TFLiteVerificationError as e:
+        # The file is written anyway: report the disagreement, keep going.
+        logging.warning("%s", e)
+        info.update(verified=False, error=str(e))
+        ops = lrpet_tf.TFLiteModel(path).op_names()
     latency = lrpet_tf.measure_latency(
         path, num_threads=config.num_threads, runs=config.runs, warmup=config.warmup
     )
-    info = {
-        "path": path,
-        "bytes": result.size_bytes,
-        "quantization": config.quantization,
-        "max_error": result.max_error,
-        "tolerance": result.tolerance,
-        "top1_agreement": result.top1_agreement,
-        "conv2d_ops": result.op_count("CONV_2D"),
-        "fully_connected_ops": result.op_count("FULLY_CONNECTED"),
-        "ops": len(result.ops),
-        "latency_ms": dataclasses.asdict(latency),
-        "macs": lrpet_tf.model_report(model).total_macs,
-    }
+    info.update(
+        bytes=os.path.getsize(path),
+        conv2d_ops=ops.count("CONV_2D"),
+        fully_connected_ops=ops.count("FULLY_CONNECTED"),
+        ops=len(ops),
+        latency_ms=dataclasses.asdict(latency),
+        macs=lrpet_tf.model_report(macs_model or model).total_macs,
+    )
     if data is not None:
         info["accuracy"] = example_training.tflite_accuracy(path, data)
     return info
@@ -133,11 +209,19 @@ def run(config=None, **changes):
         max_error, op counts, MACs, `latency_ms` with median/mean/p90/min,
         accuracy with a dataset) and, with `compare`, `reference` (the same
         for the unfactorized model) and `speedup` (reference / compact median
-        latency).
+        latency). With `qat_epochs`, also `ptq_int8` (post-training int8,
+        unless `quantization` is already int8), `qat_int8` (the same for the
+        QAT file) and `qat` (epochs, learning rate, history, seconds).
+
+    Raises:
+        RuntimeError: With `qat_epochs` in Keras 3 mode, at once (the
+            library's message says to set TF_USE_LEGACY_KERAS=1).
     """
     if config is None:
         config = ExportConfig(model_path=changes.pop("model_path", None))
     config = dataclasses.replace(config, **changes)
+    if config.qat_epochs:
+        example_export.check_qat_available()  # before any slow work
     model = example_training.load_model(config.model_path)
     has_svd = bool([layer for layer in model.layers if isinstance(layer, svd_training.SVDLayer)])
     compact, report = lrpet_tf.factorize(model, return_report=True)
@@ -148,30 +232,35 @@ def run(config=None, **changes):
         data = example_data.load_dataset(
             config.dataset,
             data_dir=config.data_dir,
+            seed=config.seed,
+            train_limit=config.train_limit,
             test_limit=config.test_limit,
             standardize=config.standardize,
             image_size=config.image_size,
         )
     path = config.output_path()
+    folded = lrpet_tf.fold_batchnorm(compact)
     results = {
         "model_path": config.model_path,
         "config": dataclasses.asdict(config),
         "kind": kind,
         "factorized": factorized,
-        "tflite": _export(lrpet_tf.fold_batchnorm(compact), path, config, data),
+        "tflite": export_and_time(folded, path, config.quantization, config, data),
     }
     if config.compare and kind == "low-rank":
         # The same model unfactorized (an SVD-form model has no dense form to compare).
         reference = lrpet_tf.fold_batchnorm(model)
         with tempfile.TemporaryDirectory() as tmp:
-            results["reference"] = _export(
-                reference, os.path.join(tmp, "reference.tflite"), config, data
+            results["reference"] = export_and_time(
+                reference, os.path.join(tmp, "reference.tflite"), config.quantization, config, data
             )
         results["reference"]["path"] = None
         results["speedup"] = (
             results["reference"]["latency_ms"]["median_ms"]
             / results["tflite"]["latency_ms"]["median_ms"]
         )
+    if config.qat_epochs:
+        results.update(quantize_for_android(folded, config, data))
     example_reports.write_json(os.path.splitext(path)[0] + ".json", results)
     print(str(report))
     print()
@@ -179,28 +268,87 @@ def run(config=None, **changes):
     return results
 
 
+def quantize_for_android(folded, config, data):
+    """Post-training int8 and quantization-aware int8 files of the compact model.
+
+    Args:
+        folded: The compact model (factorized, BN folded).
+        config: The `ExportConfig` (`qat_epochs` >= 1, `qat_learning_rate`, ...).
+        data: The `example_data.Dataset` (training images for calibration and
+            fine-tuning, test images for verification and accuracy).
+
+    Returns:
+        A dict with `qat_int8` and `qat` (and `ptq_int8` unless the run's
+        main file is already post-training int8), as `run` returns them.
+    """
+    results = {}
+    if config.quantization != "int8":
+        results["ptq_int8"] = export_and_time(
+            folded, config.output_path("int8"), "int8", config, data
+        )
+    stage_dir = os.path.splitext(config.output_path("qat_int8"))[0]
+    start = time.perf_counter()
+    qat_model, stage = example_export.quantization_aware_training(
+        folded,
+        data,
+        config.qat_epochs,
+        stage_dir,
+        learning_rate=config.qat_learning_rate,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        verbose=config.verbose,
+    )
+    results["qat"] = {
+        "epochs": config.qat_epochs,
+        "learning_rate": config.qat_learning_rate,
+        "train_images": data.num_train,
+        "seconds": time.perf_counter() - start,
+        "keras_accuracy": example_training.accuracy(qat_model, data),  # fake-quantized
+        "history": stage["history"],
+    }
+    results["qat_int8"] = export_and_time(
+        qat_model, stage_dir + ".tflite", "qat_int8", config, data, macs_model=folded
+    )
+    return results
+
+
+_ROWS = (
+    ("compact (factorized)", "tflite"),
+    ("compact, post-training int8", "ptq_int8"),
+    ("compact, QAT int8", "qat_int8"),
+    ("reference (unfactorized)", "reference"),
+)
+
+
 def _table(results):
     rows = []
-    for label, key in (
-        ("compact (factorized)", "tflite"),
-        ("reference (unfactorized)", "reference"),
-    ):
+    for label, key in _ROWS:
         info = results.get(key)
         if info is None:
             continue
         rows.append(
             [
                 label,
+                info["quantization"],
                 info["macs"],
                 info["bytes"],
                 info["conv2d_ops"],
-                info["max_error"],
+                info.get("max_error"),
                 info["latency_ms"]["median_ms"],
                 None if info.get("accuracy") is None else 100 * info["accuracy"],
             ]
         )
     text = example_reports.format_table(
-        ["model", "MACs", "bytes", "CONV_2D ops", "max |TFLite-Keras|", "median ms", "accuracy %"],
+        [
+            "model",
+            "quantization",
+            "MACs",
+            "bytes",
+            "CONV_2D ops",
+            "max |TFLite-Keras|",
+            "median ms",
+            "accuracy %",
+        ],
         rows,
         title=f"{results['tflite']['path']} ({results['kind']} model, "
         f"{results['tflite']['quantization']}, "
@@ -208,6 +356,17 @@ def _table(results):
     )
     if "speedup" in results:
         text += f"\nmeasured speedup {results['speedup']:.2f}x"
+    for key in ("ptq_int8", "qat_int8"):
+        info = results.get(key)
+        if info is not None and not info["verified"]:
+            text += f"\n{key}: verification failed: {info['error']}"
+    if "qat_int8" in results:
+        float_bytes = results["tflite"]["bytes"]
+        text += (
+            f"\nQAT: {results['qat']['epochs']} epoch(s) on {results['qat']['train_images']} "
+            f"training images; int8 file {float_bytes / results['qat_int8']['bytes']:.2f}x "
+            f"smaller than the {results['tflite']['quantization']} one"
+        )
     return text
 
 
@@ -225,6 +384,31 @@ def define_flags():
     flags.DEFINE_integer("runs", 50, "Timed invokes (the median is reported).")
     flags.DEFINE_integer("warmup", 10, "Untimed invokes first.")
     flags.DEFINE_bool("compare", True, "Also time the unfactorized model.")
+    flags.DEFINE_integer(
+        "qat_epochs",
+        0,
+        "If > 0: also post-training int8 and quantization-aware int8 after this many epochs "
+        "of QAT fine-tuning on --dataset (needs TF_USE_LEGACY_KERAS=1).",
+        lower_bound=0,
+    )
+    flags.DEFINE_float("qat_learning_rate", 1e-3, "Peak learning rate of the QAT fine-tuning.")
+    flags.DEFINE_integer("train_limit", None, "QAT: use at most this many training images.")
+    flags.DEFINE_integer("batch_size", 64, "QAT fine-tuning batch size.")
+    flags.DEFINE_integer("seed", 0, "Seed of the QAT data order and the calibration sample.")
+    flags.DEFINE_integer("verbose", 2, "Keras fit verbosity of the QAT fine-tuning.")
+    flags.register_validator("qat_epochs", _qat_available, message="QAT is unavailable.")
+
+
+def _qat_available(qat_epochs):
+    """Flag validator: fails the command line at once where QAT cannot run."""
+    if qat_epochs:
+        try:
+            example_export.check_qat_available()
+        except RuntimeError as e:
+            raise flags.ValidationError(
+                f"{e} In this script: --quantization=int8 without --qat_epochs."
+            ) from e
+    return True
 
 
 def main(argv):
