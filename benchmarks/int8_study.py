@@ -1,0 +1,656 @@
+"""Benchmark: low-rank + int8 for Android, dense float vs compact float / PTQ int8 / QAT int8.
+
+Issue 5's acceptance run. In one process (tf_keras mode: quantization-aware
+training needs tensorflow-model-optimization), on Fashion-MNIST (Debian's
+`dataset-fashion-mnist`) with a small residual CNN:
+
+1. trains the dense model and the LRPET model with the same recipe and budget
+   (`examples/train_lrpet.py`'s `run`, `--method=dense` and `--method=lrpet`);
+2. builds the compact model (`lrpet_tf.factorize` with LRPET's ranks, then
+   `lrpet_tf.fold_batchnorm`);
+3. writes four .tflite files: dense float32, compact float32, compact
+   post-training int8 (calibrated on training images) and compact QAT int8
+   (`lrpet_tf.export.prepare_qat`, a few epochs of fine-tuning, int8 without
+   calibration data);
+4. measures each file's top-1 accuracy on the whole test set (10,000 images),
+   its size, and its single-thread latency (`lrpet_tf.measure_latency`, the
+   four files interleaved round by round, median over rounds of each round's
+   median; speedups are medians of per-round ratios);
+5. checks the issue's bar: the compact int8 file at least 6x smaller than the
+   dense float32 file, at most 1 point of accuracy below the dense float model.
+
+Before training it also exports untrained compact models at a few prune
+ratios, to show how the int8 file size follows the ranks (it does not depend
+on the training): `size_plan` in the results.
+
+The model is `small_cnn` (conv stem, two residual blocks with a 1x1
+projection shortcut): tfmot cannot quantize the CIFAR ResNets of
+`example_models`, whose option-A shortcuts pad zero channels with a
+`Rescaling(0)` layer outside tfmot's registry.
+
+Results: `<output_dir>/int8_study.json` and `int8_study.md` (default
+`benchmarks/results/`); models and files in `<runs_dir>` (default
+`saved_models/int8_study/`). The training runs resume like the examples'
+(a finished run folder is reused; the table says so).
+
+Usage:
+    TF_USE_LEGACY_KERAS=1 PYTHONPATH=. python benchmarks/int8_study.py \\
+        --train_limit=12000 --epochs=5 --qat_epochs=2     # the study (~30 min on 2 loaded cores)
+    TF_USE_LEGACY_KERAS=1 PYTHONPATH=. python benchmarks/int8_study.py --smoke   # ~1 minute
+"""
+
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+
+try:  # as a script (benchmarks/ on sys.path) or as benchmarks.int8_study
+    import bench_utils
+except ImportError:  # pragma: no cover
+    from benchmarks import bench_utils
+
+_ROOT = os.path.dirname(bench_utils.BENCHMARKS_DIR)
+sys.path.insert(0, os.path.join(_ROOT, "examples"))
+
+import example_export  # noqa: E402
+import example_models  # noqa: E402
+import example_training  # noqa: E402
+import train_lrpet  # noqa: E402
+
+import lrpet_tf  # noqa: E402
+from lrpet_tf import _keras  # noqa: E402
+from lrpet_tf._keras import keras  # noqa: E402
+
+__all__ = [
+    "VARIANTS",
+    "StudyConfig",
+    "acceptance",
+    "interleaved_latency",
+    "render",
+    "run",
+    "size_plan",
+    "smoke_config",
+]
+
+NAME = "int8_study"
+# Variant -> table label, in table order; the first is the reference of every ratio.
+VARIANTS = {
+    "dense_float32": "dense, float32",
+    "compact_float32": "compact (LRPET, factorized), float32",
+    "compact_ptq_int8": "compact, post-training int8",
+    "compact_qat_int8": "compact, QAT int8",
+}
+INT8_VARIANTS = ("compact_ptq_int8", "compact_qat_int8")
+SIZE_BAR = 6.0  # the int8 file at least this many times smaller than dense float32
+ACCURACY_BAR = 1.0  # and at most this many points less accurate than the dense float model
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    """Data, model, training budget, quantization and measurement of the study.
+
+    Attributes:
+        dataset, data_dir, train_limit, test_limit: The data
+            (`example_data.load_dataset`); the test set is whole by default.
+        model, width: The network (`example_models`) and its first-stage
+            filters (None: its default).
+        epochs, batch_size, recipe: The budget and recipe of both the dense and
+            the LRPET training (`example_recipes.RECIPES`).
+        prune_ratio: LRPET's g: every conv keeps r = int(K - K*g).
+        qat_epochs, qat_learning_rate: The QAT fine-tuning (the `finetune`
+            recipe: SGD with momentum, cosine decay from this rate).
+        calibration_images: Training images of the post-training int8
+            calibration.
+        latency_rounds, latency_runs, latency_warmup: Each round times every
+            file with `measure_latency(runs=latency_runs, warmup=...)`, in a
+            rotating order.
+        plan_ratios: Prune ratios of the untrained size plan (empty: none).
+        seed: Seed of the weights, data order and calibration sample.
+        runs_dir: Folder of the run folders.
+        output_dir: Folder of the result files.
+        command: The command line, for the table.
+        verbose: Keras fit verbosity.
+    """
+
+    dataset: str = "fashion_mnist"
+    data_dir: str = None
+    train_limit: int = 12_000
+    test_limit: int = None
+    model: str = "small_cnn"
+    width: int = None
+    epochs: int = 5
+    batch_size: int = 64
+    recipe: str = "paper"
+    prune_ratio: float = 0.7
+    qat_epochs: int = 2
+    qat_learning_rate: float = 1e-3
+    calibration_images: int = 256
+    latency_rounds: int = 40
+    latency_runs: int = 25
+    latency_warmup: int = 5
+    plan_ratios: tuple = (0.5, 0.6, 0.65, 0.7, 0.8)
+    seed: int = 0
+    runs_dir: str = os.path.join("saved_models", NAME)
+    output_dir: str = None
+    command: str = None
+    verbose: int = 2
+
+    def __post_init__(self):
+        for name in ("epochs", "qat_epochs", "latency_rounds", "latency_runs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Expected `{name}` >= 1. Received: {name}={getattr(self, name)}")
+        if not 0 <= self.prune_ratio < 1:
+            raise ValueError(
+                f"Expected `prune_ratio` in [0, 1). Received: prune_ratio={self.prune_ratio}"
+            )
+
+    def train_config(self, method):
+        """The `train_lrpet.TrainConfig` of the dense or the LRPET run."""
+        return train_lrpet.TrainConfig(
+            model=self.model,
+            width=self.width,
+            dataset=self.dataset,
+            data_dir=self.data_dir,
+            train_limit=self.train_limit,
+            test_limit=self.test_limit,
+            method=method,
+            prune_ratio=self.prune_ratio,
+            recipe=self.recipe,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            output_dir=os.path.join(self.runs_dir, method),
+            plots=False,
+            validate=False,
+            verbose=self.verbose,
+        )
+
+
+def smoke_config(output_dir):
+    """Synthetic 8x8 images, width 4, one epoch of everything, a few latency rounds."""
+    return StudyConfig(
+        dataset="synthetic",
+        train_limit=None,
+        width=4,
+        epochs=1,
+        prune_ratio=0.5,
+        qat_epochs=1,
+        calibration_images=32,
+        latency_rounds=2,
+        latency_runs=3,
+        latency_warmup=1,
+        plan_ratios=(0.5,),
+        runs_dir=os.path.join(output_dir, "runs"),
+        output_dir=output_dir,
+        command="int8_study.py --smoke",
+        verbose=0,
+    )
+
+
+def size_plan(model_name, input_shape, num_classes, width, ratios, seed=0):
+    """.tflite sizes of untrained models: dense float32, and compact int8 per prune ratio.
+
+    The size of an int8 file is set by the architecture and ranks, not by the
+    weights' values, so this shows before any training which g meets a size
+    target. The compact models are LRPET-projected once at random
+    initialisation, factorized, BN-folded and converted with post-training
+    int8 calibrated on random inputs (the file is not verified).
+
+    Returns:
+        A dict: `dense_float32_bytes` and `compact_int8` (one entry per ratio:
+        `prune_ratio`, `params`, `float32_bytes`, `int8_bytes`,
+        `int8_size_ratio` = dense float32 bytes / int8 bytes).
+    """
+    rng = np.random.default_rng(seed)
+    calibration = rng.standard_normal((32, *input_shape)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        dense = example_models.build_model(model_name, input_shape, num_classes, width)
+        dense_bytes = lrpet_tf.export_tflite(
+            lrpet_tf.fold_batchnorm(dense), os.path.join(tmp, "dense.tflite"), verify=False
+        ).size_bytes
+        entries = []
+        for ratio in ratios:
+            model = example_models.build_model(model_name, input_shape, num_classes, width)
+            lrpet = lrpet_tf.LRPET(prune_ratio=ratio, verbose=0)
+            lrpet.set_model(model)
+            lrpet.prepare(model)
+            lrpet.project()
+            compact = lrpet_tf.fold_batchnorm(lrpet_tf.factorize(model, ranks=lrpet))
+            float_bytes = lrpet_tf.export_tflite(
+                compact, os.path.join(tmp, "compact.tflite"), verify=False
+            ).size_bytes
+            int8_bytes = lrpet_tf.export_tflite(
+                compact,
+                os.path.join(tmp, "compact_int8.tflite"),
+                quantization="int8",
+                representative_dataset=calibration,
+                verify=False,
+            ).size_bytes
+            entries.append(
+                {
+                    "prune_ratio": float(ratio),
+                    "params": int(compact.count_params()),
+                    "float32_bytes": float_bytes,
+                    "int8_bytes": int8_bytes,
+                    "int8_size_ratio": dense_bytes / int8_bytes,
+                }
+            )
+    return {"dense_float32_bytes": dense_bytes, "compact_int8": entries}
+
+
+def _export(model, path, data, quantization=None, calibration=None):
+    """Exports and verifies one file; a failed verification is recorded, not raised."""
+    info = {"path": path, "verified": True}
+    try:
+        result = lrpet_tf.export_tflite(
+            model,
+            path,
+            quantization=quantization,
+            representative_dataset=calibration,
+            verify_data=data.sample(64),
+        )
+        info.update(
+            max_error=result.max_error,
+            top1_agreement=result.top1_agreement,
+            max_error_steps=result.max_error_steps,
+        )
+    except lrpet_tf.TFLiteVerificationError as e:
+        logging.warning("%s", e)
+        info.update(verified=False, error=str(e))
+    return info
+
+
+def interleaved_latency(paths, rounds, runs, warmup, num_threads=1):
+    """Single-thread latency of several .tflite files, measured side by side.
+
+    Each round calls `lrpet_tf.measure_latency` once per file (a fresh
+    interpreter: `warmup` untimed invokes, then the median of `runs`), in an
+    order rotated every round, so the drift of a shared machine's load hits
+    every file alike.
+
+    Args:
+        paths: Dict name -> .tflite path; the first is the reference of the
+            speedups.
+        rounds, runs, warmup, num_threads: As above.
+
+    Returns:
+        Dict name -> `median_ms` (median over rounds of the per-round
+        medians), `p10_ms`, `p90_ms` (of the per-round medians), `min_ms`,
+        `rounds`, `invokes` and `speedup` (`bench_utils.paired_ratio` of the
+        reference's per-round median over this file's: median, q25, q75).
+    """
+    names = list(paths)
+    medians = {name: [] for name in names}
+    minimum = {name: np.inf for name in names}
+    for i in range(rounds):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            result = lrpet_tf.measure_latency(
+                paths[name], num_threads=num_threads, runs=runs, warmup=warmup
+            )
+            medians[name].append(result.median_ms)
+            minimum[name] = min(minimum[name], result.min_ms)
+    reference = names[0]
+    out = {}
+    for name in names:
+        values = np.asarray(medians[name])
+        out[name] = {
+            "median_ms": float(np.median(values)),
+            "p10_ms": float(np.percentile(values, 10)),
+            "p90_ms": float(np.percentile(values, 90)),
+            "min_ms": float(minimum[name]),
+            "rounds": rounds,
+            "invokes": rounds * runs,
+            "num_threads": num_threads,
+            "speedup": bench_utils.paired_ratio(medians[reference], values),
+        }
+    return out
+
+
+def acceptance(variants):
+    """The issue's bar for each int8 variant: size ratio and accuracy loss vs dense float32."""
+    dense = variants["dense_float32"]
+    checks = {}
+    for name in INT8_VARIANTS:
+        entry = variants[name]
+        size_ratio = dense["bytes"] / entry["bytes"]
+        loss = 100 * (dense["accuracy"] - entry["accuracy"])
+        checks[name] = {
+            "size_ratio": size_ratio,
+            "accuracy_loss_points": loss,
+            "size_ok": size_ratio >= SIZE_BAR,
+            "accuracy_ok": loss <= ACCURACY_BAR,
+            "met": size_ratio >= SIZE_BAR and loss <= ACCURACY_BAR,
+        }
+    return checks
+
+
+def run(config=None, smoke=False, output_dir=None):
+    """Runs the study; writes and returns the results.
+
+    Args:
+        config: A `StudyConfig` (default: the defaults).
+        smoke: Run `smoke_config(output_dir)` instead.
+        output_dir: For `smoke`: where everything goes.
+
+    Returns:
+        The results dict written to `<output_dir>/int8_study.json`.
+
+    Raises:
+        RuntimeError: In Keras 3 mode (QAT needs tf_keras), before any work.
+    """
+    if smoke:
+        config = smoke_config(output_dir or os.path.join(tempfile.gettempdir(), f"{NAME}_smoke"))
+    config = config or StudyConfig()
+    example_export.check_qat_available()
+    start = time.perf_counter()
+    machine = bench_utils.machine_info()
+    seconds = {}
+
+    data = train_lrpet.load_data(config.train_config("dense"))
+    phase = time.perf_counter()
+    plan = None
+    if config.plan_ratios:
+        plan = size_plan(
+            config.model,
+            data.input_shape,
+            data.num_classes,
+            config.width,
+            config.plan_ratios,
+            config.seed,
+        )
+    seconds["size_plan"] = time.perf_counter() - phase
+
+    runs = {}
+    for method in ("dense", "lrpet"):
+        phase = time.perf_counter()
+        runs[method] = train_lrpet.run(config.train_config(method))
+        seconds[f"train_{method}"] = time.perf_counter() - phase
+
+    os.makedirs(config.runs_dir, exist_ok=True)
+    compact = lrpet_tf.fold_batchnorm(
+        example_training.load_model(os.path.join(runs["lrpet"]["run_dir"], "compact.keras"))
+    )
+    dense = lrpet_tf.fold_batchnorm(
+        example_training.load_model(os.path.join(runs["dense"]["run_dir"], "trained.keras"))
+    )
+    phase = time.perf_counter()
+    files = {
+        "dense_float32": _export(
+            dense, os.path.join(config.runs_dir, "dense_float32.tflite"), data
+        ),
+        "compact_float32": _export(
+            compact, os.path.join(config.runs_dir, "compact_float32.tflite"), data
+        ),
+        "compact_ptq_int8": _export(
+            compact,
+            os.path.join(config.runs_dir, "compact_ptq_int8.tflite"),
+            data,
+            quantization="int8",
+            calibration=example_export.calibration_images(
+                data, config.calibration_images, config.seed
+            ),
+        ),
+    }
+    seconds["export_float_and_ptq"] = time.perf_counter() - phase
+
+    phase = time.perf_counter()
+    qat_model, stage = example_export.quantization_aware_training(
+        compact,
+        data,
+        config.qat_epochs,
+        os.path.join(config.runs_dir, "qat"),
+        learning_rate=config.qat_learning_rate,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        verbose=config.verbose,
+    )
+    seconds["qat_finetune"] = time.perf_counter() - phase
+    files["compact_qat_int8"] = _export(
+        qat_model, os.path.join(config.runs_dir, "compact_qat_int8.tflite"), data, "int8"
+    )
+
+    phase = time.perf_counter()
+    keras_accuracy = {
+        "dense_float32": runs["dense"]["accuracy"]["trained"],
+        "compact_float32": example_training.accuracy(compact, data),
+        "compact_qat_int8": example_training.accuracy(qat_model, data),  # fake-quantized
+    }
+    reports = {"dense_float32": dense, "compact_float32": compact}
+    variants = {}
+    for name, info in files.items():
+        report = lrpet_tf.model_report(reports.get(name, compact))
+        variants[name] = {
+            **info,
+            "label": VARIANTS[name],
+            "bytes": os.path.getsize(info["path"]),
+            "accuracy": example_training.tflite_accuracy(info["path"], data, limit=None),
+            "keras_accuracy": keras_accuracy.get(name),
+            "macs": report.total_macs,
+            "params": int(reports.get(name, compact).count_params()),
+        }
+    seconds["accuracy"] = time.perf_counter() - phase
+
+    phase = time.perf_counter()
+    latency = interleaved_latency(
+        {name: info["path"] for name, info in files.items()},
+        config.latency_rounds,
+        config.latency_runs,
+        config.latency_warmup,
+    )
+    for name in variants:
+        variants[name]["latency"] = latency[name]
+    seconds["latency"] = time.perf_counter() - phase
+    seconds["total"] = time.perf_counter() - start
+
+    results = {
+        "config": dataclasses.asdict(config),
+        "machine": machine,
+        "keras": f"tf_keras {keras.__version__}" if not _keras.IS_KERAS_3 else keras.__version__,
+        "load_average_end": bench_utils.load_average(),
+        "dataset": {
+            "name": data.name,
+            "train": data.num_train,
+            "test": data.num_test,
+            "input_shape": list(data.input_shape),
+        },
+        "ranks": runs["lrpet"]["ranks"],
+        "resumed": {method: runs[method]["resumed"] for method in runs},
+        "training_history": {method: runs[method]["history"] for method in runs},
+        "qat_history": stage["history"],
+        "variants": variants,
+        "acceptance": acceptance(variants),
+        "size_plan": plan,
+        "seconds": seconds,
+    }
+    markdown = render(results)
+    bench_utils.write_results(NAME, results, markdown, config.output_dir)
+    print(markdown)
+    return results
+
+
+def _budget(results):
+    config, dataset = results["config"], results["dataset"]
+    return (
+        f"`{config['model']}` (width {config['width'] or 'default'}) on {dataset['name']} "
+        f"({dataset['train']:,} training images, the whole test set of {dataset['test']:,}); "
+        f"dense and LRPET (g={config['prune_ratio']}) trained alike: {config['epochs']} epochs, "
+        f"batch {config['batch_size']}, recipe `{config['recipe']}`, no per-epoch validation; "
+        f"QAT: {config['qat_epochs']} epoch(s) on the same images from learning rate "
+        f"{config['qat_learning_rate']:g} (cosine); post-training int8 calibrated on "
+        f"{config['calibration_images']} training images."
+    )
+
+
+def render(results):
+    """The markdown: command, machine, budget, the table, the bar and the size plan."""
+    variants = results["variants"]
+    dense = variants["dense_float32"]
+    rows = []
+    for entry in variants.values():
+        rows.append(
+            [
+                entry["label"],
+                100 * entry["accuracy"],
+                100 * (entry["accuracy"] - dense["accuracy"]),
+                entry["bytes"],
+                dense["bytes"] / entry["bytes"],
+                entry["params"],
+                entry["macs"],
+                f"{entry['latency']['median_ms']:.3f}",
+                f"{entry['latency']['p10_ms']:.3f}-{entry['latency']['p90_ms']:.3f}",
+                entry["latency"]["speedup"]["median"],
+                "yes" if entry["verified"] else "NO",
+            ]
+        )
+    table = bench_utils.markdown_table(
+        [
+            "model",
+            f"top-1 % ({results['dataset']['test']:,} test images)",
+            "vs dense float (points)",
+            ".tflite bytes",
+            "smaller than dense float",
+            "params",
+            "MACs",
+            "latency ms (1 thread, median)",
+            "p10-p90 of round medians",
+            "speedup vs dense float",
+            "verified vs Keras",
+        ],
+        rows,
+        digits=2,
+    )
+    machine = results["machine"]
+    seconds = results["seconds"]
+    lines = [
+        "## Low-rank + int8 for Android (issue 5)",
+        "",
+        f"Command: `{results['config']['command'] or 'python benchmarks/int8_study.py'}`",
+        "",
+        bench_utils.machine_markdown(machine) + f" Keras in this run: {results['keras']}.",
+        f"Load average (1, 5, 15 min): {machine['load_average']} at the start, "
+        f"{results['load_average_end']} at the end (2 cores shared with other jobs). "
+        f"Wall time {seconds['total'] / 60:.1f} min (training dense "
+        f"{seconds['train_dense'] / 60:.1f}, LRPET {seconds['train_lrpet'] / 60:.1f}, "
+        f"QAT {seconds['qat_finetune'] / 60:.1f}).",
+        "",
+        "Budget: " + _budget(results),
+    ]
+    resumed = [method for method, flag in results["resumed"].items() if flag]
+    if resumed:
+        lines.append(f"Reused finished training runs: {', '.join(resumed)}.")
+    lines += [
+        "",
+        table,
+        "",
+        f"Latency: `lrpet_tf.measure_latency` (LiteRT, XNNPACK, 1 thread, batch 1), the four "
+        f"files interleaved over {results['config']['latency_rounds']} rounds of "
+        f"{results['config']['latency_runs']} timed invokes each; median over rounds of the "
+        "round medians; speedup = median over rounds of the per-round ratio. Accuracy: the "
+        ".tflite file in the LiteRT interpreter on every test image.",
+        "",
+    ]
+    for name, check in results["acceptance"].items():
+        verdict = "met" if check["met"] else "NOT met"
+        lines.append(
+            f"- Bar for {variants[name]['label']}: {check['size_ratio']:.2f}x smaller than "
+            f"dense float32 (needs >= {SIZE_BAR:g}x: {'ok' if check['size_ok'] else 'no'}), "
+            f"{check['accuracy_loss_points']:+.2f} points of accuracy lost vs the dense float "
+            f"model (at most {ACCURACY_BAR:g}: {'ok' if check['accuracy_ok'] else 'no'}): "
+            f"**{verdict}**."
+        )
+    ranks = results["ranks"]
+    lines += ["", "LRPET ranks: " + ", ".join(f"{k} {v}" for k, v in ranks.items()) + "."]
+    plan = results.get("size_plan")
+    if plan:
+        lines += [
+            "",
+            "Int8 size by prune ratio, from untrained models exported before training (the "
+            "file size follows the ranks, not the weights' values; dense float32: "
+            f"{plan['dense_float32_bytes']:,} bytes):",
+            "",
+            bench_utils.markdown_table(
+                ["g", "params", "float32 bytes", "int8 bytes", "smaller than dense float"],
+                [
+                    [
+                        e["prune_ratio"],
+                        e["params"],
+                        e["float32_bytes"],
+                        e["int8_bytes"],
+                        e["int8_size_ratio"],
+                    ]
+                    for e in plan["compact_int8"]
+                ],
+            ),
+        ]
+    return "\n".join(lines)
+
+
+def define_flags():
+    """The script's flags (defined only when run as a script)."""
+    defaults = StudyConfig()
+    flags.DEFINE_bool("smoke", False, "Synthetic data, width 4, one epoch: a quick check.")
+    flags.DEFINE_string("dataset", defaults.dataset, "Dataset (example_data.DATASETS).")
+    flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX files (default: Debian's).")
+    flags.DEFINE_integer("train_limit", defaults.train_limit, "Training images (0: all).")
+    flags.DEFINE_integer("test_limit", None, "Test images (default: all).")
+    flags.DEFINE_string("model", defaults.model, "Network (example_models.MODELS).")
+    flags.DEFINE_integer("width", None, "First-stage filters (default: the model's).")
+    flags.DEFINE_integer("epochs", defaults.epochs, "Training epochs of dense and LRPET.")
+    flags.DEFINE_integer("batch_size", defaults.batch_size, "Batch size.")
+    flags.DEFINE_string("recipe", defaults.recipe, "Training recipe (example_recipes.RECIPES).")
+    flags.DEFINE_float("prune_ratio", defaults.prune_ratio, "LRPET's g.")
+    flags.DEFINE_integer("qat_epochs", defaults.qat_epochs, "QAT fine-tuning epochs.")
+    flags.DEFINE_float("qat_learning_rate", defaults.qat_learning_rate, "QAT peak learning rate.")
+    flags.DEFINE_integer("latency_rounds", defaults.latency_rounds, "Interleaved latency rounds.")
+    flags.DEFINE_integer("latency_runs", defaults.latency_runs, "Timed invokes per round.")
+    flags.DEFINE_list("plan_ratios", list(map(str, defaults.plan_ratios)), "Size plan ratios.")
+    flags.DEFINE_integer("seed", defaults.seed, "Seed.")
+    flags.DEFINE_string("runs_dir", defaults.runs_dir, "Folder of the models and files.")
+    flags.DEFINE_string("output_dir", None, "Results folder (default: benchmarks/results).")
+    flags.DEFINE_integer("verbose", defaults.verbose, "Keras fit verbosity.")
+
+
+def main(argv):
+    del argv
+    flag_values = flags.FLAGS
+    if flag_values.smoke:
+        run(smoke=True, output_dir=flag_values.output_dir)
+        return
+    config = StudyConfig(
+        dataset=flag_values.dataset,
+        data_dir=flag_values.data_dir,
+        train_limit=flag_values.train_limit or None,
+        test_limit=flag_values.test_limit,
+        model=flag_values.model,
+        width=flag_values.width,
+        epochs=flag_values.epochs,
+        batch_size=flag_values.batch_size,
+        recipe=flag_values.recipe,
+        prune_ratio=flag_values.prune_ratio,
+        qat_epochs=flag_values.qat_epochs,
+        qat_learning_rate=flag_values.qat_learning_rate,
+        latency_rounds=flag_values.latency_rounds,
+        latency_runs=flag_values.latency_runs,
+        plan_ratios=tuple(float(r) for r in flag_values.plan_ratios),
+        seed=flag_values.seed,
+        runs_dir=flag_values.runs_dir,
+        output_dir=flag_values.output_dir,
+        command="TF_USE_LEGACY_KERAS=1 PYTHONPATH=. python benchmarks/int8_study.py "
+        + " ".join(sys.argv[1:]),
+        verbose=flag_values.verbose,
+    )
+    run(config)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

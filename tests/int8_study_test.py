@@ -1,0 +1,80 @@
+"""The int8 study (benchmarks/int8_study.py): its smoke mode end to end, and its bar.
+
+The smoke study (tf_keras only: it runs quantization-aware training) trains
+a width-4 small_cnn on synthetic 8x8 images for one epoch, dense and LRPET,
+then writes and measures the four files (dense float32, compact float32,
+compact post-training int8, compact QAT int8) in process. The checks are on
+what holds whatever the accuracy: the files, op structure, sizes relative to
+each other, latency entries and the result files. In Keras 3 mode the study
+refuses at once with the library's message.
+"""
+
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import int8_study  # noqa: E402
+
+import lrpet_tf  # noqa: E402
+from lrpet_tf import _keras  # noqa: E402
+
+
+@pytest.mark.skipif(_keras.IS_KERAS_3, reason="QAT needs tf_keras (TF_USE_LEGACY_KERAS=1)")
+def test_smoke_study_writes_four_measured_files(tmp_path):
+    results = int8_study.run(smoke=True, output_dir=str(tmp_path))
+    variants = results["variants"]
+    assert list(variants) == list(int8_study.VARIANTS)
+    for entry in variants.values():
+        assert os.path.exists(entry["path"]) and entry["bytes"] == os.path.getsize(entry["path"])
+        assert 0.0 <= entry["accuracy"] <= 1.0
+        assert entry["latency"]["median_ms"] > 0 and entry["latency"]["invokes"] == 2 * 3
+    dense, compact = variants["dense_float32"], variants["compact_float32"]
+    assert compact["macs"] < dense["macs"] and compact["params"] < dense["params"]
+    for name in int8_study.INT8_VARIANTS:
+        assert variants[name]["macs"] == compact["macs"]
+        ops = lrpet_tf.TFLiteModel(variants[name]["path"]).op_names()
+        assert ops[0] == "QUANTIZE" and ops[-1] == "DEQUANTIZE"
+        assert ops.count("CONV_2D") == lrpet_tf.TFLiteModel(compact["path"]).op_names().count(
+            "CONV_2D"
+        )
+    assert variants["dense_float32"]["latency"]["speedup"]["median"] == pytest.approx(1.0)
+    assert set(results["acceptance"]) == set(int8_study.INT8_VARIANTS)
+    assert len(results["qat_history"]) == 1 and results["ranks"]
+    (entry,) = results["size_plan"]["compact_int8"]
+    assert entry["prune_ratio"] == 0.5 and entry["int8_bytes"] > 0
+    with open(tmp_path / "int8_study.json") as f:
+        assert json.load(f)["config"]["qat_epochs"] == 1
+    markdown = (tmp_path / "int8_study.md").read_text()
+    assert "compact, QAT int8" in markdown and "Command: `int8_study.py --smoke`" in markdown
+    assert "Load average" in markdown and "tf_keras" in markdown
+
+
+@pytest.mark.skipif(not _keras.IS_KERAS_3, reason="the Keras 3 error")
+def test_study_in_keras3_refuses_at_once(tmp_path):
+    with pytest.raises(RuntimeError, match="TF_USE_LEGACY_KERAS=1"):
+        int8_study.run(smoke=True, output_dir=str(tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
+def test_acceptance_bar():
+    def entry(bytes_, accuracy):
+        return {"bytes": bytes_, "accuracy": accuracy}
+
+    variants = {
+        "dense_float32": entry(600_000, 0.90),
+        "compact_float32": entry(300_000, 0.895),
+        "compact_ptq_int8": entry(100_000, 0.889),  # 6.0x, -1.1 points
+        "compact_qat_int8": entry(100_001, 0.895),  # just under 6x
+    }
+    checks = int8_study.acceptance(variants)
+    ptq, qat = checks["compact_ptq_int8"], checks["compact_qat_int8"]
+    assert ptq["size_ok"] and not ptq["accuracy_ok"] and not ptq["met"]
+    assert ptq["accuracy_loss_points"] == pytest.approx(1.1)
+    assert not qat["size_ok"] and qat["accuracy_ok"] and not qat["met"]
+    with pytest.raises(ValueError, match="prune_ratio"):
+        int8_study.StudyConfig(prune_ratio=1.0)
