@@ -50,7 +50,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
 
 try:  # as a script (benchmarks/ on sys.path) or as benchmarks.int8_study
     import bench_utils
@@ -246,28 +245,6 @@ def size_plan(model_name, input_shape, num_classes, width, ratios, seed=0):
     return {"dense_float32_bytes": dense_bytes, "compact_int8": entries}
 
 
-def _export(model, path, data, quantization=None, calibration=None):
-    """Exports and verifies one file; a failed verification is recorded, not raised."""
-    info = {"path": path, "verified": True}
-    try:
-        result = lrpet_tf.export_tflite(
-            model,
-            path,
-            quantization=quantization,
-            representative_dataset=calibration,
-            verify_data=data.sample(64),
-        )
-        info.update(
-            max_error=result.max_error,
-            top1_agreement=result.top1_agreement,
-            max_error_steps=result.max_error_steps,
-        )
-    except lrpet_tf.TFLiteVerificationError as e:
-        logging.warning("%s", e)
-        info.update(verified=False, error=str(e))
-    return info
-
-
 def interleaved_latency(paths, rounds, runs, warmup, num_threads=1):
     """Single-thread latency of several .tflite files, measured side by side.
 
@@ -384,17 +361,17 @@ def run(config=None, smoke=False, output_dir=None):
     )
     phase = time.perf_counter()
     files = {
-        "dense_float32": _export(
-            dense, os.path.join(config.runs_dir, "dense_float32.tflite"), data
+        "dense_float32": example_export.export_file(
+            dense, os.path.join(config.runs_dir, "dense_float32.tflite"), data=data
         ),
-        "compact_float32": _export(
-            compact, os.path.join(config.runs_dir, "compact_float32.tflite"), data
+        "compact_float32": example_export.export_file(
+            compact, os.path.join(config.runs_dir, "compact_float32.tflite"), data=data
         ),
-        "compact_ptq_int8": _export(
+        "compact_ptq_int8": example_export.export_file(
             compact,
             os.path.join(config.runs_dir, "compact_ptq_int8.tflite"),
+            "int8",
             data,
-            quantization="int8",
             calibration=example_export.calibration_images(
                 data, config.calibration_images, config.seed
             ),
@@ -414,8 +391,8 @@ def run(config=None, smoke=False, output_dir=None):
         verbose=config.verbose,
     )
     seconds["qat_finetune"] = time.perf_counter() - phase
-    files["compact_qat_int8"] = _export(
-        qat_model, os.path.join(config.runs_dir, "compact_qat_int8.tflite"), data, "int8"
+    files["compact_qat_int8"] = example_export.export_file(
+        qat_model, os.path.join(config.runs_dir, "compact_qat_int8.tflite"), "int8", data
     )
 
     phase = time.perf_counter()

@@ -33,6 +33,7 @@ __all__ = [
     "calibration_images",
     "check_qat_available",
     "export_compact",
+    "export_file",
     "quantization_aware_training",
 ]
 
@@ -75,37 +76,76 @@ def export_compact(
         label = quantization or "float32"
         path = os.path.join(run_dir, f"{name}_{label}.tflite")
         start = time.perf_counter()
-        info = {"path": path}
-        try:
-            result = lrpet_tf.export_tflite(
-                folded,
-                path,
-                quantization=quantization,
-                representative_dataset=data.sample(256) if quantization == "int8" else None,
-                verify_data=verify_data,
-            )
-            info["verified"] = True
-        except lrpet_tf.TFLiteVerificationError as e:
-            # The file is written anyway; report instead of losing the run.
-            _logger.warning("%s", e)
-            info.update(verified=False, error=str(e))
-            result = None
-        if result is not None:
-            info.update(
-                bytes=result.size_bytes,
-                max_error=result.max_error,
-                tolerance=result.tolerance,
-                top1_agreement=result.top1_agreement,
-                conv2d_ops=result.op_count("CONV_2D"),
-                fully_connected_ops=result.op_count("FULLY_CONNECTED"),
-                op_counts=dict(sorted(_counts(result.ops).items())),
-            )
-        else:
-            info["bytes"] = os.path.getsize(path)
+        info = export_file(folded, path, quantization, data, verify_data=verify_data)
         accuracies[f"tflite_{label}"] = example_training.tflite_accuracy(path, data, eval_limit)
         info["seconds"] = time.perf_counter() - start
         files[label] = info
     return folded, files, accuracies
+
+
+def export_file(model, path, quantization=None, data=None, calibration=None, verify_data=None):
+    """Writes one verified .tflite file; a failed verification is reported, not raised.
+
+    The file is written even when the LiteRT outputs disagree with Keras
+    beyond the quantization's tolerance: the dict says so (`verified` False
+    and the `error`), so that one bad quantization does not lose a run.
+
+    Args:
+        model: The Keras model (BN folded; a `prepare_qat` model for QAT int8).
+        path: The .tflite path.
+        quantization: None (float32), `"float16"`, `"dynamic"` or `"int8"`.
+        data: An `example_data.Dataset`: its first 64 test images verify the
+            file, and 256 training images calibrate post-training int8. None:
+            random verification inputs.
+        calibration: int8 calibration images instead of the training sample
+            (a quantization-aware model needs none and gets none).
+        verify_data: Verification inputs instead of the test sample.
+
+    Returns:
+        A dict: `path`, `bytes`, `verified` (and `error`), `max_error`,
+        `tolerance`, `top1_agreement`, `max_error_steps` (None when
+        unverified), `conv2d_ops`, `fully_connected_ops`, `op_counts`.
+    """
+    qat = lrpet_tf.export.is_quantization_aware(model)
+    if quantization == "int8" and calibration is None and data is not None and not qat:
+        calibration = calibration_images(data)
+    if verify_data is None and data is not None:
+        verify_data = data.sample(64)
+    info = {"path": path, "verified": True}
+    try:
+        result = lrpet_tf.export_tflite(
+            model,
+            path,
+            quantization=quantization,
+            representative_dataset=calibration,
+            verify_data=verify_data,
+        )
+        ops = result.ops
+        info.update(
+            max_error=result.max_error,
+            tolerance=result.tolerance,
+            top1_agreement=result.top1_agreement,
+            max_error_steps=result.max_error_steps,
+        )
+    except lrpet_tf.TFLiteVerificationError as e:
+        # The file is written anyway; report instead of losing the run.
+        _logger.warning("%s", e)
+        info.update(
+            verified=False,
+            error=str(e),
+            max_error=None,
+            tolerance=None,
+            top1_agreement=None,
+            max_error_steps=None,
+        )
+        ops = lrpet_tf.TFLiteModel(path).op_names()
+    info.update(
+        bytes=os.path.getsize(path),
+        conv2d_ops=ops.count("CONV_2D"),
+        fully_connected_ops=ops.count("FULLY_CONNECTED"),
+        op_counts=dict(sorted(_counts(ops).items())),
+    )
+    return info
 
 
 def _counts(ops):

@@ -45,7 +45,6 @@ import time
 
 from absl import app
 from absl import flags
-from absl import logging
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -163,35 +162,13 @@ def export_and_time(model, path, quantization, config, data=None, macs_model=Non
     calibration = None
     if quantization == "int8":
         calibration = example_export.calibration_images(data, seed=config.seed)
-    info = {"path": path, "quantization": quantization, "verified": True}
-    try:
-        result = lrpet_tf.export_tflite(
-            model,
-            path,
-            quantization=converter_quantization,
-            representative_dataset=calibration,
-            verify_data=data.sample(64) if data is not None else None,
-        )
-        ops = result.ops
-        info.update(
-            max_error=result.max_error,
-            tolerance=result.tolerance,
-            top1_agreement=result.top1_agreement,
-            max_error_steps=result.max_error_steps,
-        )
-    except lrpet_tf.TFLiteVerificationError as e:
-        # The file is written anyway: report the disagreement, keep going.
-        logging.warning("%s", e)
-        info.update(verified=False, error=str(e))
-        ops = lrpet_tf.TFLiteModel(path).op_names()
+    info = example_export.export_file(model, path, converter_quantization, data, calibration)
+    info["quantization"] = quantization
     latency = lrpet_tf.measure_latency(
         path, num_threads=config.num_threads, runs=config.runs, warmup=config.warmup
     )
     info.update(
-        bytes=os.path.getsize(path),
-        conv2d_ops=ops.count("CONV_2D"),
-        fully_connected_ops=ops.count("FULLY_CONNECTED"),
-        ops=len(ops),
+        ops=sum(info["op_counts"].values()),
         latency_ms=dataclasses.asdict(latency),
         macs=lrpet_tf.model_report(macs_model or model).total_macs,
     )
