@@ -10,7 +10,9 @@ max |original| over random inputs (inference mode, logits).
     python benchmarks/applications_report.py                  # all models
     python benchmarks/applications_report.py --models=MobileNetV2 --input_size=32
 
-Writes benchmarks/results/applications.json and .md.
+Writes benchmarks/results/applications.json and .md, and one JSON per model in
+benchmarks/results/applications/ (a model whose JSON exists, for the same
+prune ratio and input size, is not run again: an interrupted report resumes).
 """
 
 import contextlib
@@ -237,14 +239,33 @@ def markdown(rows, prune_ratio):
     return "\n".join(lines)
 
 
+def _model_result(name, input_size, prune_ratio, model_dir):
+    """One model's metrics: from `<model_dir>/<name>.json` if an earlier run wrote it."""
+    path = os.path.join(model_dir, f"{name}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            result = json.load(f)
+        if result.get("prune_ratio") == prune_ratio and (
+            input_size is None or result["input_size"] == input_size
+        ):
+            return result
+    result = check_application(name, input_size, prune_ratio)
+    result["prune_ratio"] = prune_ratio
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
 def main(argv):
     del argv
+    # One JSON per model, so an interrupted report continues with the next model.
+    model_dir = os.path.join(FLAGS.output_dir, "applications")
+    os.makedirs(model_dir, exist_ok=True)
     rows = []
     for name in FLAGS.models:
-        result = check_application(name, FLAGS.input_size, FLAGS.prune_ratio)
+        result = _model_result(name, FLAGS.input_size, FLAGS.prune_ratio, model_dir)
         print(json.dumps(result), flush=True)
         rows.append(result)
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
     with open(os.path.join(FLAGS.output_dir, "applications.json"), "w") as f:
         json.dump(rows, f, indent=2)
     table = markdown(rows, FLAGS.prune_ratio)
