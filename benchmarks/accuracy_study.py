@@ -431,7 +431,7 @@ def run_one(study, spec, data_shape=None):
         results, extra = _run_train_then_compress(study, spec)
     elif spec.variant == "svd":
         if data_shape is None:
-            data = train_lrpet.load_data(_train_config(study, spec))
+            data = _train_config(study, spec).load_data()
             data_shape = (data.input_shape, data.num_classes)
         results, extra = _run_svd(study, spec, data_shape)
     else:
@@ -512,9 +512,9 @@ def aggregate(study, runs):
 
 def _recipe_text(study, name):
     """`recipe` with the study's overrides, in words."""
-    recipe = train_lrpet.make_recipe(
-        train_lrpet.TrainConfig(recipe=name, schedule=study.schedule, augment=study.augment)
-    )
+    recipe = train_lrpet.TrainConfig(
+        recipe=name, schedule=study.schedule, augment=study.augment
+    ).make_recipe()
     optimizer = f"SGD momentum {recipe.momentum:g}" if recipe.optimizer == "sgd" else "Adam"
     schedule = {
         "cosine": "cosine decay to 0",
@@ -725,7 +725,7 @@ def run(study=None, smoke=False, output_dir=None, report_only=False):
             continue
         logging.info("Run %d/%d: %s", index + 1, len(specs), spec.name)
         if spec.variant == "svd" and data_shape is None:
-            data = train_lrpet.load_data(_train_config(study, spec))
+            data = _train_config(study, spec).load_data()
             data_shape = (data.input_shape, data.num_classes)
         summary = run_one(study, spec, data_shape)
         logging.info(

@@ -36,6 +36,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import example_config  # noqa: E402
 import example_export  # noqa: E402
 import example_flags  # noqa: E402
 import example_plots  # noqa: E402
@@ -54,51 +55,32 @@ METHODS = ("lrpet", "svd")
 
 
 @dataclasses.dataclass
-class CompressConfig:
+class CompressConfig(
+    example_config.OutputSettings,
+    example_config.LRPETSettings,
+    example_config.RecipeSettings,
+    example_config.DataSettings,
+):
     """Everything a run of compress depends on (the flags have the same names).
+
+    The data, recipe, LRPET and output fields are `example_config`'s
+    (`prune_ratio` 0.5 and recipe `"finetune"`, SGD 0.01, cosine, L2 1e-4, by
+    default here).
 
     Attributes:
         model_path: The trained dense `.keras` model.
         method: `"lrpet"` or `"svd"` (see the module docstring).
-        prune_ratio, ranks: As `train_lrpet.TrainConfig`.
         macs_target: If given, the fraction of the model's MACs the compact
             model may keep (e.g. 0.5); the prune ratio is chosen for it.
         epochs: Fine-tuning epochs.
-        recipe: Default `"finetune"` (SGD 0.01, cosine, L2 1e-4).
-        Others: as `train_lrpet.TrainConfig`.
     """
 
     model_path: str = None
     method: str = "lrpet"
-    dataset: str = "digits"
-    data_dir: str = None
-    train_limit: int = None
-    test_limit: int = None
-    image_size: int = 224
-    standardize: bool = True
     prune_ratio: float = 0.5
-    ranks: object = None
     macs_target: float = None
-    frequency: object = "epoch"
-    energy_transfer: str = "scale"
-    bn_rectification: bool = True
-    warmup_epochs: int = 0
     recipe: object = "finetune"
-    learning_rate: float = None
-    weight_decay: float = None
-    schedule: str = None
-    lr_steps: tuple = None
-    augment: str = None
     epochs: int = 5
-    batch_size: int = 64
-    seed: int = 0
-    quantization: tuple = ()
-    strategy: str = None
-    output_dir: str = None
-    log_dir: str = None
-    plots: bool = True
-    validate: bool = True
-    verbose: int = 2
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -112,9 +94,6 @@ class CompressConfig:
         return self.output_dir or os.path.join(
             "saved_models", f"compress_{parent}_{stem}_{self.method}"
         )
-
-    def make_recipe(self):
-        return train_lrpet.make_recipe(self)
 
 
 def _conv_ranks(model, prune_ratio=None, ranks=None):
@@ -192,14 +171,14 @@ def run(config=None, callbacks=(), **changes):
     os.makedirs(run_dir, exist_ok=True)
     example_reports.write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
     keras.utils.set_random_seed(config.seed)
-    data = train_lrpet.load_data(config)
+    data = config.load_data()
     strategy = example_training.make_strategy(config.strategy)
     original = example_training.load_model(config.model_path, strategy)
 
     prune_ratio, macs_fraction = config.prune_ratio, None
     if config.macs_target:
         prune_ratio, macs_fraction = prune_ratio_for_macs(original, config.macs_target)
-    given = train_lrpet.rank_argument(config, original)
+    given = config.rank_argument(original)
     ranks = _conv_ranks(
         original, prune_ratio=None if given is not None else prune_ratio, ranks=given
     )

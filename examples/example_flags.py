@@ -73,7 +73,10 @@ _CONVERTERS = {
 
 
 def define_data_flags(default_model="small_cnn", default_dataset="digits", model_flags=True):
-    """--model (unless `model_flags=False`), --dataset and how to read it."""
+    """--model (unless `model_flags=False`), --dataset, how to read it, and --seed.
+
+    The flags of `example_config.DataSettings` (plus --model and --width).
+    """
     if model_flags:
         flags.DEFINE_enum("model", default_model, example_models.MODELS, "Reference model.")
         flags.DEFINE_integer("width", None, "Filters of the first stage (default: the paper's).")
@@ -85,12 +88,16 @@ def define_data_flags(default_model="small_cnn", default_dataset="digits", model
     flags.DEFINE_integer("test_limit", None, "Use at most this many test images.")
     flags.DEFINE_integer("image_size", 224, "ImageNet input size.")
     flags.DEFINE_bool("standardize", True, "Standardize images per channel.")
+    flags.DEFINE_integer("seed", 0, "Seed of the data sample and order, weights and augmentation.")
 
 
 def define_recipe_flags(
     default_epochs=30, default_batch_size=64, default_recipe="paper", epochs_flag=True
 ):
-    """--recipe and the fields of it one usually changes, --epochs, --batch_size."""
+    """--recipe and the fields of it one usually changes, --epochs, --batch_size.
+
+    The flags of `example_config.RecipeSettings` (plus --epochs).
+    """
     flags.DEFINE_enum("recipe", default_recipe, tuple(example_recipes.RECIPES), "Training recipe.")
     flags.DEFINE_float("learning_rate", None, "Initial learning rate (default: the recipe's).")
     flags.DEFINE_float("weight_decay", None, "Coupled L2 weight (default: the recipe's, 1e-4).")
@@ -104,11 +111,10 @@ def define_recipe_flags(
     if epochs_flag:
         flags.DEFINE_integer("epochs", default_epochs, "Training epochs.")
     flags.DEFINE_integer("batch_size", default_batch_size, "Global batch size.")
-    flags.DEFINE_integer("seed", 0, "Seed of the weights, the data order and augmentation.")
 
 
 def define_lrpet_flags(default_method="lrpet"):
-    """The LRPET callback's options and the rank choice."""
+    """--method, the rank choice and the LRPET callback's options (`LRPETSettings`)."""
     flags.DEFINE_enum(
         "method",
         default_method,
@@ -128,7 +134,7 @@ def define_lrpet_flags(default_method="lrpet"):
 
 
 def define_output_flags():
-    """--output_dir, --log_dir, --quantization, --strategy, --plots, --verbose."""
+    """The flags of `example_config.OutputSettings`: --output_dir, --log_dir, ..."""
     flags.DEFINE_string("output_dir", None, "Run folder (default: saved_models/<run name>).")
     # absl.logging already defines --log_dir (for log files, which it writes
     # only when asked to): the same flag names the TensorBoard folder here.

@@ -48,7 +48,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import example_data  # noqa: E402
+import example_config  # noqa: E402
 import example_export  # noqa: E402
 import example_flags  # noqa: E402
 import example_reports  # noqa: E402
@@ -64,16 +64,18 @@ QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 
 
 @dataclasses.dataclass
-class ExportConfig:
+class ExportConfig(example_config.DataSettings):
     """Everything a run of export_tflite depends on (the flags have the same names).
+
+    The data fields are `example_config.DataSettings`' (`dataset` None by
+    default here: random verification inputs).
 
     Attributes:
         model_path: The `.keras` model.
         output: The .tflite path (default `<model dir>/<name>_<quantization>.tflite`).
         quantization: `"float32"`, `"float16"`, `"dynamic"` or `"int8"`.
-        dataset, data_dir, test_limit, image_size, standardize: Images for
-            verification, calibration and accuracy (None: random inputs;
-            prepare them as for training).
+        dataset: Images for verification, calibration and accuracy (None:
+            random inputs; prepare them as for training).
         num_threads, runs, warmup: Latency measurement.
         compare: Also export and time the unfactorized (BN-folded) model,
             when the model has low-rank kernels to factorize.
@@ -82,27 +84,20 @@ class ExportConfig:
             many epochs of QAT fine-tuning on `dataset` (needs tf_keras).
         qat_learning_rate: Peak learning rate of the QAT fine-tuning (SGD
             with momentum, cosine decay: the `finetune` recipe).
-        train_limit, batch_size, seed, verbose: The QAT fine-tuning's data
-            and `fit` settings.
+        batch_size, verbose: The QAT fine-tuning's `fit` settings.
     """
 
     model_path: str = None
     output: str = None
     quantization: str = "float32"
     dataset: str = None
-    data_dir: str = None
-    test_limit: int = None
-    image_size: int = 224
-    standardize: bool = True
     num_threads: int = 1
     runs: int = 50
     warmup: int = 10
     compare: bool = True
     qat_epochs: int = 0
     qat_learning_rate: float = 1e-3
-    train_limit: int = None
     batch_size: int = 64
-    seed: int = 0
     verbose: int = 2
 
     def __post_init__(self):
@@ -204,17 +199,7 @@ def run(config=None, **changes):
     compact, report = lrpet_tf.factorize(model, return_report=True)
     factorized = report.by_action("factorized")
     kind = "svd" if has_svd else ("low-rank" if factorized else "dense")
-    data = None
-    if config.dataset:
-        data = example_data.load_dataset(
-            config.dataset,
-            data_dir=config.data_dir,
-            seed=config.seed,
-            train_limit=config.train_limit,
-            test_limit=config.test_limit,
-            standardize=config.standardize,
-            image_size=config.image_size,
-        )
+    data = config.load_data() if config.dataset else None
     path = config.output_path()
     folded = lrpet_tf.fold_batchnorm(compact)
     results = {
@@ -352,11 +337,9 @@ def define_flags():
     flags.DEFINE_string("model_path", None, "The .keras model to export.", required=True)
     flags.DEFINE_string("output", None, "The .tflite path (default: next to the model).")
     flags.DEFINE_enum("quantization", "float32", QUANTIZATIONS, "Quantization of the file.")
-    flags.DEFINE_enum("dataset", None, example_data.DATASETS, "Images for verification.")
-    flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX files or ImageNet files.")
-    flags.DEFINE_integer("test_limit", None, "Use at most this many test images.")
-    flags.DEFINE_integer("image_size", 224, "ImageNet input size.")
-    flags.DEFINE_bool("standardize", True, "Standardize images per channel (as in training).")
+    # --dataset (default none: random verification inputs), how to read it
+    # (prepare it as in training) and --seed (QAT data order, calibration sample).
+    example_flags.define_data_flags(default_dataset=None, model_flags=False)
     flags.DEFINE_integer("num_threads", 1, "Interpreter threads for the latency measurement.")
     flags.DEFINE_integer("runs", 50, "Timed invokes (the median is reported).")
     flags.DEFINE_integer("warmup", 10, "Untimed invokes first.")
@@ -369,9 +352,7 @@ def define_flags():
         lower_bound=0,
     )
     flags.DEFINE_float("qat_learning_rate", 1e-3, "Peak learning rate of the QAT fine-tuning.")
-    flags.DEFINE_integer("train_limit", None, "QAT: use at most this many training images.")
     flags.DEFINE_integer("batch_size", 64, "QAT fine-tuning batch size.")
-    flags.DEFINE_integer("seed", 0, "Seed of the QAT data order and the calibration sample.")
     flags.DEFINE_integer("verbose", 2, "Keras fit verbosity of the QAT fine-tuning.")
     flags.register_validator("qat_epochs", _qat_available, message="QAT is unavailable.")
 

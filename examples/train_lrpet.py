@@ -33,12 +33,11 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import example_data  # noqa: E402
+import example_config  # noqa: E402
 import example_export  # noqa: E402
 import example_flags  # noqa: E402
 import example_models  # noqa: E402
 import example_plots  # noqa: E402
-import example_recipes  # noqa: E402
 import example_reports  # noqa: E402
 import example_training  # noqa: E402
 from absl import logging  # noqa: E402
@@ -53,70 +52,30 @@ METHODS = ("lrpet", "dense", "scratch")
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class TrainConfig(
+    example_config.OutputSettings,
+    example_config.LRPETSettings,
+    example_config.RecipeSettings,
+    example_config.DataSettings,
+):
     """Everything a run of train_lrpet depends on (the flags have the same names).
+
+    The data, recipe, LRPET and output fields are `example_config`'s.
 
     Attributes:
         model, width: Reference model (`example_models.MODELS`) and its
             first-stage filters (None: the paper's).
-        dataset, data_dir, train_limit, test_limit, image_size, standardize:
-            The data (`example_data.load_dataset`).
         method: `"lrpet"` (train with the LRPET callback), `"dense"` (the
             same recipe without it: the baseline) or `"scratch"` (the
             factorized architecture at the same ranks, trained directly from
             the truncated SVD of its random initialisation).
-        prune_ratio: The paper's g: r = int(K - K*g) for every conv.
-        ranks: Instead (wins over `prune_ratio`): an int, a list (one per
-            conv layer in model order) or a dict layer name -> rank.
-        frequency: `"epoch"` or a step count between projections.
-        energy_transfer: `"scale"`, `"additive"` or None (plain truncation).
-        bn_rectification: Project the BN-merged kernels.
-        warmup_epochs: Epochs before the first projection.
-        recipe: A name in `example_recipes.RECIPES` or a `Recipe`;
-            `learning_rate`, `weight_decay`, `schedule`, `lr_steps`,
-            `augment` ("none" for no augmentation) override its fields.
-        epochs, batch_size, seed: Training length, global batch, seed.
-        quantization: Extra .tflite quantizations besides float32.
-        strategy: None, "mirrored" or "multi_worker".
-        output_dir: Run folder (default saved_models/<run name>).
-        log_dir: TensorBoard folder (LRPET's projections under `lrpet/`,
-            Keras's epoch logs under `train/` and `validation/`); None: off.
-        plots: Write spectra.png and ranks.png.
-        validate: Evaluate on the test set after every epoch (`val_*` logs).
-        verbose: Keras fit verbosity.
+        epochs: Training epochs.
     """
 
     model: str = "small_cnn"
     width: int = None
-    dataset: str = "digits"
-    data_dir: str = None
-    train_limit: int = None
-    test_limit: int = None
-    image_size: int = 224
-    standardize: bool = True
     method: str = "lrpet"
-    prune_ratio: float = 0.6
-    ranks: object = None
-    frequency: object = "epoch"
-    energy_transfer: str = "scale"
-    bn_rectification: bool = True
-    warmup_epochs: int = 0
-    recipe: object = "paper"
-    learning_rate: float = None
-    weight_decay: float = None
-    schedule: str = None
-    lr_steps: tuple = None
-    augment: str = None
     epochs: int = 30
-    batch_size: int = 64
-    seed: int = 0
-    quantization: tuple = ()
-    strategy: str = None
-    output_dir: str = None
-    log_dir: str = None
-    plots: bool = True
-    validate: bool = True
-    verbose: int = 2
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -131,67 +90,6 @@ class TrainConfig:
 
     def run_dir(self):
         return self.output_dir or os.path.join("saved_models", self.run_name())
-
-    def make_recipe(self):
-        """The `Recipe` with this config's overrides."""
-        return make_recipe(self)
-
-
-def make_recipe(config):
-    """`example_recipes.get_recipe(config.recipe, ...)` with the config's overrides."""
-    recipe = example_recipes.get_recipe(
-        config.recipe,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        schedule=config.schedule,
-        lr_steps=tuple(config.lr_steps) if config.lr_steps else None,
-        augment=None if config.augment == "none" else config.augment,
-    )
-    if config.augment == "none":
-        recipe = dataclasses.replace(recipe, augment=None)
-    return recipe
-
-
-def load_data(config):
-    """The config's dataset (`example_data.load_dataset`)."""
-    return example_data.load_dataset(
-        config.dataset,
-        data_dir=config.data_dir,
-        seed=config.seed,
-        train_limit=config.train_limit,
-        test_limit=config.test_limit,
-        standardize=config.standardize,
-        image_size=config.image_size,
-    )
-
-
-def rank_argument(config, model):
-    """The LRPET `ranks` argument: a list of ranks becomes a dict by conv order."""
-    ranks = config.ranks
-    if not isinstance(ranks, (list, tuple)):
-        return ranks
-    convs = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-    if len(ranks) != len(convs):
-        raise ValueError(
-            f"Expected one rank per conv layer of {model.name!r} ({len(convs)}: {convs}). "
-            f"Received {len(ranks)} ranks: {list(ranks)}"
-        )
-    return dict(zip(convs, (int(r) for r in ranks)))
-
-
-def make_lrpet(config, model):
-    """The `lrpet_tf.LRPET` callback of a config."""
-    ranks = rank_argument(config, model)
-    return lrpet_tf.LRPET(
-        prune_ratio=None if ranks is not None else config.prune_ratio,
-        ranks=ranks,
-        frequency=config.frequency,
-        energy_transfer=config.energy_transfer,
-        bn_rectification=config.bn_rectification,
-        warmup_epochs=config.warmup_epochs,
-        log_dir=config.log_dir,
-        verbose=1 if config.verbose else 0,
-    )
 
 
 def run(config=None, callbacks=(), **changes):
@@ -213,7 +111,7 @@ def run(config=None, callbacks=(), **changes):
     os.makedirs(run_dir, exist_ok=True)
     example_reports.write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
     keras.utils.set_random_seed(config.seed)
-    data = load_data(config)
+    data = config.load_data()
     strategy = example_training.make_strategy(config.strategy)
     trained_path = os.path.join(run_dir, "trained.keras")
 
@@ -221,7 +119,9 @@ def run(config=None, callbacks=(), **changes):
         dense = example_models.build_model(
             config.model, data.input_shape, data.num_classes, config.width
         )
-    lrpet = make_lrpet(config, dense) if config.method != "dense" else None
+    lrpet = None
+    if config.method != "dense":
+        lrpet = config.make_lrpet(dense, config.log_dir, verbose=1 if config.verbose else 0)
     ranks = None
     if lrpet is not None:
         lrpet.prepare(dense)

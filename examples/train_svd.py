@@ -37,6 +37,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import example_config  # noqa: E402
 import example_export  # noqa: E402
 import example_flags  # noqa: E402
 import example_models  # noqa: E402
@@ -58,12 +59,19 @@ STAGES = ("decomposed", "sparsity", "pruned", "finetune")
 
 
 @dataclasses.dataclass
-class SVDConfig:
+class SVDConfig(
+    example_config.OutputSettings,
+    example_config.RecipeSettings,
+    example_config.DataSettings,
+):
     """Everything a run of train_svd depends on (the flags have the same names).
 
+    The data, recipe and output fields are `example_config`'s; the recipe
+    (default `"svd_paper"`: Adam 1e-3, no weight decay, as the released code)
+    is every stage's.
+
     Attributes:
-        model, width, dataset, data_dir, train_limit, test_limit, image_size,
-            standardize: As `train_lrpet.TrainConfig`.
+        model, width: As `train_lrpet.TrainConfig`.
         scheme: `"channel"` or `"spatial"` decomposition.
         init: `"random"` (the released code, training from scratch) or
             `"svd"` (from the SVD of the freshly built dense kernels).
@@ -75,23 +83,12 @@ class SVDConfig:
             compact model keeps at most this fraction of the dense model's
             MACs (to compare with other methods at equal compression).
         decomposed_epochs, sparsity_epochs, finetune_epochs: Stage lengths.
-        recipe, learning_rate, weight_decay, schedule, lr_steps, augment:
-            The recipe of every stage (default `"svd_paper"`: Adam 1e-3, no
-            weight decay, as the released code).
         finetune_learning_rate: Stage 4's initial learning rate (default:
             the recipe's).
-        batch_size, seed, quantization, strategy, output_dir, log_dir, plots,
-            validate, verbose: As `train_lrpet.TrainConfig`.
     """
 
     model: str = "small_cnn"
     width: int = None
-    dataset: str = "digits"
-    data_dir: str = None
-    train_limit: int = None
-    test_limit: int = None
-    image_size: int = 224
-    standardize: bool = True
     scheme: str = "channel"
     init: str = "random"
     orthogonality: float = 1.0
@@ -103,30 +100,13 @@ class SVDConfig:
     sparsity_epochs: int = 10
     finetune_epochs: int = 5
     recipe: object = "svd_paper"
-    learning_rate: float = None
-    weight_decay: float = None
-    schedule: str = None
-    lr_steps: tuple = None
-    augment: str = None
     finetune_learning_rate: float = None
-    batch_size: int = 64
-    seed: int = 0
-    quantization: tuple = ()
-    strategy: str = None
-    output_dir: str = None
-    log_dir: str = None
-    plots: bool = True
-    validate: bool = True
-    verbose: int = 2
 
     def run_name(self):
         return f"svd_{self.model}_{self.dataset}_{self.sparsity}_e{self.energy}"
 
     def run_dir(self):
         return self.output_dir or os.path.join("saved_models", self.run_name())
-
-    def make_recipe(self):
-        return train_lrpet.make_recipe(self)
 
 
 def stage_path(run_dir, index):
@@ -183,7 +163,7 @@ def run(config=None, callbacks=(), **changes):
     os.makedirs(run_dir, exist_ok=True)
     example_reports.write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
     keras.utils.set_random_seed(config.seed)
-    data = train_lrpet.load_data(config)
+    data = config.load_data()
     strategy = example_training.make_strategy(config.strategy)
     recipe = config.make_recipe()
     with strategy.scope():
