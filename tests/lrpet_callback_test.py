@@ -256,3 +256,17 @@ def test_ill_conditioned_batchnorm_scale_does_not_hide_a_full_rank_kernel():
     assert stats.unchanged == [] and stats.projected == 1
     assert matrix_rank(model.get_layer("conv_b"), rtol=1e-6) <= 4
     assert cb.project().unchanged == ["conv_b"]  # and projecting again changes nothing
+
+
+def test_many_callbacks_in_one_process_do_not_warn_of_retracing(caplog):
+    # A sweep makes one LRPET (one Projector, traced once) per prune ratio;
+    # TF counts traces per code object across instances and warns from the
+    # sixth on, which would be wrong: each callback traces exactly once.
+    model = tm.residual_cnn()
+    with caplog.at_level("WARNING"):
+        for g in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
+            cb = lrpet_tf.LRPET(prune_ratio=g, verbose=0)
+            cb.set_model(model)
+            cb.project()
+            assert max(matrix_rank(layer) for layer in conv_layers(model)) <= max(cb.ranks.values())
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]

@@ -171,6 +171,11 @@ class Projector:
             groups[key].append(target)
         self._groups = list(groups.values())
         self._function = tf.function(self._project_all)
+        # It takes no arguments, so it is traced once per Projector. TF counts
+        # traces per Python code object, across instances, and would warn of
+        # "excessive retracing" from the sixth Projector in a process on (a
+        # sweep over prune ratios); that warning would be wrong here.
+        self._function._omit_frequent_tracing_warning = True
 
     @property
     def ranks(self):
