@@ -59,6 +59,7 @@ except ImportError:  # pragma: no cover
 _ROOT = os.path.dirname(bench_utils.BENCHMARKS_DIR)
 sys.path.insert(0, os.path.join(_ROOT, "examples"))
 
+import example_config  # noqa: E402
 import example_export  # noqa: E402
 import example_models  # noqa: E402
 import example_training  # noqa: E402
@@ -110,7 +111,8 @@ class StudyConfig:
             the LRPET model at 33% against the dense model's 81%.
         prune_ratio: LRPET's g: every conv keeps r = int(K - K*g).
         qat_epochs, qat_learning_rate: The QAT fine-tuning (the `finetune`
-            recipe: SGD with momentum, cosine decay from this rate).
+            recipe: SGD with momentum, cosine decay from this rate; with
+            `augment`'s override, so it sees the images training saw).
         calibration_images: Training images of the post-training int8
             calibration.
         latency_rounds, latency_runs, latency_warmup: Each round times every
@@ -394,6 +396,10 @@ def run(config=None, smoke=False, output_dir=None):
         data,
         config.qat_epochs,
         os.path.join(config.runs_dir, "qat"),
+        # The fine-tuning recipe with the training's augmentation override.
+        recipe=example_config.RecipeSettings(
+            recipe="finetune", augment=config.augment
+        ).make_recipe(),
         learning_rate=config.qat_learning_rate,
         batch_size=config.batch_size,
         seed=config.seed,
