@@ -41,10 +41,6 @@ ARCHITECTURES = {
 }
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", list(ARCHITECTURES), "keras.applications model names.")
-flags.DEFINE_integer("input_size", None, "Input height/width (default: per model).")
-flags.DEFINE_float("prune_ratio", 0.5, "LRPET prune ratio g.")
-flags.DEFINE_string("output_dir", "benchmarks/results", "Where the JSON and table go.")
 
 
 def relative_error(got, want):
@@ -256,6 +252,18 @@ def _model_result(name, input_size, prune_ratio, model_dir):
     return result
 
 
+def define_flags():
+    """Defines the script's flags (called only when it runs as a script).
+
+    So the module imports next to the other scripts (tests, benchmarks)
+    without absl's duplicate-flag errors.
+    """
+    flags.DEFINE_list("models", list(ARCHITECTURES), "keras.applications model names.")
+    flags.DEFINE_integer("input_size", None, "Input height/width (default: per model).")
+    flags.DEFINE_float("prune_ratio", 0.5, "LRPET prune ratio g.")
+    flags.DEFINE_string("output_dir", "benchmarks/results", "Where the JSON and table go.")
+
+
 def main(argv):
     del argv
     # One JSON per model, so an interrupted report continues with the next model.
@@ -275,4 +283,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

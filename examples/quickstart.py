@@ -31,14 +31,6 @@ from lrpet_tf._keras import keras  # noqa: E402
 from lrpet_tf.graph import format_table  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_float("prune_ratio", 0.6, "LRPET's global prune ratio g: r = int(K - K*g).")
-flags.DEFINE_integer("epochs", 30, "Training epochs for each model.")
-flags.DEFINE_integer("batch_size", 64, "Batch size.")
-flags.DEFINE_float("learning_rate", 0.05, "Peak SGD learning rate (cosine decay).")
-flags.DEFINE_integer("width", 32, "Filters of the first stage (doubles in the second).")
-flags.DEFINE_integer("seed", 0, "Seed of the weights and the data order.")
-flags.DEFINE_string("output_dir", "saved_models/quickstart", "Where models are written.")
-flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (1 progress bar, 2 line per epoch).")
 
 
 def compile_model(model, steps_per_epoch, epochs, learning_rate):
@@ -177,6 +169,22 @@ def results_table(results, data):
     )
 
 
+def define_flags():
+    """Defines the script's flags (called only when it runs as a script).
+
+    So the module imports next to the other scripts (tests, benchmarks)
+    without absl's duplicate-flag errors.
+    """
+    flags.DEFINE_float("prune_ratio", 0.6, "LRPET's global prune ratio g: r = int(K - K*g).")
+    flags.DEFINE_integer("epochs", 30, "Training epochs for each model.")
+    flags.DEFINE_integer("batch_size", 64, "Batch size.")
+    flags.DEFINE_float("learning_rate", 0.05, "Peak SGD learning rate (cosine decay).")
+    flags.DEFINE_integer("width", 32, "Filters of the first stage (doubles in the second).")
+    flags.DEFINE_integer("seed", 0, "Seed of the weights and the data order.")
+    flags.DEFINE_string("output_dir", "saved_models/quickstart", "Where models are written.")
+    flags.DEFINE_integer("verbose", 2, "Keras fit verbosity (1 progress bar, 2 line per epoch).")
+
+
 def main(argv):
     del argv
     run(
@@ -192,4 +200,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -181,9 +181,11 @@ def test_mirrored_projection_runs_once_on_the_variables_device(mirrored):
     # MirroredVariable.device is the first (primary) replica's device.
     assert all(variable == first for variable, first in devices.values())
     assert len(primary) == 1 and primary.pop().endswith("CPU:0")
-    # One batched SVD per group of same-shaped kernels (4 shapes here), all on
-    # that device: the projection runs once and is copied to every replica.
-    assert [device for device, _ in result["svd_ops"]] == [devices["stem"][0]] * 4
+    # Per group of same-shaped kernels (4 shapes here, each BN-rectified) one
+    # batched SVD of the BN-merged matrices and one of the kernels' own
+    # singular values (which decide "already at rank"), all on that device:
+    # the projection runs once and is copied to every replica.
+    assert [device for device, _ in result["svd_ops"]] == [devices["stem"][0]] * 2 * 4
     assert {dtype for _, dtype in result["svd_ops"]} == {"float32"}
 
 

@@ -50,3 +50,28 @@ def test_quickstart_script_flags(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "max |TFLite-Keras|" in proc.stdout
     assert (tmp_path / "compact.tflite").exists()
+
+
+def test_every_script_and_benchmark_imports_next_to_the_others():
+    # Scripts define their absl flags only when run as scripts; a module that
+    # defined them at import broke any process importing two of them (pytest
+    # workers) with DuplicateFlagError.
+    modules = sorted(
+        os.path.splitext(name)[0]
+        for folder in ("examples", "benchmarks")
+        for name in os.listdir(os.path.join(ROOT, folder))
+        if name.endswith(".py") and not name.startswith("_")
+    )
+    code = (
+        "import sys; sys.path[:0] = [{!r}, {!r}]; ".format(
+            os.path.join(ROOT, "examples"), os.path.join(ROOT, "benchmarks")
+        )
+        + "; ".join(f"import {module}" for module in modules)
+        + "; from absl import flags; print(len(list(flags.FLAGS)))"
+    )
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(modules) >= 20, modules
