@@ -83,7 +83,9 @@ def export_compact(
     return folded, files, accuracies
 
 
-def export_file(model, path, quantization=None, data=None, calibration=None, verify_data=None):
+def export_file(
+    model, path, quantization=None, data=None, calibration=None, verify_data=None, seed=0
+):
     """Writes one verified .tflite file; a failed verification is reported, not raised.
 
     The file is written even when the LiteRT outputs disagree with Keras
@@ -100,6 +102,7 @@ def export_file(model, path, quantization=None, data=None, calibration=None, ver
         calibration: int8 calibration images instead of the training sample
             (a quantization-aware model needs none and gets none).
         verify_data: Verification inputs instead of the test sample.
+        seed: Seed of the calibration sample.
 
     Returns:
         A dict: `path`, `bytes`, `verified` (and `error`), `max_error`,
@@ -108,7 +111,7 @@ def export_file(model, path, quantization=None, data=None, calibration=None, ver
     """
     qat = lrpet_tf.export.is_quantization_aware(model)
     if quantization == "int8" and calibration is None and data is not None and not qat:
-        calibration = calibration_images(data)
+        calibration = calibration_images(data, seed=seed)
     if verify_data is None and data is not None:
         verify_data = data.sample(64)
     info = {"path": path, "verified": True}

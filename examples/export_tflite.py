@@ -154,10 +154,7 @@ def export_and_time(model, path, quantization, config, data=None, macs_model=Non
         `accuracy` (top-1 on the test set).
     """
     converter_quantization = {"float32": None, "qat_int8": "int8"}.get(quantization, quantization)
-    calibration = None
-    if quantization == "int8":
-        calibration = example_export.calibration_images(data, seed=config.seed)
-    info = example_export.export_file(model, path, converter_quantization, data, calibration)
+    info = example_export.export_file(model, path, converter_quantization, data, seed=config.seed)
     info["quantization"] = quantization
     latency = lrpet_tf.measure_latency(
         path, num_threads=config.num_threads, runs=config.runs, warmup=config.warmup

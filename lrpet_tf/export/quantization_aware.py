@@ -1,7 +1,6 @@
 """Hand-off to tensorflow-model-optimization for quantization-aware training."""
 
 from lrpet_tf import _keras
-from lrpet_tf._keras import keras
 
 __all__ = ["is_quantization_aware", "prepare_qat"]
 
@@ -77,6 +76,4 @@ def prepare_qat(model):
             f"Layers {custom} are lrpet_tf SVD-form layers, which tfmot cannot quantize. "
             "Convert them to standard layers first: lrpet_tf.factorize(model)."
         )
-    if not isinstance(model, keras.Model):  # pragma: no cover - checked above
-        raise TypeError(f"Expected a Keras model. Received: {model!r}")
     return tfmot.quantization.keras.quantize_model(model)
