@@ -68,21 +68,15 @@ def _cpu_flags():
 def source_revision():
     """The git commit of the checkout and whether `lrpet_tf/` has uncommitted changes."""
     root = os.path.dirname(BENCHMARKS_DIR)
+
+    def git(*args):
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "lrpet_tf"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "lrpet_tf")
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "lrpet_tf_modified": None}
     return {"commit": commit or None, "lrpet_tf_modified": bool(dirty)}
