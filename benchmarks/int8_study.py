@@ -110,6 +110,8 @@ class StudyConfig:
             paper's own (step decay, crop + flip) at g=0.7 and 5 epochs left
             the LRPET model at 33% against the dense model's 81%.
         prune_ratio: LRPET's g: every conv keeps r = int(K - K*g).
+        exclude: Conv layers LRPET leaves dense (`LRPET(exclude=...)`), in
+            the training and the size plan alike.
         qat_epochs, qat_learning_rate: The QAT fine-tuning (the `finetune`
             recipe: SGD with momentum, cosine decay from this rate; with
             `augment`'s override, so it sees the images training saw).
@@ -138,6 +140,7 @@ class StudyConfig:
     schedule: str = "cosine"
     augment: str = "none"
     prune_ratio: float = 0.65
+    exclude: tuple = ()
     qat_epochs: int = 2
     qat_learning_rate: float = 1e-3
     calibration_images: int = 256
@@ -171,6 +174,7 @@ class StudyConfig:
             test_limit=self.test_limit,
             method=method,
             prune_ratio=self.prune_ratio,
+            exclude=tuple(self.exclude),
             recipe=self.recipe,
             schedule=self.schedule,
             augment=self.augment,
@@ -205,14 +209,15 @@ def smoke_config(output_dir):
     )
 
 
-def size_plan(model_name, input_shape, num_classes, width, ratios, seed=0):
+def size_plan(model_name, input_shape, num_classes, width, ratios, seed=0, exclude=()):
     """.tflite sizes of untrained models: dense float32, and compact int8 per prune ratio.
 
     The size of an int8 file is set by the architecture and ranks, not by the
     weights' values, so this shows before any training which g meets a size
     target. The compact models are LRPET-projected once at random
     initialisation, factorized, BN-folded and converted with post-training
-    int8 calibrated on random inputs (the file is not verified).
+    int8 calibrated on random inputs (the file is not verified). Layers in
+    `exclude` stay dense, as in the study's training.
 
     Returns:
         A dict: `dense_float32_bytes` and `compact_int8` (one entry per ratio:
@@ -229,7 +234,7 @@ def size_plan(model_name, input_shape, num_classes, width, ratios, seed=0):
         entries = []
         for ratio in ratios:
             model = example_models.build_model(model_name, input_shape, num_classes, width)
-            lrpet = lrpet_tf.LRPET(prune_ratio=ratio, verbose=0)
+            lrpet = lrpet_tf.LRPET(prune_ratio=ratio, exclude=tuple(exclude) or None, verbose=0)
             lrpet.set_model(model)
             lrpet.prepare(model)
             lrpet.project()
@@ -354,6 +359,7 @@ def run(config=None, smoke=False, output_dir=None):
             config.width,
             config.plan_ratios,
             config.seed,
+            config.exclude,
         )
     seconds["size_plan"] = time.perf_counter() - phase
 
@@ -474,7 +480,9 @@ def _budget(results):
     return (
         f"`{config['model']}` (width {config['width'] or 'default'}) on {dataset['name']} "
         f"({dataset['train']:,} training images, the whole test set of {dataset['test']:,}); "
-        f"dense and LRPET (g={config['prune_ratio']}) trained alike: {config['epochs']} epochs, "
+        f"dense and LRPET (g={config['prune_ratio']}"
+        + (f", {', '.join(config['exclude'])} left dense" if config.get("exclude") else "")
+        + f") trained alike: {config['epochs']} epochs, "
         f"batch {config['batch_size']}, recipe `{config['recipe']}` with schedule "
         f"`{config.get('schedule')}` and augmentation `{config.get('augment')}`, "
         "no per-epoch validation; "
@@ -562,7 +570,14 @@ def render(results):
             f"**{verdict}**."
         )
     ranks = results["ranks"]
-    lines += ["", "LRPET ranks: " + ", ".join(f"{k} {v}" for k, v in ranks.items()) + "."]
+    excluded = results["config"].get("exclude") or ()
+    lines += [
+        "",
+        "LRPET ranks: "
+        + ", ".join(f"{k} {v}" for k, v in ranks.items())
+        + (f"; left dense (`exclude`): {', '.join(excluded)}" if excluded else "")
+        + ".",
+    ]
     plan = results.get("size_plan")
     if plan:
         lines += [
@@ -604,6 +619,7 @@ def define_flags():
     flags.DEFINE_string("schedule", defaults.schedule, "Learning-rate schedule override.")
     flags.DEFINE_string("augment", defaults.augment, "Augmentation override ('none': none).")
     flags.DEFINE_float("prune_ratio", defaults.prune_ratio, "LRPET's g.")
+    flags.DEFINE_list("exclude", [], "Conv layers LRPET leaves dense, e.g. stem.")
     flags.DEFINE_integer("qat_epochs", defaults.qat_epochs, "QAT fine-tuning epochs.")
     flags.DEFINE_float("qat_learning_rate", defaults.qat_learning_rate, "QAT peak learning rate.")
     flags.DEFINE_integer("latency_rounds", defaults.latency_rounds, "Interleaved latency rounds.")
@@ -634,6 +650,7 @@ def main(argv):
         schedule=flag_values.schedule,
         augment=flag_values.augment,
         prune_ratio=flag_values.prune_ratio,
+        exclude=tuple(flag_values.exclude),
         qat_epochs=flag_values.qat_epochs,
         qat_learning_rate=flag_values.qat_learning_rate,
         latency_rounds=flag_values.latency_rounds,

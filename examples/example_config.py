@@ -103,6 +103,9 @@ class LRPETSettings:
         prune_ratio: The paper's g: r = int(K - K*g) for every conv.
         ranks: Instead (wins over `prune_ratio`): an int, a list (one per
             conv layer in model order) or a dict layer name -> rank.
+        exclude: Names of conv layers LRPET leaves dense (not projected, not
+            factorized), e.g. a 1-channel stem whose few weights cost
+            nothing but whose rank caps every later layer.
         frequency: `"epoch"` or a step count between projections.
         energy_transfer: `"scale"`, `"additive"` or None (plain truncation).
         bn_rectification: Project the BN-merged kernels.
@@ -111,6 +114,7 @@ class LRPETSettings:
 
     prune_ratio: float = 0.6
     ranks: object = None
+    exclude: tuple = ()
     frequency: object = "epoch"
     energy_transfer: str = "scale"
     bn_rectification: bool = True
@@ -135,6 +139,7 @@ class LRPETSettings:
         return lrpet_tf.LRPET(
             prune_ratio=None if ranks is not None else self.prune_ratio,
             ranks=ranks,
+            exclude=tuple(self.exclude) or None,
             frequency=self.frequency,
             energy_transfer=self.energy_transfer,
             bn_rectification=self.bn_rectification,

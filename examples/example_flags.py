@@ -61,6 +61,7 @@ def _frequency(value):
 
 _CONVERTERS = {
     "ranks": parse_ranks,
+    "exclude": tuple,
     "energy_transfer": _none_word,
     "sparsity": _none_word,
     "strategy": _none_word,
@@ -125,6 +126,7 @@ def define_lrpet_flags(default_method="lrpet"):
     flags.DEFINE_string(
         "ranks", None, 'Instead of prune_ratio: "8", "18,43*12" (per conv) or "conv1=4,..."'
     )
+    flags.DEFINE_list("exclude", [], "Conv layers LRPET leaves dense, e.g. stem.")
     flags.DEFINE_string("frequency", "epoch", '"epoch" or a step count between projections.')
     flags.DEFINE_enum(
         "energy_transfer", "scale", ("scale", "additive", "none"), "Energy transfer mode."

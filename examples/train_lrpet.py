@@ -82,10 +82,11 @@ class TrainConfig(
             raise ValueError(f"Expected `method` in {METHODS}. Received: method={self.method!r}")
 
     def run_name(self):
-        """`<method>_<model>_<dataset>[_g<prune_ratio>]`, the default folder name."""
+        """`<method>_<model>_<dataset>[_g<prune_ratio>][_no-<excluded>]`, the default folder."""
         name = f"{self.method}_{self.model}_{self.dataset}"
         if self.method != "dense":
             name += "_ranks" if self.ranks is not None else f"_g{self.prune_ratio}"
+            name += "".join(f"_no-{layer}" for layer in self.exclude)
         return name
 
     def run_dir(self):
