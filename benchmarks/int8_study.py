@@ -23,10 +23,10 @@ Before training it also exports untrained compact models at a few prune
 ratios, to show how the int8 file size follows the ranks (it does not depend
 on the training): `size_plan` in the results.
 
-The model is `small_cnn` (conv stem, two residual blocks with a 1x1
-projection shortcut): tfmot cannot quantize the CIFAR ResNets of
-`example_models`, whose option-A shortcuts pad zero channels with a
-`Rescaling(0)` layer outside tfmot's registry.
+The model is `small_cnn` by default (conv stem, two residual blocks with a
+1x1 projection shortcut; `--model` picks another, the CIFAR ResNets included:
+`prepare_qat` quantizes their option-A shortcuts). Optionally (`--exclude`)
+LRPET leaves some convs dense, e.g. the 1-channel stem.
 
 Results: `<output_dir>/int8_study.json` and `int8_study.md` (default
 `benchmarks/results/`); models and files in `<runs_dir>` (default

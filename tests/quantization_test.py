@@ -4,20 +4,29 @@ The suite runs in both Keras modes in CI: the QAT tests need tf_keras
 (TF_USE_LEGACY_KERAS=1) and the Keras 3 test checks the error that says so.
 """
 
+import os
+import sys
+
 import numpy as np
 import pytest
 import testing_models as tm
 
-import lrpet_tf
-from lrpet_tf import _keras
-from lrpet_tf import svd_training
-from lrpet_tf._keras import keras
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+)
+
+import example_models  # noqa: E402
+
+import lrpet_tf  # noqa: E402
+from lrpet_tf import _keras  # noqa: E402
+from lrpet_tf import svd_training  # noqa: E402
+from lrpet_tf._keras import keras  # noqa: E402
 
 legacy_only = pytest.mark.skipif(_keras.IS_KERAS_3, reason="QAT needs tf_keras")
 
 
-def compact_model(width=16):
-    model = tm.randomize_batchnorm(tm.residual_cnn(width=width))
+def compact_model(width=16, model=None):
+    model = tm.randomize_batchnorm(model or tm.residual_cnn(width=width))
     cb = lrpet_tf.LRPET(prune_ratio=0.5, verbose=0)
     cb.set_model(model)
     cb.prepare(model)
@@ -51,6 +60,68 @@ def test_qat_compact_model_exports_int8_without_data(tmp_path):
     float_size = lrpet_tf.export_tflite(compact, tmp_path / "f.tflite", verify=False).size_bytes
     # int8 weights are 4x smaller; a file this small also has fixed overhead.
     assert result.size_bytes < 0.55 * float_size
+
+
+def _quantize_configs(qat):
+    """Layer name (without tfmot's `quant_` prefix) -> its QuantizeConfig."""
+    return {
+        layer.layer.name: layer.quantize_config
+        for layer in qat.layers
+        if hasattr(layer, "quantize_config")
+    }
+
+
+@legacy_only
+def test_qat_option_a_shortcut_weightless_layers_get_configs_and_export_int8(tmp_path, monkeypatch):
+    import tensorflow_model_optimization as tfmot
+
+    # A CIFAR ResNet's option-A shortcut: a 1x1 stride-2 average pooling, its
+    # zero channels (Rescaling(0), outside tfmot's registry) and a Concatenate.
+    compact = compact_model(model=example_models.cifar_resnet(8, (8, 8, 3), 4, width=4))
+    with pytest.raises(RuntimeError, match="Rescaling.*is not supported"):
+        tfmot.quantization.keras.quantize_model(compact)
+    weights = [w.copy() for w in compact.get_weights()]
+    qat = lrpet_tf.export.prepare_qat(compact)
+    configs = _quantize_configs(qat)
+    zeros = configs["stage2_block1_shortcut_zeros"]
+    assert type(zeros).__name__ == "OutputQuantizeConfig"
+    assert len(zeros.get_output_quantizers(None)) == 1  # its output gets a range
+    assert configs["stage2_block1_shortcut_subsample"].get_output_quantizers(None) == []
+    assert type(configs["classifier"]).__name__ != "OutputQuantizeConfig"  # tfmot's own
+    x, y = tm.classification_data(64)
+    qat.compile(
+        keras.optimizers.SGD(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    qat.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    # The compact model is untouched: not wrapped, same weights.
+    assert not lrpet_tf.export.is_quantization_aware(compact)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, compact.get_weights()))
+    result = lrpet_tf.export_tflite(
+        qat, tmp_path / "qat.tflite", quantization="int8", verify_data=x
+    )
+    assert result.top1_agreement >= 0.9 and result.max_error_steps <= 32
+    assert result.ops[0] == "QUANTIZE" and result.ops[-1] == "DEQUANTIZE"
+    assert result.op_count("AVERAGE_POOL_2D") == 2 and result.op_count("CONCATENATION") == 2
+    # With the pooling's own learned output range (tfmot's default), the
+    # converter fails on AVERAGE_POOL_2D's same-scale constraint.
+    monkeypatch.setattr(lrpet_tf.export.quantization_aware, "_is_subsampling", lambda layer: False)
+    ranged = lrpet_tf.export.prepare_qat(compact)
+    ranged.compile(
+        keras.optimizers.SGD(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    ranged.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    with pytest.raises(RuntimeError, match="same scale constraint"):
+        lrpet_tf.export_tflite(ranged, tmp_path / "ranged.tflite", quantization="int8")
+
+
+@legacy_only
+def test_qat_refuses_weighted_layers_outside_tfmots_registry_naming_them():
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(8, name="fc")(inputs)
+    outputs = keras.layers.LayerNormalization(name="norm")(hidden)
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(TypeError, match=r"norm \(LayerNormalization\).*quantize_annotate_layer"):
+        lrpet_tf.export.prepare_qat(model)
 
 
 @legacy_only
