@@ -189,13 +189,14 @@ class StudyConfig:
 
 
 def smoke_config(output_dir):
-    """Synthetic 8x8 images, width 4, one epoch of everything, a few latency rounds."""
+    """Synthetic 8x8 images, width 4, one epoch of everything, a few latency rounds; stem dense."""
     return StudyConfig(
         dataset="synthetic",
         train_limit=None,
         width=4,
         epochs=1,
         prune_ratio=0.5,
+        exclude=("stem",),
         qat_epochs=1,
         calibration_images=32,
         latency_rounds=2,

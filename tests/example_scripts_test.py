@@ -184,6 +184,7 @@ def test_train_lrpet_script_preset_and_flags(tmp_path):
             "--verbose=0",
             "--noplots",
             "--novalidate",
+            "--exclude=conv1",  # the stem stays dense
             f"--output_dir={tmp_path}",
         ],
         env=env,
@@ -197,13 +198,19 @@ def test_train_lrpet_script_preset_and_flags(tmp_path):
         config = json.load(f)
     assert config["prune_ratio"] == 0.57 and config["lr_steps"] == [0.5, 0.75]
     assert config["epochs"] == 1 and config["model"] == "resnet20"
+    assert config["exclude"] == ["conv1"]
     with open(tmp_path / "results.json") as f:
         results = json.load(f)
-    assert len(results["ranks"]) == 19  # every conv of ResNet-20
+    assert len(results["ranks"]) == 18 and "conv1" not in results["ranks"]  # 19 convs but the stem
     assert results["tflite"]["float32"]["max_error"] < 1e-4
     trained = keras.models.load_model(tmp_path / "trained.keras")
     for name, rank in results["ranks"].items():
         assert rank == _expected_rank(trained.get_layer(name).kernel.shape, 0.57)
+    # The stem was not projected (full rank 3*3*3=27 > its 4 filters: rank 4) nor factorized.
+    assert _matrix_rank(trained.get_layer("conv1").kernel.numpy()) == 4
+    compact = keras.models.load_model(tmp_path / "compact.keras")
+    assert isinstance(compact.get_layer("conv1"), keras.layers.Conv2D)
+    assert train_lrpet.TrainConfig(exclude=("conv1",)).run_name().endswith("_g0.6_no-conv1")
 
 
 def test_train_svd_runs_stages_and_resumes(tmp_path):

@@ -45,6 +45,10 @@ def test_smoke_study_writes_four_measured_files(tmp_path):
     assert variants["dense_float32"]["latency"]["speedup"]["median"] == pytest.approx(1.0)
     assert set(results["acceptance"]) == set(int8_study.INT8_VARIANTS)
     assert len(results["qat_history"]) == 1 and results["ranks"]
+    # The smoke config leaves the stem dense: not projected, one CONV_2D op.
+    assert "stem" not in results["ranks"] and "b0_conv1" in results["ranks"]
+    compact_convs = lrpet_tf.TFLiteModel(compact["path"]).op_names().count("CONV_2D")
+    assert compact_convs == 2 * len(results["ranks"]) + 1
     (entry,) = results["size_plan"]["compact_int8"]
     assert entry["prune_ratio"] == 0.5 and entry["int8_bytes"] > 0
     with open(tmp_path / "int8_study.json") as f:
@@ -52,6 +56,7 @@ def test_smoke_study_writes_four_measured_files(tmp_path):
     markdown = (tmp_path / "int8_study.md").read_text()
     assert "compact, QAT int8" in markdown and "Command: `int8_study.py --smoke`" in markdown
     assert "Load average" in markdown and "tf_keras" in markdown
+    assert "left dense (`exclude`): stem" in markdown and "g=0.5, stem left dense" in markdown
 
 
 @pytest.mark.skipif(not _keras.IS_KERAS_3, reason="the Keras 3 error")
