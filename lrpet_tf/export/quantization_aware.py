@@ -126,7 +126,8 @@ def prepare_qat(model):
         return quantize.quantize_annotate_layer(layer, quantize_config=config)
 
     # Like tfmot's quantize_annotate_model (the clone wraps the same layers),
-    # with the output-only config on the layers the registry does not know.
+    # with lrpet_tf's config on the unknown layers (output range) and on the
+    # subsampling poolings (none); the registry's configs everywhere else.
     annotated = keras.models.clone_model(model, clone_function=annotate)
     with quantize.quantize_scope({config_class.__name__: config_class}):
         return quantize.quantize_apply(annotated)
