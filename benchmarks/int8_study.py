@@ -61,6 +61,7 @@ sys.path.insert(0, os.path.join(_ROOT, "examples"))
 
 import example_config  # noqa: E402
 import example_export  # noqa: E402
+import example_flags  # noqa: E402
 import example_models  # noqa: E402
 import example_training  # noqa: E402
 import train_lrpet  # noqa: E402
@@ -110,6 +111,10 @@ class StudyConfig:
             paper's own (step decay, crop + flip) at g=0.7 and 5 epochs left
             the LRPET model at 33% against the dense model's 81%.
         prune_ratio: LRPET's g: every conv keeps r = int(K - K*g).
+        ranks: Instead of `prune_ratio`: a dict layer name -> rank (only those
+            convs are projected) or a list, one per conv in model order
+            (`example_flags.parse_ranks`), e.g. per-layer ranks from
+            `benchmarks/rank_allocation.py`. The size plan adds a row for them.
         exclude: Conv layers LRPET leaves dense (`LRPET(exclude=...)`), in
             the training and the size plan alike.
         qat_epochs, qat_learning_rate: The QAT fine-tuning (the `finetune`
@@ -140,6 +145,7 @@ class StudyConfig:
     schedule: str = "cosine"
     augment: str = "none"
     prune_ratio: float = 0.65
+    ranks: object = None
     exclude: tuple = ()
     qat_epochs: int = 2
     qat_learning_rate: float = 1e-3
@@ -174,6 +180,7 @@ class StudyConfig:
             test_limit=self.test_limit,
             method=method,
             prune_ratio=self.prune_ratio,
+            ranks=self.ranks,
             exclude=tuple(self.exclude),
             recipe=self.recipe,
             schedule=self.schedule,
@@ -210,7 +217,7 @@ def smoke_config(output_dir):
     )
 
 
-def size_plan(model_name, input_shape, num_classes, width, ratios, seed=0, exclude=()):
+def size_plan(model_name, input_shape, num_classes, width, ratios, seed=0, exclude=(), ranks=None):
     """.tflite sizes of untrained models: dense float32, and compact int8 per prune ratio.
 
     The size of an int8 file is set by the architecture and ranks, not by the
@@ -221,12 +228,14 @@ def size_plan(model_name, input_shape, num_classes, width, ratios, seed=0, exclu
     shifts and means are drawn at random first: at initialisation every
     folded bias is zero, and the converter stores equal constant buffers
     once, which made files 4-5% smaller than trained ones. Layers in
-    `exclude` stay dense, as in the study's training.
+    `exclude` stay dense, as in the study's training. With `ranks` (the
+    study's per-layer ranks) a last entry has them instead of a ratio.
 
     Returns:
-        A dict: `dense_float32_bytes` and `compact_int8` (one entry per ratio:
-        `prune_ratio`, `params`, `float32_bytes`, `int8_bytes`,
-        `int8_size_ratio` = dense float32 bytes / int8 bytes).
+        A dict: `dense_float32_bytes` and `compact_int8` (one entry per ratio,
+        then one for `ranks`: `prune_ratio` (None for `ranks`), `ranks`,
+        `params`, `float32_bytes`, `int8_bytes`, `int8_size_ratio` = dense
+        float32 bytes / int8 bytes).
     """
     rng = np.random.default_rng(seed)
     calibration = rng.standard_normal((32, *input_shape)).astype(np.float32)
@@ -238,11 +247,19 @@ def size_plan(model_name, input_shape, num_classes, width, ratios, seed=0, exclu
             lrpet_tf.fold_batchnorm(dense), os.path.join(tmp, "dense.tflite"), verify=False
         ).size_bytes
         entries = []
-        for ratio in ratios:
+        choices = [(float(ratio), None) for ratio in ratios]
+        if ranks is not None:
+            choices.append((None, ranks))
+        for ratio, chosen in choices:
             model = _with_random_shifts(
                 example_models.build_model(model_name, input_shape, num_classes, width), rng
             )
-            lrpet = lrpet_tf.LRPET(prune_ratio=ratio, exclude=tuple(exclude) or None, verbose=0)
+            lrpet = lrpet_tf.LRPET(
+                prune_ratio=ratio,
+                ranks=example_config.LRPETSettings(ranks=chosen).rank_argument(model),
+                exclude=tuple(exclude) or None,
+                verbose=0,
+            )
             lrpet.set_model(model)
             lrpet.prepare(model)
             lrpet.project()
@@ -259,7 +276,8 @@ def size_plan(model_name, input_shape, num_classes, width, ratios, seed=0, exclu
             ).size_bytes
             entries.append(
                 {
-                    "prune_ratio": float(ratio),
+                    "prune_ratio": ratio,
+                    "ranks": dict(lrpet.ranks),
                     "params": int(compact.count_params()),
                     "float32_bytes": float_bytes,
                     "int8_bytes": int8_bytes,
@@ -368,7 +386,7 @@ def run(config=None, smoke=False, output_dir=None):
     data = config.train_config("dense").load_data()
     phase = time.perf_counter()
     plan = None
-    if config.plan_ratios:
+    if config.plan_ratios or config.ranks is not None:
         plan = size_plan(
             config.model,
             data.input_shape,
@@ -377,6 +395,7 @@ def run(config=None, smoke=False, output_dir=None):
             config.plan_ratios,
             config.seed,
             config.exclude,
+            config.ranks,
         )
     seconds["size_plan"] = time.perf_counter() - phase
 
@@ -497,7 +516,8 @@ def _budget(results):
     return (
         f"`{config['model']}` (width {config['width'] or 'default'}) on {dataset['name']} "
         f"({dataset['train']:,} training images, the whole test set of {dataset['test']:,}); "
-        f"dense and LRPET (g={config['prune_ratio']}"
+        "dense and LRPET ("
+        + ("per-layer ranks" if config.get("ranks") is not None else f"g={config['prune_ratio']}")
         + (f", {', '.join(config['exclude'])} left dense" if config.get("exclude") else "")
         + f") trained alike: {config['epochs']} epochs, "
         f"batch {config['batch_size']}, recipe `{config['recipe']}` with schedule "
@@ -599,15 +619,16 @@ def render(results):
     if plan:
         lines += [
             "",
-            "Int8 size by prune ratio, from untrained models exported before training (the "
-            "file size follows the ranks, not the weights' values; dense float32: "
+            "Int8 size by prune ratio (and the study's ranks), from untrained models exported "
+            "before training (the file size follows the ranks, not the weights' values; dense "
+            "float32: "
             f"{plan['dense_float32_bytes']:,} bytes):",
             "",
             bench_utils.markdown_table(
                 ["g", "params", "float32 bytes", "int8 bytes", "smaller than dense float"],
                 [
                     [
-                        e["prune_ratio"],
+                        "the ranks above" if e["prune_ratio"] is None else e["prune_ratio"],
                         e["params"],
                         e["float32_bytes"],
                         e["int8_bytes"],
@@ -636,6 +657,7 @@ def define_flags():
     flags.DEFINE_string("schedule", defaults.schedule, "Learning-rate schedule override.")
     flags.DEFINE_string("augment", defaults.augment, "Augmentation override ('none': none).")
     flags.DEFINE_float("prune_ratio", defaults.prune_ratio, "LRPET's g.")
+    flags.DEFINE_string("ranks", None, 'Instead of prune_ratio: "b0_conv1=21,..." or one per conv.')
     flags.DEFINE_list("exclude", [], "Conv layers LRPET leaves dense, e.g. stem.")
     flags.DEFINE_integer("qat_epochs", defaults.qat_epochs, "QAT fine-tuning epochs.")
     flags.DEFINE_float("qat_learning_rate", defaults.qat_learning_rate, "QAT peak learning rate.")
@@ -667,6 +689,7 @@ def main(argv):
         schedule=flag_values.schedule,
         augment=flag_values.augment,
         prune_ratio=flag_values.prune_ratio,
+        ranks=example_flags.parse_ranks(flag_values.ranks),
         exclude=tuple(flag_values.exclude),
         qat_epochs=flag_values.qat_epochs,
         qat_learning_rate=flag_values.qat_learning_rate,

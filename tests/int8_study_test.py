@@ -91,3 +91,25 @@ def test_acceptance_bar():
     assert not qat["size_ok"] and qat["accuracy_ok"] and not qat["met"]
     with pytest.raises(ValueError, match="prune_ratio"):
         int8_study.StudyConfig(prune_ratio=1.0)
+
+
+def test_size_plan_and_training_take_per_layer_ranks():
+    ranks = {"b0_conv1": 3, "b0_conv2": 3, "b1_conv1": 3, "b1_conv2": 2, "b1_shortcut": 1}
+    config = int8_study.StudyConfig(ranks=ranks, exclude=("stem",))
+    train = config.train_config("lrpet")
+    assert train.ranks == ranks and train.run_name().endswith("_ranks_no-stem")
+    plan = int8_study.size_plan(
+        "small_cnn", (8, 8, 1), 10, 4, (0.5,), exclude=("stem",), ranks=ranks
+    )
+    uniform, chosen = plan["compact_int8"]
+    assert uniform["prune_ratio"] == 0.5 and chosen["prune_ratio"] is None
+    assert chosen["ranks"] == ranks and uniform["ranks"]["b1_conv2"] == 4
+    # The factorized layers' weights: r * (k*k*c + n) each, the rest unchanged.
+    kernels = {"b0_conv1": (36, 4), "b0_conv2": (36, 4), "b1_conv1": (36, 8),
+               "b1_conv2": (72, 8), "b1_shortcut": (4, 8)}  # fmt: skip
+    factor = {name: rows + cols for name, (rows, cols) in kernels.items()}
+    difference = sum(factor[n] * (uniform["ranks"][n] - r) for n, r in ranks.items())
+    assert uniform["params"] - chosen["params"] == difference
+    assert chosen["int8_bytes"] < uniform["int8_bytes"]
+    with pytest.raises(ValueError, match="one rank per conv"):
+        int8_study.size_plan("small_cnn", (8, 8, 1), 10, 4, (), ranks=[1, 2])
