@@ -814,10 +814,7 @@ def main(argv):
             runs_dir=FLAGS.runs_dir,
             results_dir=FLAGS.results_dir,
             plot_dir=FLAGS.plot_dir,
-            command=" ".join(
-                ["python benchmarks/accuracy_study.py"]
-                + [a for a in sys.argv[1:] if not a.startswith("--report_only")]
-            ),
+            command=bench_utils.command_line(drop=("--report_only",)),
         )
         result = run(study, report_only=FLAGS.report_only)
     print(result["markdown"])

@@ -14,12 +14,14 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 
 import numpy as np
 
 __all__ = [
     "BENCHMARKS_DIR",
+    "command_line",
     "source_revision",
     "interleaved_times",
     "load_average",
@@ -34,6 +36,22 @@ __all__ = [
 
 BENCHMARKS_DIR = os.path.dirname(os.path.abspath(__file__))
 _PACKAGES = ("tensorflow", "keras", "ai-edge-litert", "numpy")
+
+
+def command_line(argv=None, drop=()):
+    """The command that ran a benchmark, as RESULTS.md gives it.
+
+    `[TF_USE_LEGACY_KERAS=1 ]PYTHONPATH=. python benchmarks/<script> <args>`,
+    the prefix when tf_keras is in use, without the arguments that start
+    with one of `drop`.
+    """
+    from lrpet_tf import _keras  # here: the rest of bench_utils needs no TensorFlow
+
+    argv = sys.argv if argv is None else argv
+    args = [arg for arg in argv[1:] if not arg.startswith(tuple(drop))]
+    prefix = "" if _keras.IS_KERAS_3 else "TF_USE_LEGACY_KERAS=1 "
+    script = os.path.basename(argv[0])
+    return " ".join([f"{prefix}PYTHONPATH=. python benchmarks/{script}", *args])
 
 
 def load_average():

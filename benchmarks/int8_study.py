@@ -699,8 +699,7 @@ def main(argv):
         seed=flag_values.seed,
         runs_dir=flag_values.runs_dir,
         output_dir=flag_values.output_dir,
-        command="TF_USE_LEGACY_KERAS=1 PYTHONPATH=. python benchmarks/int8_study.py "
-        + " ".join(sys.argv[1:]),
+        command=bench_utils.command_line(),
         verbose=flag_values.verbose,
     )
     run(config)

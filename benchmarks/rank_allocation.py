@@ -63,7 +63,6 @@ import example_models  # noqa: E402
 import example_training  # noqa: E402
 
 import lrpet_tf  # noqa: E402
-from lrpet_tf import _keras  # noqa: E402
 from lrpet_tf._keras import keras  # noqa: E402
 
 __all__ = ["AllocationConfig", "allocate", "rank_costs", "run"]
@@ -236,8 +235,13 @@ def run(config=None, smoke=False, output_dir=None):
             output_dir=output_dir,
             command="rank_allocation.py --smoke",
         )
-    if config is None or not config.run_dir:
-        raise ValueError("Expected `run_dir`, a dense run folder. Received: run_dir=None")
+    run_dir = config.run_dir if config else None
+    needed = ("trained.keras", "config.json")
+    if not run_dir or not all(os.path.exists(os.path.join(run_dir, f)) for f in needed):
+        raise ValueError(
+            "Expected `run_dir` to be a dense train_lrpet run folder (trained.keras and "
+            f"config.json). Received: run_dir={run_dir!r}"
+        )
     start = time.perf_counter()
     with open(os.path.join(config.run_dir, "config.json")) as f:
         saved = json.load(f)
@@ -357,22 +361,18 @@ def define_flags():
 
 def main(argv):
     del argv
-    flag_values = flags.FLAGS
-    if flag_values.smoke:
-        run(smoke=True, output_dir=flag_values.output_dir)
-        return
-    run(
-        AllocationConfig(
-            run_dir=flag_values.run_dir,
-            prune_ratio=flag_values.prune_ratio,
-            exclude=tuple(flag_values.exclude),
-            images=flag_values.images,
-            output_dir=flag_values.output_dir,
-            command=("" if _keras.IS_KERAS_3 else "TF_USE_LEGACY_KERAS=1 ")
-            + "PYTHONPATH=. python benchmarks/rank_allocation.py "
-            + " ".join(sys.argv[1:]),
+    values = flags.FLAGS
+    config = None
+    if not values.smoke:
+        config = AllocationConfig(
+            run_dir=values.run_dir,
+            prune_ratio=values.prune_ratio,
+            exclude=tuple(values.exclude),
+            images=values.images,
+            output_dir=values.output_dir,
+            command=bench_utils.command_line(),
         )
-    )
+    run(config, smoke=values.smoke, output_dir=values.output_dir)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import rank_allocation  # noqa: E402
 import tflite_latency  # noqa: E402
 import training_step_cost  # noqa: E402
 
+from lrpet_tf import _keras  # noqa: E402
 from lrpet_tf._keras import keras  # noqa: E402
 
 
@@ -151,6 +152,10 @@ def test_allocate_matches_brute_force():
         assert total == pytest.approx(sum(costs[n][r] for n, r in ranks.items()))
     with pytest.raises(ValueError, match="budget=41"):
         rank_allocation.allocate(costs, unit, 41)
+    with pytest.raises(ValueError, match="run_dir='/nowhere'"):
+        rank_allocation.run(rank_allocation.AllocationConfig(run_dir="/nowhere"))
+    with pytest.raises(ValueError, match="images=0"):
+        rank_allocation.AllocationConfig(run_dir="/nowhere", images=0)
 
 
 def test_rank_costs_equal_hand_computed_cross_entropy():
@@ -214,3 +219,10 @@ def test_rank_allocation_smoke(tmp_path):
         and f"--ranks={flag}" in (tmp_path / "rank_allocation.md").read_text()
     )
     assert _load(tmp_path / "rank_allocation.json")["budget_params"] == results["budget_params"]
+
+
+def test_command_line_names_the_keras_mode_and_drops_arguments():
+    argv = ["/somewhere/benchmarks/int8_study.py", "--seed=1", "--report_only", "--epochs=2"]
+    command = bench_utils.command_line(argv, drop=("--report_only",))
+    prefix = "" if _keras.IS_KERAS_3 else "TF_USE_LEGACY_KERAS=1 "
+    assert command == prefix + "PYTHONPATH=. python benchmarks/int8_study.py --seed=1 --epochs=2"
