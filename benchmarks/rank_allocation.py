@@ -1,25 +1,14 @@
-"""Benchmark tool: per-layer LRPET ranks for a parameter budget, from a dense model.
+"""Benchmark tool: per-layer LRPET ranks for g's parameter budget, from a dense model.
 
 LRPET's `prune_ratio` g gives every conv the same share of its max rank. On a
 small network the layers are far from equally sensitive: in `small_cnn` on
 Fashion-MNIST, truncating a 32-channel conv of the first block to g=0.65's
 rank 11 costs more than a 64-channel conv of the second block at rank 16.
-This script spends the same parameter budget where it hurts least:
-
-1. From a trained dense model (a `train_lrpet.py --method=dense` run folder),
-   BN folded (`lrpet_tf.fold_batchnorm`), so each kernel is the BN-merged
-   kernel LRPET's rectified projection works on.
-2. Sensitivity: for each conv LRPET would project and each rank r from 1 up
-   to its break-even rank (beyond it the layer stays dense), the kernel is
-   replaced by its rank-r projection with energy transfer
-   (`lrpet_tf.ops.low_rank_projection`, the callback's own op), every other
-   layer left as it is; the increase of the mean cross-entropy on training
-   images is the layer's cost of rank r. The curve is made non-increasing in
-   r (a rank-r layer can be any lower-rank one).
-3. Allocation: the ranks minimising the sum of the layers' costs with the
-   factorized parameters (`lrpet_tf.ops.factorized_params`) at most those of
-   the uniform prune ratio g, solved exactly by dynamic programming over the
-   layers.
+This script runs `lrpet_tf.allocate_ranks` on a trained dense model (a
+`train_lrpet.py --method=dense` run folder): for each conv LRPET would
+project at g, the cross-entropy increase on training images when that conv
+alone is projected to each rank up to break-even, then the ranks with the
+least summed increase whose factorized parameters are at most g's.
 
 The ranks go to training from scratch with `LRPET(ranks=...)`: the output
 has the `--ranks` value for `train_lrpet.py` and `int8_study.py`. The sum of
@@ -45,7 +34,6 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
@@ -65,7 +53,7 @@ import example_training  # noqa: E402
 import lrpet_tf  # noqa: E402
 from lrpet_tf._keras import keras  # noqa: E402
 
-__all__ = ["AllocationConfig", "allocate", "rank_costs", "run"]
+__all__ = ["AllocationConfig", "run"]
 
 NAME = "rank_allocation"
 
@@ -103,96 +91,9 @@ class AllocationConfig:
             raise ValueError(f"Expected `images` >= 1. Received: images={self.images}")
 
 
-def _mean_cross_entropy(model, x, y, batch_size):
-    total = 0.0
-    for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size], training=False)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=y[start : start + batch_size], logits=logits
-        )
-        total += float(tf.reduce_sum(losses))
-    return total / len(x)
-
-
-def rank_costs(model, layer_names, x, y, batch_size=1000):
-    """Per layer and rank, the cross-entropy increase of projecting that layer alone.
-
-    Args:
-        model: A trained model whose BN is folded (the kernels are BN-merged);
-            its weights are restored before returning.
-        layer_names: Conv/Dense layers to measure.
-        x, y: Images and integer labels.
-        batch_size: Forward-pass batch size.
-
-    Returns:
-        `(base, costs)`: the model's mean cross-entropy and a dict layer name
-        -> {rank: increase}, ranks 1 .. floor(break-even rank), the increases
-        made non-increasing in the rank.
-    """
-    base = _mean_cross_entropy(model, x, y, batch_size)
-    costs = {}
-    for name in layer_names:
-        layer = model.get_layer(name)
-        weights = layer.get_weights()
-        kernel = weights[0]
-        matrix = lrpet_tf.ops.kernel_to_matrix(kernel)
-        shape = tuple(matrix.shape)
-        top = int(lrpet_tf.ops.break_even_rank(shape))
-        top = min(top, lrpet_tf.ops.max_rank(shape))
-        curve, best = {}, np.inf
-        try:
-            for rank in range(1, top + 1):
-                projected = lrpet_tf.ops.low_rank_projection(matrix[tf.newaxis], [rank]).matrices
-                layer.set_weights(
-                    [lrpet_tf.ops.matrix_to_kernel(projected[0], kernel.shape).numpy()]
-                    + weights[1:]
-                )
-                best = min(best, _mean_cross_entropy(model, x, y, batch_size) - base)
-                curve[rank] = best
-        finally:
-            layer.set_weights(weights)
-        costs[name] = curve
-    return base, costs
-
-
-def allocate(costs, unit_params, budget):
-    """Ranks minimising the summed costs under a parameter budget (exact).
-
-    Args:
-        costs: Layer name -> {rank: cost}.
-        unit_params: Layer name -> parameters per unit of rank (`rows + cols`
-            of its matrix view: `factorized_params` without the bias).
-        budget: The most parameters the chosen ranks may cost in all.
-
-    Returns:
-        `(ranks, total_cost)`: a dict layer name -> rank, and its summed cost.
-
-    Raises:
-        ValueError: If even the lowest ranks exceed `budget`.
-    """
-    # Pareto frontier of (parameters, cost) over the layers seen so far.
-    frontier = {0: (0.0, {})}
-    for name, curve in costs.items():
-        options = {}
-        for used, (cost, ranks) in frontier.items():
-            for rank, layer_cost in curve.items():
-                spent = used + rank * unit_params[name]
-                if spent <= budget and (
-                    spent not in options or cost + layer_cost < options[spent][0]
-                ):
-                    options[spent] = (cost + layer_cost, {**ranks, name: rank})
-        frontier, best = {}, np.inf
-        for spent in sorted(options):
-            if options[spent][0] < best:
-                best = options[spent][0]
-                frontier[spent] = options[spent]
-        if not frontier:
-            raise ValueError(
-                f"Expected a `budget` of at least the lowest ranks' parameters. "
-                f"Received: budget={budget}"
-            )
-    total, ranks = min(frontier.values(), key=lambda entry: entry[0])
-    return ranks, total
+def _cross_entropy(y_true, logits):
+    labels = tf.cast(y_true, tf.int32)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
 
 def _smoke_run_dir(tmp):
@@ -249,29 +150,26 @@ def run(config=None, smoke=False, output_dir=None):
     data = example_config.DataSettings(
         **{key: value for key, value in saved.items() if key in fields}
     ).load_data()
-    model = lrpet_tf.fold_batchnorm(
-        example_training.load_model(os.path.join(config.run_dir, "trained.keras"))
-    )
+    model = example_training.load_model(os.path.join(config.run_dir, "trained.keras"))
     uniform = lrpet_tf.LRPET(
         prune_ratio=config.prune_ratio, exclude=tuple(config.exclude) or None, verbose=0
     )
     uniform.prepare(model)
     uniform_ranks = dict(uniform.ranks)
-    shapes = {name: model.get_layer(name).get_weights()[0].shape for name in uniform_ranks}
+    x, y = data.x_train[: config.images], data.y_train[: config.images]
+    ranks, costs = lrpet_tf.allocate_ranks(
+        model, x, y, uniform, loss=_cross_entropy, batch_size=config.batch_size, return_costs=True
+    )
     unit = {
-        name: lrpet_tf.ops.factorized_params(shape, 1, use_bias=False)
-        for name, shape in shapes.items()
+        name: lrpet_tf.ops.factorized_params(model.get_layer(name).kernel.shape, 1, False)
+        for name in uniform_ranks
     }
     budget = sum(unit[name] * rank for name, rank in uniform_ranks.items())
-
-    x, y = data.x_train[: config.images], data.y_train[: config.images]
-    base, costs = rank_costs(model, list(uniform_ranks), x, y, config.batch_size)
-    ranks, total = allocate(costs, unit, budget)
+    total = sum(costs[name][rank] for name, rank in ranks.items())
     results = {
         "config": dataclasses.asdict(config),
         "machine": bench_utils.machine_info(),
         "dataset": {"name": data.name, "images": int(len(x))},
-        "base_cross_entropy": base,
         "budget_params": budget,
         "uniform": {
             "ranks": uniform_ranks,
@@ -323,8 +221,8 @@ def render(results):
         [
             f"`{config['command']}`",
             "",
-            f"Dense model `{config['run_dir']}`, BN folded; cost = increase of the mean "
-            f"cross-entropy ({results['base_cross_entropy']:.4f}) on "
+            f"Dense model `{config['run_dir']}` (`lrpet_tf.allocate_ranks`); cost = increase "
+            "of the mean cross-entropy on "
             f"{results['dataset']['images']:,} training images when that layer alone is "
             "projected. Budget: the "
             f"{results['budget_params']:,} factorized parameters of g={config['prune_ratio']} "

@@ -9,6 +9,8 @@ Two published methods, and the path from their result to a phone:
 * `factorize`, `fold_batchnorm`, `export_tflite`: the compact model of two
   thin standard layers per low-rank layer, BN merged, verified on LiteRT.
 * `model_report`: MACs, parameters and ranks per layer.
+* `allocate_ranks`: per-layer ranks for a parameter budget, placed where a
+  trained model is least sensitive.
 
 Keras 3 (TensorFlow backend) is used by default; set `TF_USE_LEGACY_KERAS=1`
 to use tf_keras instead.
@@ -25,6 +27,7 @@ from lrpet_tf.export import measure_latency
 from lrpet_tf.graph import LayerGraph
 from lrpet_tf.graph import ModelReport
 from lrpet_tf.graph import RewriteReport
+from lrpet_tf.graph import allocate_ranks
 from lrpet_tf.graph import factorize
 from lrpet_tf.graph import fold_batchnorm
 from lrpet_tf.graph import model_report
@@ -45,6 +48,7 @@ __all__ = [
     "TFLiteModel",
     "TFLiteVerificationError",
     "__version__",
+    "allocate_ranks",
     "export_tflite",
     "factorize",
     "fold_batchnorm",

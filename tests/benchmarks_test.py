@@ -6,12 +6,10 @@ satisfy whatever the machine's speed: keys, positive times, and MAC counts
 equal to the factorization formula `r * (k*k*c + n)` vs `k*k*c*n`.
 """
 
-import itertools
 import json
 import os
 import sys
 
-import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +23,6 @@ import tflite_latency  # noqa: E402
 import training_step_cost  # noqa: E402
 
 from lrpet_tf import _keras  # noqa: E402
-from lrpet_tf._keras import keras  # noqa: E402
 
 
 def _load(path):
@@ -133,69 +130,11 @@ def test_interleaved_times_and_paired_ratio():
     assert bench_utils.paired_ratio([2.0, 4.0, 6.0], [1.0, 2.0, 2.0])["median"] == 2.0
 
 
-def test_allocate_matches_brute_force():
-    rng = np.random.default_rng(0)
-    costs = {
-        name: {rank: float(c) for rank, c in enumerate(np.sort(rng.random(top))[::-1], 1)}
-        for name, top in (("a", 5), ("b", 7), ("c", 4))
-    }
-    unit = {"a": 9, "b": 20, "c": 13}
-    for budget in (42, 80, 120, 1000):
-        ranks, total = rank_allocation.allocate(costs, unit, budget)
-        best = min(
-            sum(costs[n][r] for n, r in zip(costs, combo))
-            for combo in itertools.product(*(list(c) for c in costs.values()))
-            if sum(unit[n] * r for n, r in zip(costs, combo)) <= budget
-        )
-        assert total == pytest.approx(best)
-        assert sum(unit[n] * r for n, r in ranks.items()) <= budget
-        assert total == pytest.approx(sum(costs[n][r] for n, r in ranks.items()))
-    with pytest.raises(ValueError, match="budget=41"):
-        rank_allocation.allocate(costs, unit, 41)
+def test_rank_allocation_smoke(tmp_path):
     with pytest.raises(ValueError, match="run_dir='/nowhere'"):
         rank_allocation.run(rank_allocation.AllocationConfig(run_dir="/nowhere"))
     with pytest.raises(ValueError, match="images=0"):
         rank_allocation.AllocationConfig(run_dir="/nowhere", images=0)
-
-
-def test_rank_costs_equal_hand_computed_cross_entropy():
-    rng = np.random.default_rng(1)
-    model = keras.Sequential(
-        [
-            keras.Input((5, 5, 3)),
-            keras.layers.Conv2D(8, 3, name="conv"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(4, name="fc"),
-        ]
-    )
-    x = rng.standard_normal((16, 5, 5, 3)).astype(np.float32)
-    y = rng.integers(0, 4, 16)
-    kernel, bias = model.get_layer("conv").get_weights()
-    fc_kernel, fc_bias = model.get_layer("fc").get_weights()
-
-    def cross_entropy(k):
-        patches = np.stack(
-            [x[:, i : i + 3, j : j + 3, :].reshape(16, -1) for i in range(3) for j in range(3)], 1
-        )
-        logits = (patches @ k.reshape(27, 8) + bias).mean(1) @ fc_kernel + fc_bias
-        logits -= logits.max(-1, keepdims=True)
-        log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-        return -log_p[np.arange(16), y].mean()
-
-    u, s, vt = np.linalg.svd(kernel.reshape(27, 8), full_matrices=False)
-    raw = {}
-    for r in range(1, 7):  # break-even rank of 27 x 8: 216 / 35 = 6.2
-        kept = s[:r] * np.sqrt((s**2).sum() / (s[:r] ** 2).sum())  # "scale" energy transfer
-        raw[r] = cross_entropy(((u[:, :r] * kept) @ vt[:r]).reshape(kernel.shape))
-    base, costs = rank_allocation.rank_costs(model, ["conv"], x, y, batch_size=5)
-    assert base == pytest.approx(cross_entropy(kernel), rel=1e-4)
-    assert list(costs["conv"]) == [1, 2, 3, 4, 5, 6]
-    for r, cost in costs["conv"].items():  # non-increasing: the best of ranks <= r
-        assert cost == pytest.approx(min(raw[q] for q in range(1, r + 1)) - base, abs=1e-4)
-    np.testing.assert_array_equal(model.get_layer("conv").get_weights()[0], kernel)
-
-
-def test_rank_allocation_smoke(tmp_path):
     results = rank_allocation.run(smoke=True, output_dir=str(tmp_path))
     uniform, allocated = results["uniform"], results["allocated"]
     # Budget: g=0.5's ranks of the width-4 small_cnn, stem dense, times rows + cols.

@@ -6,6 +6,7 @@ from lrpet_tf.graph.layer_graph import LayerGraph
 from lrpet_tf.graph.model_report import LayerCost
 from lrpet_tf.graph.model_report import ModelReport
 from lrpet_tf.graph.model_report import model_report
+from lrpet_tf.graph.rank_allocation import allocate_ranks
 from lrpet_tf.graph.rewrite_report import LayerChange
 from lrpet_tf.graph.rewrite_report import RewriteReport
 from lrpet_tf.graph.table import format_table
@@ -16,6 +17,7 @@ __all__ = [
     "LayerGraph",
     "ModelReport",
     "RewriteReport",
+    "allocate_ranks",
     "factorize",
     "fold_batchnorm",
     "format_table",

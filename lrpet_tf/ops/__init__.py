@@ -29,6 +29,7 @@ from lrpet_tf.ops.rank_policy import PruneRatio
 from lrpet_tf.ops.rank_policy import RankPolicy
 from lrpet_tf.ops.rank_policy import get_rank_policy
 from lrpet_tf.ops.ranks import break_even_rank
+from lrpet_tf.ops.ranks import budget_ranks
 from lrpet_tf.ops.ranks import energy_rank
 from lrpet_tf.ops.ranks import max_rank
 from lrpet_tf.ops.ranks import numerical_rank
@@ -47,6 +48,7 @@ __all__ = [
     "SPARSITY_KINDS",
     "batchnorm_scale",
     "break_even_rank",
+    "budget_ranks",
     "check_energy_transfer",
     "energy_rank",
     "exact_svd",

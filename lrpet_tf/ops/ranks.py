@@ -1,4 +1,4 @@
-"""Rank rules: the paper's prune ratio, break-even, energy and numerical rank.
+"""Rank rules: the paper's prune ratio, break-even, energy and numerical rank, budgets.
 
 Notation of the papers: a layer's matrix view has max rank
 `K = min(rows, cols)`; LRPET keeps `r = int(K - K*g)` for a global prune
@@ -13,6 +13,7 @@ import tensorflow as tf
 
 __all__ = [
     "break_even_rank",
+    "budget_ranks",
     "energy_rank",
     "max_rank",
     "numerical_rank",
@@ -100,3 +101,50 @@ def numerical_rank(singular_values, matrix_shape, dtype=np.float32):
         return 0
     tol = s.max() * max(matrix_shape) * np.finfo(dtype).eps
     return int(np.sum(s > tol))
+
+
+def budget_ranks(costs, unit_params, budget):
+    """The ranks with the least summed cost whose parameters fit a budget (exact).
+
+    A multiple-choice knapsack solved by dynamic programming over the layers,
+    keeping only the Pareto-optimal (parameters, cost) pairs after each layer,
+    so it is exact and its work grows with the number of distinct parameter
+    counts, not with the size of the budget.
+
+    Args:
+        costs: Layer name -> {rank: cost}, the candidate ranks of each layer
+            and what each costs (e.g. a loss increase).
+        unit_params: Layer name -> parameters per unit of rank (`rows + cols`
+            of the layer's matrix view: a rank-r factorization stores
+            `r * (rows + cols)` weights).
+        budget: The most parameters the chosen ranks may take in all.
+
+    Returns:
+        `(ranks, total_cost)`: layer name -> chosen rank, and the summed cost.
+        Among equal costs the cheaper allocation is returned.
+
+    Raises:
+        ValueError: If even the lowest ranks take more than `budget`.
+    """
+    frontier = {0: (0.0, {})}
+    for name, curve in costs.items():
+        options = {}
+        for used, (cost, ranks) in frontier.items():
+            for rank, layer_cost in curve.items():
+                spent = used + int(rank) * int(unit_params[name])
+                total = cost + float(layer_cost)
+                if spent <= budget and (spent not in options or total < options[spent][0]):
+                    options[spent] = (total, {**ranks, name: int(rank)})
+        if not options:
+            lowest = sum(min(c) * int(unit_params[n]) for n, c in costs.items())
+            raise ValueError(
+                f"Expected `budget` >= {lowest} parameters (every layer at its lowest "
+                f"candidate rank). Received: budget={budget}"
+            )
+        frontier, best = {}, math.inf
+        for spent in sorted(options):
+            if options[spent][0] < best:
+                best = options[spent][0]
+                frontier[spent] = options[spent]
+    total, ranks = min(frontier.values(), key=lambda entry: entry[0])
+    return ranks, total

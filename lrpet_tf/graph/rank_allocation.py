@@ -1,0 +1,194 @@
+"""Per-layer ranks for a parameter budget, from a trained model's sensitivity.
+
+A global prune ratio gives every layer the same share of its rank. On small
+networks the layers are far from equally sensitive, and the same parameter
+count placed where the model loses least is worth much more (0.4 points of
+Fashion-MNIST accuracy at 6x in benchmarks/RESULTS.md section 5).
+"""
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from lrpet_tf._keras import keras
+from lrpet_tf.graph.fold_batchnorm import fold_batchnorm
+from lrpet_tf.graph.layer_kinds import unsupported_reason
+from lrpet_tf.graph.targets import check_layer_names
+from lrpet_tf.ops.costs import factorized_params
+from lrpet_tf.ops.matrix_view import kernel_to_matrix
+from lrpet_tf.ops.matrix_view import matrix_to_kernel
+from lrpet_tf.ops.projection import low_rank_projection
+from lrpet_tf.ops.ranks import break_even_rank
+from lrpet_tf.ops.ranks import budget_ranks
+from lrpet_tf.ops.ranks import max_rank
+
+__all__ = ["allocate_ranks"]
+
+
+def allocate_ranks(model, x, y, ranks, loss=None, budget=None, batch_size=256, return_costs=False):
+    """Chooses per-layer ranks with the parameters of `ranks`, where the model loses least.
+
+    1. The model's BatchNormalization is folded into a copy
+       (`fold_batchnorm`), so each kernel is the BN-merged kernel LRPET's
+       rectified projection works on; `model` itself is not changed.
+    2. For each layer of `ranks` and each rank r from 1 up to its break-even
+       rank (where factorizing stops saving parameters), that kernel alone
+       is replaced by its rank-r projection with "scale" energy transfer
+       (`lrpet_tf.ops.low_rank_projection`, LRPET's own op) and the mean
+       `loss` on `(x, y)` is measured; the layer's cost of rank r is the
+       increase over the unprojected model, made non-increasing in r (a
+       rank-r layer can be any lower-rank one).
+    3. The ranks with the least summed cost whose factorized weights
+       (`r * (rows + cols)` per layer) are at most those of `ranks` (or
+       `budget`) are found exactly (`lrpet_tf.ops.budget_ranks`).
+
+    The sum of one-layer-at-a-time costs ignores how layers interact and what
+    training recovers: it says where rank is cheap. Measure on training
+    data, never on the data you report. Cost: one forward pass over `x` per
+    layer and candidate rank.
+
+    Args:
+        model: A trained Functional or Sequential model (BN may follow its
+            convs).
+        x, y: Inputs and targets the loss is measured on (arrays of the same
+            length, e.g. a few thousand training images).
+        ranks: The layers to allocate over and the budget: a dict layer name
+            -> rank, or an object with such a `ranks` dict (an `LRPET`
+            callback after `prepare(model)`), e.g. the uniform
+            `LRPET(prune_ratio=0.65)`'s.
+        loss: `loss(y_true, y_pred)` -> per-example or mean loss tensor.
+            Default: the model's compiled loss.
+        budget: Instead of the parameters of `ranks`: the most factorized
+            weights (`sum r * (rows + cols)`, biases not counted).
+        batch_size: Forward-pass batch size.
+        return_costs: Also return the measured costs.
+
+    Returns:
+        A dict layer name -> rank, for `LRPET(ranks=...)`; with
+        `return_costs`, `(ranks, costs)` where `costs` maps layer name ->
+        {rank: loss increase}.
+
+    Raises:
+        ValueError: Before any forward pass, for unknown or unsupported layer
+            names, ranks below 1 or above a layer's max rank, `x` and `y` of
+            different lengths or empty, `batch_size` < 1, a `budget` below
+            the lowest ranks' parameters, or no `loss` for an uncompiled model.
+        TypeError: For a subclassed model (via `fold_batchnorm`).
+
+    Example:
+        >>> cb = lrpet_tf.LRPET(prune_ratio=0.65)
+        >>> cb.prepare(dense_model)
+        >>> ranks = lrpet_tf.allocate_ranks(dense_model, x_train[:3000], y_train[:3000], cb)
+        >>> model.fit(..., callbacks=[lrpet_tf.LRPET(ranks=ranks)])   # a fresh model
+    """
+    baseline = _baseline_ranks(ranks)
+    layers = _check_layers(model, baseline)
+    x, y = _check_data(x, y)
+    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"Expected `batch_size` >= 1. Received: batch_size={batch_size!r}")
+    loss = _loss_function(model, loss)
+    unit = {
+        name: factorized_params(layer.kernel.shape, 1, use_bias=False)
+        for name, layer in layers.items()
+    }
+    if budget is None:
+        budget = sum(unit[name] * rank for name, rank in baseline.items())
+    elif not isinstance(budget, numbers.Integral) or budget < sum(unit.values()):
+        raise ValueError(
+            f"Expected `budget` >= {sum(unit.values())} parameters (rank 1 everywhere). "
+            f"Received: budget={budget!r}"
+        )
+
+    folded = fold_batchnorm(model)
+    base = _mean_loss(folded, x, y, loss, batch_size)
+    costs = {}
+    for name in baseline:
+        costs[name] = _rank_costs(folded.get_layer(name), folded, x, y, loss, batch_size, base)
+    allocated, _ = budget_ranks(costs, unit, budget)
+    return (allocated, costs) if return_costs else allocated
+
+
+def _baseline_ranks(ranks):
+    found = ranks if isinstance(ranks, dict) else getattr(ranks, "ranks", None)
+    if not isinstance(found, dict) or not found:
+        raise ValueError(
+            "Expected `ranks` to be a non-empty dict layer name -> rank, or an object with "
+            f"one in `.ranks` (an LRPET callback after `prepare(model)`). Received: ranks={ranks!r}"
+        )
+    for name, rank in found.items():
+        if not isinstance(rank, numbers.Integral) or rank < 1:
+            raise ValueError(f"Expected ranks >= 1. Received: ranks[{name!r}]={rank!r}")
+    return {name: int(rank) for name, rank in found.items()}
+
+
+def _check_layers(model, baseline):
+    by_name = {layer.name: layer for layer in model.layers}
+    check_layer_names(list(baseline), by_name, "ranks", model.name)
+    layers = {}
+    for name, rank in baseline.items():
+        layer = by_name[name]
+        reason = unsupported_reason(layer)
+        if reason is not None:
+            raise ValueError(f"`ranks` names layer {name!r}, which cannot be factorized: {reason}.")
+        shape = tuple(kernel_to_matrix(layer.kernel).shape)
+        if rank > max_rank(shape):
+            raise ValueError(
+                f"Expected ranks <= the layer's max rank {max_rank(shape)}. "
+                f"Received: ranks[{name!r}]={rank}"
+            )
+        layers[name] = layer
+    return layers
+
+
+def _check_data(x, y):
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(
+            "Expected `x` and `y` of the same non-zero length. "
+            f"Received: len(x)={len(x)}, len(y)={len(y)}"
+        )
+    return x, y
+
+
+def _loss_function(model, loss):
+    if loss is not None:
+        if not callable(loss):
+            raise ValueError(f"Expected `loss` to be callable. Received: loss={loss!r}")
+        return loss
+    compiled = getattr(model, "loss", None)
+    if compiled is None:
+        raise ValueError(
+            f"Model {model.name!r} is not compiled with a loss: pass `loss`, e.g. "
+            "keras.losses.SparseCategoricalCrossentropy(from_logits=True). Received: loss=None"
+        )
+    return keras.losses.get(compiled) if isinstance(compiled, str) else compiled
+
+
+def _mean_loss(model, x, y, loss, batch_size):
+    total = 0.0
+    for start in range(0, len(x), batch_size):
+        y_batch = y[start : start + batch_size]
+        values = loss(y_batch, model(x[start : start + batch_size], training=False))
+        values = tf.cast(tf.reshape(values, [-1]), tf.float64)
+        # A per-example loss sums; a mean loss counts once per example.
+        total += float(tf.reduce_mean(values)) * len(y_batch)
+    return total / len(x)
+
+
+def _rank_costs(layer, model, x, y, loss, batch_size, base):
+    weights = layer.get_weights()
+    kernel = weights[0]
+    matrix = kernel_to_matrix(kernel)
+    shape = tuple(matrix.shape)
+    top = min(int(break_even_rank(shape)), max_rank(shape))
+    curve, best = {}, np.inf
+    try:
+        for rank in range(1, max(top, 1) + 1):
+            projected = low_rank_projection(matrix[tf.newaxis], [rank]).matrices[0]
+            layer.set_weights([matrix_to_kernel(projected, kernel.shape).numpy()] + weights[1:])
+            best = min(best, _mean_loss(model, x, y, loss, batch_size) - base)
+            curve[rank] = best
+    finally:
+        layer.set_weights(weights)
+    return curve
