@@ -74,6 +74,7 @@ __all__ = [
     "VARIANTS",
     "StudyConfig",
     "acceptance",
+    "allocate",
     "interleaved_latency",
     "render",
     "run",
@@ -115,6 +116,10 @@ class StudyConfig:
             convs are projected) or a list, one per conv in model order
             (`example_flags.parse_ranks`), e.g. per-layer ranks from
             `benchmarks/rank_allocation.py`. The size plan adds a row for them.
+        allocate_images: If > 0, instead of `ranks`: after the dense training,
+            `lrpet_tf.allocate_ranks` on the trained dense model, this many
+            training images and g's parameter count chooses the LRPET ranks
+            (dense -> allocation -> LRPET in one run).
         exclude: Conv layers LRPET leaves dense (`LRPET(exclude=...)`), in
             the training and the size plan alike.
         qat_epochs, qat_learning_rate: The QAT fine-tuning (the `finetune`
@@ -146,6 +151,7 @@ class StudyConfig:
     augment: str = "none"
     prune_ratio: float = 0.65
     ranks: object = None
+    allocate_images: int = 0
     exclude: tuple = ()
     qat_epochs: int = 2
     qat_learning_rate: float = 1e-3
@@ -164,6 +170,11 @@ class StudyConfig:
         for name in ("epochs", "qat_epochs", "latency_rounds", "latency_runs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Expected `{name}` >= 1. Received: {name}={getattr(self, name)}")
+        if self.allocate_images < 0 or (self.allocate_images and self.ranks is not None):
+            raise ValueError(
+                "Expected `allocate_images` >= 0, and 0 when `ranks` are given. Received: "
+                f"allocate_images={self.allocate_images}, ranks={self.ranks!r}"
+            )
         if not 0 <= self.prune_ratio < 1:
             raise ValueError(
                 f"Expected `prune_ratio` in [0, 1). Received: prune_ratio={self.prune_ratio}"
@@ -196,7 +207,10 @@ class StudyConfig:
 
 
 def smoke_config(output_dir):
-    """Synthetic 8x8 images, width 4, one epoch of everything, a few latency rounds; stem dense."""
+    """Synthetic 8x8 images, width 4, one epoch of everything, a few latency rounds.
+
+    The stem stays dense and the LRPET ranks are allocated (`allocate_images`).
+    """
     return StudyConfig(
         dataset="synthetic",
         train_limit=None,
@@ -204,6 +218,7 @@ def smoke_config(output_dir):
         epochs=1,
         prune_ratio=0.5,
         exclude=("stem",),
+        allocate_images=64,
         qat_epochs=1,
         calibration_images=32,
         latency_rounds=2,
@@ -285,6 +300,36 @@ def size_plan(model_name, input_shape, num_classes, width, ratios, seed=0, exclu
                 }
             )
     return {"dense_float32_bytes": dense_bytes, "compact_int8": entries}
+
+
+def allocate(config, dense_run_dir, data):
+    """`lrpet_tf.allocate_ranks` on the trained dense model, for g's parameter count.
+
+    Returns:
+        A dict: `ranks` (layer name -> rank), `uniform_ranks` (g's), `images`
+        (`config.allocate_images`) and `costs` (layer name -> {rank:
+        cross-entropy increase on the first `images` training images}).
+    """
+    model = example_training.load_model(os.path.join(dense_run_dir, "trained.keras"))
+    uniform = lrpet_tf.LRPET(
+        prune_ratio=config.prune_ratio, exclude=tuple(config.exclude) or None, verbose=0
+    )
+    uniform.prepare(model)
+    images = config.allocate_images
+    ranks, costs = lrpet_tf.allocate_ranks(
+        model,
+        data.x_train[:images],
+        data.y_train[:images],
+        uniform,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        return_costs=True,
+    )
+    return {
+        "ranks": ranks,
+        "uniform_ranks": dict(uniform.ranks),
+        "images": images,
+        "costs": costs,
+    }
 
 
 def _with_random_shifts(model, rng):
@@ -384,6 +429,18 @@ def run(config=None, smoke=False, output_dir=None):
     seconds = {}
 
     data = config.train_config("dense").load_data()
+    runs = {}
+    phase = time.perf_counter()
+    runs["dense"] = train_lrpet.run(config.train_config("dense"))
+    seconds["train_dense"] = time.perf_counter() - phase
+    allocation = None
+    if config.allocate_images:
+        phase = time.perf_counter()
+        allocation = allocate(config, runs["dense"]["run_dir"], data)
+        # From here the study runs with these ranks, as if given (`allocation` records how).
+        config = dataclasses.replace(config, ranks=allocation["ranks"], allocate_images=0)
+        seconds["allocate_ranks"] = time.perf_counter() - phase
+
     phase = time.perf_counter()
     plan = None
     if config.plan_ratios or config.ranks is not None:
@@ -399,11 +456,9 @@ def run(config=None, smoke=False, output_dir=None):
         )
     seconds["size_plan"] = time.perf_counter() - phase
 
-    runs = {}
-    for method in ("dense", "lrpet"):
-        phase = time.perf_counter()
-        runs[method] = train_lrpet.run(config.train_config(method))
-        seconds[f"train_{method}"] = time.perf_counter() - phase
+    phase = time.perf_counter()
+    runs["lrpet"] = train_lrpet.run(config.train_config("lrpet"))
+    seconds["train_lrpet"] = time.perf_counter() - phase
 
     os.makedirs(config.runs_dir, exist_ok=True)
     compact = lrpet_tf.fold_batchnorm(
@@ -497,6 +552,7 @@ def run(config=None, smoke=False, output_dir=None):
             "input_shape": list(data.input_shape),
         },
         "ranks": runs["lrpet"]["ranks"],
+        "allocation": allocation,
         "resumed": {method: runs[method]["resumed"] for method in runs},
         "training_history": {method: runs[method]["history"] for method in runs},
         "qat_history": stage["history"],
@@ -615,6 +671,16 @@ def render(results):
         + (f"; left dense (`exclude`): {', '.join(excluded)}" if excluded else "")
         + ".",
     ]
+    allocation = results.get("allocation")
+    if allocation:
+        uniform = allocation["uniform_ranks"]
+        lines[-1] += (
+            f" Chosen by `lrpet_tf.allocate_ranks` on the trained dense model and "
+            f"{allocation['images']:,} training images, for the parameters of "
+            f"g={results['config']['prune_ratio']} (its ranks: "
+            + ", ".join(f"{k} {v}" for k, v in uniform.items())
+            + ")."
+        )
     plan = results.get("size_plan")
     if plan:
         lines += [
@@ -658,6 +724,9 @@ def define_flags():
     flags.DEFINE_string("augment", defaults.augment, "Augmentation override ('none': none).")
     flags.DEFINE_float("prune_ratio", defaults.prune_ratio, "LRPET's g.")
     flags.DEFINE_string("ranks", None, 'Instead of prune_ratio: "b0_conv1=21,..." or one per conv.')
+    flags.DEFINE_integer(
+        "allocate_images", 0, "If > 0: LRPET ranks by allocate_ranks on this many images."
+    )
     flags.DEFINE_list("exclude", [], "Conv layers LRPET leaves dense, e.g. stem.")
     flags.DEFINE_integer("qat_epochs", defaults.qat_epochs, "QAT fine-tuning epochs.")
     flags.DEFINE_float("qat_learning_rate", defaults.qat_learning_rate, "QAT peak learning rate.")
@@ -690,6 +759,7 @@ def main(argv):
         augment=flag_values.augment,
         prune_ratio=flag_values.prune_ratio,
         ranks=example_flags.parse_ranks(flag_values.ranks),
+        allocate_images=flag_values.allocate_images,
         exclude=tuple(flag_values.exclude),
         qat_epochs=flag_values.qat_epochs,
         qat_learning_rate=flag_values.qat_learning_rate,

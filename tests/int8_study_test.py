@@ -49,9 +49,18 @@ def test_smoke_study_writes_four_measured_files(tmp_path):
     assert "stem" not in results["ranks"] and "b0_conv1" in results["ranks"]
     compact_convs = lrpet_tf.TFLiteModel(compact["path"]).op_names().count("CONV_2D")
     assert compact_convs == 2 * len(results["ranks"]) + 1
-    (entry,) = results["size_plan"]["compact_int8"]
-    assert entry["prune_ratio"] == 0.5 and entry["int8_bytes"] > 0
-    # The untrained plan predicts the trained files' sizes (same g, stem dense)
+    # The ranks were allocated on the trained dense model at g=0.5's parameters.
+    allocation = results["allocation"]
+    assert results["ranks"] == allocation["ranks"]
+    assert allocation["uniform_ranks"] == {
+        "b0_conv1": 2, "b0_conv2": 2, "b1_conv1": 4, "b1_conv2": 4, "b1_shortcut": 2
+    }  # fmt: skip
+    unit = {"b0_conv1": 40, "b0_conv2": 40, "b1_conv1": 44, "b1_conv2": 80, "b1_shortcut": 12}
+    assert sum(unit[n] * r for n, r in allocation["ranks"].items()) <= 680
+    uniform_entry, entry = results["size_plan"]["compact_int8"]
+    assert uniform_entry["prune_ratio"] == 0.5 and entry["prune_ratio"] is None
+    assert entry["ranks"] == results["ranks"] and entry["int8_bytes"] > 0
+    # The untrained plan predicts the trained files' sizes (same ranks, stem dense)
     # up to a few hundred bytes that do not scale with the model: 136 and 288
     # here (about 1% and 3% of a width-4 model's files), 144 and 288 in the
     # Fashion-MNIST study (0.05% and 0.6%).
@@ -64,7 +73,11 @@ def test_smoke_study_writes_four_measured_files(tmp_path):
     markdown = (tmp_path / "int8_study.md").read_text()
     assert "compact, QAT int8" in markdown and "Command: `int8_study.py --smoke`" in markdown
     assert "Load average" in markdown and "tf_keras" in markdown
-    assert "left dense (`exclude`): stem" in markdown and "g=0.5, stem left dense" in markdown
+    assert (
+        "left dense (`exclude`): stem" in markdown
+        and "Chosen by `lrpet_tf.allocate_ranks`" in markdown
+    )
+    assert "per-layer ranks, stem left dense" in markdown
 
 
 @pytest.mark.skipif(not _keras.IS_KERAS_3, reason="the Keras 3 error")
@@ -91,6 +104,8 @@ def test_acceptance_bar():
     assert not qat["size_ok"] and qat["accuracy_ok"] and not qat["met"]
     with pytest.raises(ValueError, match="prune_ratio"):
         int8_study.StudyConfig(prune_ratio=1.0)
+    with pytest.raises(ValueError, match="allocate_images=4, ranks=3"):
+        int8_study.StudyConfig(allocate_images=4, ranks=3)
 
 
 def test_size_plan_and_training_take_per_layer_ranks():

@@ -6,6 +6,7 @@ count placed where the model loses least is worth much more (0.4 points of
 Fashion-MNIST accuracy at 6x in benchmarks/RESULTS.md section 5).
 """
 
+import math
 import numbers
 
 import numpy as np
@@ -32,8 +33,9 @@ def allocate_ranks(model, x, y, ranks, loss=None, budget=None, batch_size=256, r
     1. The model's BatchNormalization is folded into a copy
        (`fold_batchnorm`), so each kernel is the BN-merged kernel LRPET's
        rectified projection works on; `model` itself is not changed.
-    2. For each layer of `ranks` and each rank r from 1 up to its break-even
-       rank (where factorizing stops saving parameters), that kernel alone
+    2. For each layer of `ranks` and each rank r from 1 to below its
+       break-even rank (from there `factorize` keeps the layer dense, as it
+       saves nothing), that kernel alone
        is replaced by its rank-r projection with "scale" energy transfer
        (`lrpet_tf.ops.low_rank_projection`, LRPET's own op) and the mean
        `loss` on `(x, y)` is measured; the layer's cost of rank r is the
@@ -181,10 +183,11 @@ def _rank_costs(layer, model, x, y, loss, batch_size, base):
     kernel = weights[0]
     matrix = kernel_to_matrix(kernel)
     shape = tuple(matrix.shape)
-    top = min(int(break_even_rank(shape)), max_rank(shape))
+    # Ranks strictly below break-even: at or above it `factorize` keeps the layer dense.
+    top = max(1, min(math.ceil(break_even_rank(shape)) - 1, max_rank(shape)))
     curve, best = {}, np.inf
     try:
-        for rank in range(1, max(top, 1) + 1):
+        for rank in range(1, top + 1):
             projected = low_rank_projection(matrix[tf.newaxis], [rank]).matrices[0]
             layer.set_weights([matrix_to_kernel(projected, kernel.shape).numpy()] + weights[1:])
             best = min(best, _mean_loss(model, x, y, loss, batch_size) - base)
