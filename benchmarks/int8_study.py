@@ -53,8 +53,10 @@ from absl import flags  # noqa: E402
 
 try:  # as a script (benchmarks/ on sys.path) or as benchmarks.int8_study
     import bench_utils
+    import rank_allocation
 except ImportError:  # pragma: no cover
     from benchmarks import bench_utils
+    from benchmarks import rank_allocation
 
 _ROOT = os.path.dirname(bench_utils.BENCHMARKS_DIR)
 sys.path.insert(0, os.path.join(_ROOT, "examples"))
@@ -74,7 +76,6 @@ __all__ = [
     "VARIANTS",
     "StudyConfig",
     "acceptance",
-    "allocate",
     "interleaved_latency",
     "render",
     "run",
@@ -302,36 +303,6 @@ def size_plan(model_name, input_shape, num_classes, width, ratios, seed=0, exclu
     return {"dense_float32_bytes": dense_bytes, "compact_int8": entries}
 
 
-def allocate(config, dense_run_dir, data):
-    """`lrpet_tf.allocate_ranks` on the trained dense model, for g's parameter count.
-
-    Returns:
-        A dict: `ranks` (layer name -> rank), `uniform_ranks` (g's), `images`
-        (`config.allocate_images`) and `costs` (layer name -> {rank:
-        cross-entropy increase on the first `images` training images}).
-    """
-    model = example_training.load_model(os.path.join(dense_run_dir, "trained.keras"))
-    uniform = lrpet_tf.LRPET(
-        prune_ratio=config.prune_ratio, exclude=tuple(config.exclude) or None, verbose=0
-    )
-    uniform.prepare(model)
-    images = config.allocate_images
-    ranks, costs = lrpet_tf.allocate_ranks(
-        model,
-        data.x_train[:images],
-        data.y_train[:images],
-        uniform,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        return_costs=True,
-    )
-    return {
-        "ranks": ranks,
-        "uniform_ranks": dict(uniform.ranks),
-        "images": images,
-        "costs": costs,
-    }
-
-
 def _with_random_shifts(model, rng):
     """Gives every BatchNormalization a random beta and moving mean (distinct folded biases)."""
     for layer in model.layers:
@@ -436,7 +407,15 @@ def run(config=None, smoke=False, output_dir=None):
     allocation = None
     if config.allocate_images:
         phase = time.perf_counter()
-        allocation = allocate(config, runs["dense"]["run_dir"], data)
+        images = config.allocate_images
+        allocation = rank_allocation.allocate(
+            example_training.load_model(os.path.join(runs["dense"]["run_dir"], "trained.keras")),
+            data.x_train[:images],
+            data.y_train[:images],
+            config.prune_ratio,
+            config.exclude,
+        )
+        allocation["images"] = images
         # From here the study runs with these ranks, as if given (`allocation` records how).
         config = dataclasses.replace(config, ranks=allocation["ranks"], allocate_images=0)
         seconds["allocate_ranks"] = time.perf_counter() - phase

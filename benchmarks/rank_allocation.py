@@ -7,7 +7,7 @@ rank 11 costs more than a 64-channel conv of the second block at rank 16.
 This script runs `lrpet_tf.allocate_ranks` on a trained dense model (a
 `train_lrpet.py --method=dense` run folder): for each conv LRPET would
 project at g, the cross-entropy increase on training images when that conv
-alone is projected to each rank up to break-even, then the ranks with the
+alone is projected to each rank below break-even, then the ranks with the
 least summed increase whose factorized parameters are at most g's.
 
 The ranks go to training from scratch with `LRPET(ranks=...)`: the output
@@ -53,7 +53,7 @@ import example_training  # noqa: E402
 import lrpet_tf  # noqa: E402
 from lrpet_tf._keras import keras  # noqa: E402
 
-__all__ = ["AllocationConfig", "run"]
+__all__ = ["AllocationConfig", "allocate", "run"]
 
 NAME = "rank_allocation"
 
@@ -94,6 +94,22 @@ class AllocationConfig:
 def _cross_entropy(y_true, logits):
     labels = tf.cast(y_true, tf.int32)
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+
+
+def allocate(model, x, y, prune_ratio, exclude=(), batch_size=1000):
+    """`lrpet_tf.allocate_ranks` for the parameters of g on `model` (logits out).
+
+    Returns:
+        A dict: `uniform_ranks` (g's, with `exclude` left dense), `ranks` (the
+        allocation) and `costs` (layer name -> {rank: cross-entropy increase
+        on `(x, y)`}).
+    """
+    uniform = lrpet_tf.LRPET(prune_ratio=prune_ratio, exclude=tuple(exclude) or None, verbose=0)
+    uniform.prepare(model)
+    ranks, costs = lrpet_tf.allocate_ranks(
+        model, x, y, uniform, loss=_cross_entropy, batch_size=batch_size, return_costs=True
+    )
+    return {"uniform_ranks": dict(uniform.ranks), "ranks": ranks, "costs": costs}
 
 
 def _smoke_run_dir(tmp):
@@ -151,15 +167,9 @@ def run(config=None, smoke=False, output_dir=None):
         **{key: value for key, value in saved.items() if key in fields}
     ).load_data()
     model = example_training.load_model(os.path.join(config.run_dir, "trained.keras"))
-    uniform = lrpet_tf.LRPET(
-        prune_ratio=config.prune_ratio, exclude=tuple(config.exclude) or None, verbose=0
-    )
-    uniform.prepare(model)
-    uniform_ranks = dict(uniform.ranks)
     x, y = data.x_train[: config.images], data.y_train[: config.images]
-    ranks, costs = lrpet_tf.allocate_ranks(
-        model, x, y, uniform, loss=_cross_entropy, batch_size=config.batch_size, return_costs=True
-    )
+    allocation = allocate(model, x, y, config.prune_ratio, config.exclude, config.batch_size)
+    uniform_ranks, ranks, costs = (allocation[k] for k in ("uniform_ranks", "ranks", "costs"))
     unit = {
         name: lrpet_tf.ops.factorized_params(model.get_layer(name).kernel.shape, 1, False)
         for name in uniform_ranks
