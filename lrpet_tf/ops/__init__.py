@@ -33,6 +33,7 @@ from lrpet_tf.ops.ranks import budget_ranks
 from lrpet_tf.ops.ranks import energy_rank
 from lrpet_tf.ops.ranks import max_rank
 from lrpet_tf.ops.ranks import numerical_rank
+from lrpet_tf.ops.ranks import ramp_rank
 from lrpet_tf.ops.ranks import rank_from_prune_ratio
 from lrpet_tf.ops.ranks import round_rank
 from lrpet_tf.ops.svd_penalties import SPARSITY_KINDS
@@ -65,6 +66,7 @@ __all__ = [
     "merge_column_scale",
     "numerical_rank",
     "orthogonality_penalty",
+    "ramp_rank",
     "rank_from_prune_ratio",
     "round_rank",
     "spatial_kernel_to_matrix",

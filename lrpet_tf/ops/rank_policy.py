@@ -56,9 +56,14 @@ class PruneRatio(RankPolicy):
             prune (ResNet-56 on CIFAR-10 uses 0.57).
         round_to: Optionally round each rank up to a multiple of this (4 or 8
             suit XNNPACK's kernels), capped at K.
+        min_rank: Keep every rank at least `min(K, min_rank)` (1, the
+            paper's rule, by default). A layer with a tiny K, such as a
+            first conv on 1-3 input channels (K = 9 to 27), gets rank 2 or
+            less at large g, which can collapse the model (see `LRPET`);
+            a floor of 3-4 (or excluding the layer) avoids it.
     """
 
-    def __init__(self, prune_ratio, round_to=None):
+    def __init__(self, prune_ratio, round_to=None, min_rank=1):
         if (
             isinstance(prune_ratio, bool)
             or not isinstance(prune_ratio, numbers.Real)
@@ -68,15 +73,22 @@ class PruneRatio(RankPolicy):
                 f"Expected `prune_ratio` in [0, 1). Received: prune_ratio={prune_ratio!r}"
             )
         _check_round_to(round_to)
+        _check_rank(min_rank, "min_rank")
         self.prune_ratio = float(prune_ratio)
         self.round_to = round_to
+        self.min_rank = int(min_rank)
 
     def rank(self, name, matrix_shape):
         k = min(matrix_shape)
-        return round_rank(rank_from_prune_ratio(k, self.prune_ratio), self.round_to, k)
+        r = max(rank_from_prune_ratio(k, self.prune_ratio), min(k, self.min_rank))
+        return round_rank(r, self.round_to, k)
 
     def get_config(self):
-        return {"prune_ratio": self.prune_ratio, "round_to": self.round_to}
+        return {
+            "prune_ratio": self.prune_ratio,
+            "round_to": self.round_to,
+            "min_rank": self.min_rank,
+        }
 
 
 class FixedRank(RankPolicy):

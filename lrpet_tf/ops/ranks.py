@@ -18,6 +18,7 @@ __all__ = [
     "max_rank",
     "numerical_rank",
     "rank_from_prune_ratio",
+    "ramp_rank",
     "round_rank",
 ]
 
@@ -42,6 +43,31 @@ def rank_from_prune_ratio(max_rank_value, prune_ratio):
     """
     k = float(max_rank_value)
     return max(1, int(k - k * float(prune_ratio)))
+
+
+def ramp_rank(rank, max_rank_value, progress, ramp_epochs):
+    """The rank a projection keeps during a rank ramp (cubic, after tfmot's `PolynomialDecay`).
+
+    `r_e = r + floor((K - r) * (1 - min(1, e / E)) ** 3)`: K at the start of
+    the ramp, falling fast at first and slowly near the end, the target `r`
+    from `e >= E` on. (Beyond the LRPET paper, which projects to `r` from the
+    first projection on.)
+
+    Args:
+        rank: The target rank `r`.
+        max_rank_value: `K`.
+        progress: `e`, epochs of training since the ramp began (may be
+            fractional, for projections every N steps).
+        ramp_epochs: `E`; 0 means no ramp (always `r`).
+
+    Returns:
+        The rank to keep, an int in `[r, K]`.
+    """
+    rank, k = int(rank), int(max_rank_value)
+    if ramp_epochs <= 0 or rank >= k:
+        return rank
+    remaining = 1.0 - min(1.0, max(0.0, float(progress)) / float(ramp_epochs))
+    return rank + int(math.floor((k - rank) * remaining**3))
 
 
 def break_even_rank(matrix_shape):
