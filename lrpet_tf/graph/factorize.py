@@ -11,6 +11,7 @@ from lrpet_tf.graph.layer_costs import spatial_positions
 from lrpet_tf.graph.layer_graph import LayerGraph
 from lrpet_tf.graph.layer_kinds import low_rank_kind
 from lrpet_tf.graph.layer_kinds import unsupported_reason
+from lrpet_tf.graph.rank_guard import warn_small_ranks
 from lrpet_tf.graph.rewrite_report import LayerChange
 from lrpet_tf.graph.rewrite_report import RewriteReport
 from lrpet_tf.graph.targets import check_layer_names
@@ -117,6 +118,10 @@ def factorize(model, ranks=None, layer_types=("conv", "dense"), return_report=Fa
         return replacements
 
     compact = graph.rebuild(plan)
+    warn_small_ranks(
+        [(c.layer, c.rank, c.max_rank) for c in report.changes if c.action == "factorized"],
+        "factorize",
+    )
     return (compact, report) if return_report else compact
 
 

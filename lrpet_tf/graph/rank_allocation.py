@@ -15,6 +15,7 @@ import tensorflow as tf
 from lrpet_tf._keras import keras
 from lrpet_tf.graph.fold_batchnorm import fold_batchnorm
 from lrpet_tf.graph.layer_kinds import unsupported_reason
+from lrpet_tf.graph.rank_guard import warn_small_ranks
 from lrpet_tf.graph.targets import check_layer_names
 from lrpet_tf.ops.costs import factorized_params
 from lrpet_tf.ops.matrix_view import kernel_to_matrix
@@ -108,6 +109,13 @@ def allocate_ranks(model, x, y, ranks, loss=None, budget=None, batch_size=256, r
     for name in baseline:
         costs[name] = _rank_costs(folded.get_layer(name), folded, x, y, loss, batch_size, base)
     allocated, _ = budget_ranks(costs, unit, budget)
+    warn_small_ranks(
+        [
+            (name, r, max_rank(kernel_to_matrix(layers[name].kernel).shape))
+            for name, r in allocated.items()
+        ],
+        "allocate_ranks",
+    )
     return (allocated, costs) if return_costs else allocated
 
 
