@@ -39,8 +39,8 @@ def fit(model, callbacks, epochs=EPOCHS, **kwargs):
     )
 
 
-def lrpet(frequency):
-    return lrpet_tf.LRPET(prune_ratio=0.5, frequency=frequency, verbose=0)
+def lrpet(frequency, ramp_epochs=0):
+    return lrpet_tf.LRPET(prune_ratio=0.5, frequency=frequency, ramp_epochs=ramp_epochs, verbose=0)
 
 
 def assert_same_weights(a, b):
@@ -49,17 +49,21 @@ def assert_same_weights(a, b):
 
 
 @pytest.mark.parametrize("frequency", ["epoch", 3])
-def test_backup_and_restore_resumes_the_schedule(frequency, tmp_path):
+@pytest.mark.parametrize("ramp_epochs", [0, 3])
+def test_backup_and_restore_resumes_the_schedule(frequency, ramp_epochs, tmp_path):
     reference = new_model()
-    cb = lrpet(frequency)
+    cb = lrpet(frequency, ramp_epochs)
     fit(reference, [cb])
 
     interrupted = new_model()
     backup = str(tmp_path / "backup")
     with pytest.raises(RuntimeError, match="preempted"):
-        fit(interrupted, [keras.callbacks.BackupAndRestore(backup), lrpet(frequency), Interrupt(2)])
+        fit(
+            interrupted,
+            [keras.callbacks.BackupAndRestore(backup), lrpet(frequency, ramp_epochs), Interrupt(2)],
+        )
     resumed = new_model()
-    cb_resumed = lrpet(frequency)
+    cb_resumed = lrpet(frequency, ramp_epochs)
     history = fit(resumed, [keras.callbacks.BackupAndRestore(backup), cb_resumed])
     assert len(history.history["loss"]) == EPOCHS - 2  # it did resume, at epoch 2
     assert_same_weights(resumed, reference)
@@ -68,14 +72,18 @@ def test_backup_and_restore_resumes_the_schedule(frequency, tmp_path):
         assert np.linalg.matrix_rank(k.reshape(-1, k.shape[-1]).astype(np.float64), 1e-5) <= rank
 
 
-def test_saved_model_and_initial_epoch_resume(tmp_path):
+@pytest.mark.parametrize("ramp_epochs", [0, 3])
+def test_saved_model_and_initial_epoch_resume(ramp_epochs, tmp_path):
     reference = new_model()
-    fit(reference, [lrpet("epoch")])
+    cb = lrpet("epoch", ramp_epochs)
+    fit(reference, [cb])
 
     first = new_model()
-    fit(first, [lrpet("epoch")], epochs=2)
+    fit(first, [lrpet("epoch", ramp_epochs)], epochs=2)
     path = str(tmp_path / "mid_run.keras")
     first.save(path)
     loaded = keras.models.load_model(path)
-    fit(loaded, [lrpet("epoch")], initial_epoch=2)
+    cb_resumed = lrpet("epoch", ramp_epochs)
+    fit(loaded, [cb_resumed], initial_epoch=2)
     assert_same_weights(loaded, reference)
+    assert cb_resumed.current_ranks == cb.current_ranks == cb.ranks

@@ -8,11 +8,13 @@ from lrpet_tf.callbacks.projection_schedule import ProjectionSchedule
 from lrpet_tf.callbacks.projection_summaries import ProjectionSummaries
 from lrpet_tf.callbacks.projector import Projector
 from lrpet_tf.callbacks.projector import check_on_nonfinite
+from lrpet_tf.graph.rank_guard import warn_small_ranks
 from lrpet_tf.graph.targets import check_layer_types
 from lrpet_tf.graph.targets import check_selector
 from lrpet_tf.graph.targets import select_targets
 from lrpet_tf.ops.energy_transfer import check_energy_transfer
 from lrpet_tf.ops.rank_policy import get_rank_policy
+from lrpet_tf.ops.ranks import ramp_rank
 
 __all__ = ["LRPET"]
 
@@ -57,6 +59,17 @@ class LRPET(keras.callbacks.Callback):
         exclude: Layer names or a predicate; wins over `include`.
         warmup_epochs: Epochs of full-rank training before the first
             projection (0 in the paper).
+        ramp_epochs: `E` of a rank ramp (0, the paper: every projection keeps
+            `r`). Beyond the paper, after tensorflow-model-optimization's
+            `PolynomialDecay`: the projection that follows epoch `e` of
+            training after the warm-up keeps
+            `r_e = r + floor((K - r) * (1 - min(1, e / E)) ** 3)` singular
+            values, `r` from `e >= E` on, so the first projections remove
+            little energy. With a step frequency `e` is fractional (optimizer
+            steps since the warm-up over the steps per epoch, which `fit`
+            must know). If training ends before the ramp does, the kernels
+            are left at the ramp's rank (`current_ranks`, a warning says so),
+            and `factorize(model, ranks=cb)` truncates them to `ranks`.
         project_at_end: Project once more when training ends if steps ran
             since the last projection, so every kernel ends at rank <= r.
         on_nonfinite: `"skip"` (leave a layer whose kernel has NaN/Inf alone
@@ -67,8 +80,14 @@ class LRPET(keras.callbacks.Callback):
         verbose: 0 silent; 1 (or 2) one line per projection, printed between
             epochs, never inside Keras's progress bar.
 
+    Layers whose rank comes out <= 2 (below their K) are named in one
+    warning when training starts: a rank-2 first conv on one input channel
+    collapsed a small CNN from 77% to 29% (see `PruneRatio(min_rank=...)`).
+
     Attributes:
-        ranks: Layer name -> rank, available once training has started.
+        ranks: Layer name -> target rank `r`, available once training has started.
+        current_ranks: Layer name -> rank of the last projection (the
+            ramp's), None before the first.
         projection_count: Number of projections run so far.
         last_stats: `ProjectionStats` of the last projection.
 
@@ -89,6 +108,7 @@ class LRPET(keras.callbacks.Callback):
         include=None,
         exclude=None,
         warmup_epochs=0,
+        ramp_epochs=0,
         project_at_end=True,
         on_nonfinite="skip",
         log_dir=None,
@@ -96,7 +116,7 @@ class LRPET(keras.callbacks.Callback):
     ):
         super().__init__()
         self.policy = get_rank_policy(prune_ratio=prune_ratio, ranks=ranks)
-        self.schedule = ProjectionSchedule(frequency, warmup_epochs)
+        self.schedule = ProjectionSchedule(frequency, warmup_epochs, ramp_epochs)
         check_energy_transfer(energy_transfer)
         check_on_nonfinite(on_nonfinite)
         if not isinstance(bn_rectification, bool):
@@ -123,11 +143,6 @@ class LRPET(keras.callbacks.Callback):
         self.last_stats = None
         self._projector = None
         self._projector_model = None
-        self._epoch = 0
-        self._epoch_projected = False
-        self._last_step = None  # optimizer step at the last batch; None outside fit
-        self._projected_step = None
-        self._first_epoch = False
         self._messages = []
 
     @property
@@ -140,8 +155,12 @@ class LRPET(keras.callbacks.Callback):
         return self.schedule.frequency
 
     @property
+    def ramp_epochs(self):
+        return self.schedule.ramp_epochs
+
+    @property
     def ranks(self):
-        """Layer name -> rank of every projected layer (after training starts)."""
+        """Layer name -> target rank of every projected layer (after training starts)."""
         if self._projector is None:
             raise AttributeError(
                 "`LRPET.ranks` is known once training starts (it depends on "
@@ -150,11 +169,17 @@ class LRPET(keras.callbacks.Callback):
             )
         return self._projector.ranks
 
+    @property
+    def current_ranks(self):
+        """Layer name -> rank of the last projection (the ramp's point); None before any."""
+        return dict(self.last_stats.ranks) if self.last_stats is not None else None
+
     def prepare(self, model):
         """Resolves layers, ranks and BN pairs for `model` and traces nothing yet.
 
         Called by `fit` at the start of training; call it yourself to inspect
         `ranks` or to validate the arguments against a model before training.
+        Warns once about layers pruned to rank <= 2.
 
         Raises:
             ValueError: For ranks out of range or unknown layer names.
@@ -192,15 +217,22 @@ class LRPET(keras.callbacks.Callback):
             )
         if projector.skipped_layers:
             _logger.info("LRPET: not projecting %s", projector.skipped_layers)
+        warn_small_ranks(
+            [(t.name, t.rank, min(t.matrix_shape)) for t in projector.targets], "LRPET"
+        )
         self._projector = projector
         self._projector_model = model
         self.projection_count = 0
 
-    def project(self):
+    def project(self, ranks=None):
         """Runs one projection of `self.model` now and returns its `ProjectionStats`.
 
         `fit` calls it on schedule. To project outside training (e.g. a
         trained model, before `factorize`): `cb.set_model(model); cb.project()`.
+
+        Args:
+            ranks: Layer name -> rank for this projection only (`fit` passes
+                the ramp's); default `self.ranks`.
 
         Raises:
             ValueError: If the callback has no model yet.
@@ -212,10 +244,11 @@ class LRPET(keras.callbacks.Callback):
             )
         if self._projector_model is not self.model:
             self.prepare(self.model)
-        stats = self._projector()
+        stats = self._projector(ranks)
         self.projection_count += 1
         self.last_stats = stats
-        self._projected_step = self._optimizer_step()
+        step = self._optimizer_step()
+        self.schedule.projected(step)
         if stats.skipped_nonfinite:
             _logger.warning(
                 "LRPET: left layers with NaN/Inf weights unprojected: %s",
@@ -227,17 +260,35 @@ class LRPET(keras.callbacks.Callback):
                 stats.skipped_dead,
             )
         if self._summaries is not None:
-            self._summaries.write(stats, self._projected_step)
+            self._summaries.write(stats, step)
         if self.verbose and stats.energy_kept:
             worst = min(stats.energy_kept, key=stats.energy_kept.get)
             unchanged = f" ({len(stats.unchanged)} already at rank)" if stats.unchanged else ""
+            ramp = ""
+            if stats.ranks != self.ranks:
+                total, target = sum(stats.ranks.values()), sum(self.ranks.values())
+                ramp = f"; rank ramp at {total} of target {target} (summed over layers)"
             self._messages.append(
                 f"LRPET: projected {stats.projected} layers{unchanged} in "
                 f"{stats.seconds * 1e3:.1f} ms; energy kept before transfer: "
                 f"mean {_mean_energy(stats):.4f}, min "
-                f"{stats.energy_kept[worst]:.4f} ({worst})"
+                f"{stats.energy_kept[worst]:.4f} ({worst}){ramp}"
             )
         return stats
+
+    def ramp_ranks(self, progress):
+        """Layer name -> rank of a projection at ramp progress `progress` (epochs since warm-up)."""
+        return {
+            t.name: ramp_rank(t.rank, min(t.matrix_shape), progress, self.schedule.ramp_epochs)
+            for t in self._projector.targets
+        }
+
+    def _project_at(self, progress):
+        if progress is None:
+            return
+        if self._projector_model is not self.model:
+            self.prepare(self.model)
+        self.project(self.ramp_ranks(progress) if self.schedule.ramp_epochs else None)
 
     def _flush_messages(self):
         # Printed between epochs, so they never break Keras's progress bar.
@@ -254,11 +305,7 @@ class LRPET(keras.callbacks.Callback):
             return 0
         return int(_keras.backing_variable(optimizer.iterations).numpy())
 
-    # -- the schedule --------------------------------------------------------
-    # Every decision is a function of the epoch index and the optimizer's step
-    # count (both restored by checkpoints and BackupAndRestore), and a
-    # projection of weights already at rank <= r leaves them bit-for-bit as
-    # they are, so a resumed run projects exactly where an uninterrupted one did.
+    # -- Keras events: the schedule decides (see ProjectionSchedule) ----------
 
     def on_train_begin(self, logs=None):
         if self._built(self.model):
@@ -267,65 +314,47 @@ class LRPET(keras.callbacks.Callback):
             # A subclassed model builds its layers in the first step: check
             # the layer names now, resolve ranks after the first step.
             select_targets(self.model, self.layer_types, self.include, self.exclude)
-        self._last_step = self._optimizer_step()
-        self._projected_step = None
-        self._first_epoch = True
+        steps = (self.params or {}).get("steps")
+        self.schedule.train_begin(self._optimizer_step(), steps)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._flush_messages()
-        self._epoch = epoch
-        self._epoch_projected = False
-        if self._first_epoch:
-            self._first_epoch = False
-            # Resuming (BackupAndRestore, initial_epoch): if the run stopped
-            # right where a projection was due, a saver that ran before this
-            # callback may hold the unprojected weights. Project now; when the
-            # weights are already projected this changes nothing.
-            due = self.schedule.due_at_start(epoch, self._last_step)
-            if due and self._projector_model is self.model:
-                self.project()
+        progress = self.schedule.epoch_begin(epoch)
+        if self._projector_model is self.model:
+            self._project_at(progress)
 
     def on_train_batch_end(self, batch, logs=None):
         if self._projector_model is not self.model:
             self.prepare(self.model)  # deferred from on_train_begin
-        if self.schedule.per_step:
-            step = self._optimizer_step()
-            if self.schedule.after_steps(self._epoch, self._last_step, step):
-                self.project()
-            self._last_step = step
-        elif self.params and self.params.get("steps") and batch + 1 >= self.params["steps"]:
-            # The epoch's last step: project before any epoch-end callback
-            # (ModelCheckpoint, BackupAndRestore) saves the weights.
-            self._project_epoch()
-
-    def _project_epoch(self):
-        if self.schedule.after_epoch(self._epoch) and not self._epoch_projected:
-            self._epoch_projected = True
-            self.project()
+        step = self._optimizer_step() if self.schedule.per_step else None
+        self._project_at(self.schedule.batch_end(batch, step))
 
     def on_test_begin(self, logs=None):
-        # Validation inside fit when the epoch length is unknown: project
-        # first, so val metrics are of the projected model. Outside fit this
-        # callback does nothing.
-        if self._projector_model is self.model and self._in_fit():
-            self._project_epoch()
+        if self._projector_model is self.model:
+            self._project_at(self.schedule.test_begin())
 
     def on_epoch_end(self, epoch, logs=None):
-        self._project_epoch()
+        self._project_at(self.schedule.epoch_end())
         if logs is not None and self.last_stats is not None and self.last_stats.energy_kept:
             # Shown by the progress bar (Keras 3) and recorded in History.
             logs["lrpet_energy_kept"] = _mean_energy(self.last_stats)
 
     def on_train_end(self, logs=None):
-        if self.project_at_end and self._projected_step != self._optimizer_step():
-            self.project()
-        self._last_step = None
+        progress = self.schedule.train_end(self._optimizer_step())
+        if self.project_at_end:
+            self._project_at(progress)
+        if self.current_ranks is not None and self.current_ranks != self.ranks:
+            _logger.warning(
+                "LRPET: training ended before the rank ramp (ramp_epochs=%d) did; the "
+                "kernels are at rank %d in all, not the target %d. Train longer, or "
+                "`factorize(model, ranks=cb)` truncates them to the target ranks.",
+                self.schedule.ramp_epochs,
+                sum(self.current_ranks.values()),
+                sum(self.ranks.values()),
+            )
         self._flush_messages()
         if self._summaries is not None:
             self._summaries.close()
-
-    def _in_fit(self):
-        return self._last_step is not None and self._projector is not None
 
     def get_config(self):
         return {
@@ -338,6 +367,7 @@ class LRPET(keras.callbacks.Callback):
             "include": self.include,
             "exclude": self.exclude,
             "warmup_epochs": self.schedule.warmup_epochs,
+            "ramp_epochs": self.schedule.ramp_epochs,
             "project_at_end": self.project_at_end,
             "on_nonfinite": self.on_nonfinite,
             "log_dir": self.log_dir,

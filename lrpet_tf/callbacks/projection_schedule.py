@@ -1,8 +1,20 @@
-"""When LRPET projects: after every epoch, or every N optimizer steps."""
+"""When LRPET projects, and to which point of the rank ramp: a small state machine.
+
+The LRPET callback forwards Keras's training events to a `ProjectionSchedule`
+and projects whenever an event returns a number: the ramp progress `e` (epochs
+of training since the warm-up ended) that sets the ranks of that projection.
+Nothing here knows Keras, so the schedule is tested on its own.
+"""
 
 import numbers
 
 __all__ = ["ProjectionSchedule"]
+
+
+def _check_epochs(value, argument):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"Expected `{argument}` to be an int >= 0. Received: {argument}={value!r}")
+    return int(value)
 
 
 class ProjectionSchedule:
@@ -17,13 +29,24 @@ class ProjectionSchedule:
             resumed runs agree) during which no projection happens: a short
             full-rank warm-up, as Pufferfish and Cuttlefish recommend. 0 (the
             paper) projects from the first epoch on.
+        ramp_epochs: `E` of the rank ramp (0: none, the paper). The progress
+            `e` a projection reports is the number of epochs trained since
+            the warm-up: `epoch + 1 - warmup_epochs` after an epoch, and
+            `(step - warmup_epochs * steps_per_epoch) / steps_per_epoch` for
+            step frequencies (which then need the epoch length).
 
-    The schedule is a pure function of the epoch index and the optimizer's
-    step count, both restored by checkpoints and `BackupAndRestore`, so a
-    resumed run projects at exactly the same points as an uninterrupted one.
+    Every decision is a function of the epoch index and the optimizer's step
+    count, both restored by checkpoints and `BackupAndRestore`, so a resumed
+    run projects at the same points, with the same progress, as an
+    uninterrupted one.
+
+    Events (each returns None, or the progress `e` of a projection to run now):
+        `train_begin(step, steps_per_epoch)`, `epoch_begin(epoch)`,
+        `batch_end(batch, step)`, `epoch_end()`, `test_begin()`,
+        `train_end(step)`; and `projected(step)` records a projection.
     """
 
-    def __init__(self, frequency="epoch", warmup_epochs=0):
+    def __init__(self, frequency="epoch", warmup_epochs=0, ramp_epochs=0):
         if frequency != "epoch" and (
             isinstance(frequency, bool)
             or not isinstance(frequency, numbers.Integral)
@@ -33,17 +56,18 @@ class ProjectionSchedule:
                 'Expected `frequency` to be "epoch" or an int >= 1 (a step '
                 f"count). Received: frequency={frequency!r}"
             )
-        if (
-            isinstance(warmup_epochs, bool)
-            or not isinstance(warmup_epochs, numbers.Integral)
-            or warmup_epochs < 0
-        ):
-            raise ValueError(
-                "Expected `warmup_epochs` to be an int >= 0. Received: "
-                f"warmup_epochs={warmup_epochs!r}"
-            )
         self.frequency = frequency
-        self.warmup_epochs = int(warmup_epochs)
+        self.warmup_epochs = _check_epochs(warmup_epochs, "warmup_epochs")
+        self.ramp_epochs = _check_epochs(ramp_epochs, "ramp_epochs")
+        self._epoch = 0
+        self._step = 0
+        self._steps_per_epoch = None
+        self._projected_step = None
+        self._epoch_done = False
+        self._starting = False
+        self._in_fit = False
+
+    # -- pure decisions ---------------------------------------------------------
 
     @property
     def per_step(self):
@@ -80,8 +104,97 @@ class ProjectionSchedule:
             return step % self.frequency == 0 and not self.in_warmup(epoch)
         return epoch > 0 and self.after_epoch(epoch - 1)
 
+    def step_progress(self, step):
+        """Epochs trained since the warm-up at optimizer step `step` (needs the epoch length)."""
+        spe = self._steps_per_epoch
+        return (step - self.warmup_epochs * spe) / spe
+
+    # -- events -----------------------------------------------------------------
+
+    def train_begin(self, step, steps_per_epoch=None):
+        """Training starts at optimizer step `step`.
+
+        Raises:
+            ValueError: For a ramp with a step frequency when the epoch
+                length is unknown.
+        """
+        if self.ramp_epochs and self.per_step and not steps_per_epoch:
+            raise ValueError(
+                f"LRPET(ramp_epochs={self.ramp_epochs}, frequency={self.frequency}) counts the "
+                "ramp in epochs of optimizer steps, but this `fit` does not know how many "
+                "steps an epoch has (a dataset of unknown length). Pass `steps_per_epoch` "
+                "to `fit`, or use frequency='epoch'."
+            )
+        self._step = int(step)
+        self._steps_per_epoch = steps_per_epoch
+        self._projected_step = None
+        self._starting = True
+        self._in_fit = True
+
+    def epoch_begin(self, epoch):
+        """Epoch `epoch` starts. On the first epoch of a (resumed) fit, a due projection."""
+        self._epoch = int(epoch)
+        self._epoch_done = False
+        if not self._starting:
+            return None
+        self._starting = False
+        # Resuming (BackupAndRestore, initial_epoch): if the run stopped right
+        # where a projection was due, a saver that ran before the callback may
+        # hold the unprojected weights. Projecting weights already projected
+        # changes nothing.
+        if not self.due_at_start(self._epoch, self._step):
+            return None
+        if self.per_step:
+            return self.step_progress(self._step)
+        return float(self._epoch - self.warmup_epochs)
+
+    def batch_end(self, batch, step=None):
+        """Batch `batch` of the epoch has trained; `step` is the optimizer's count (step mode)."""
+        if self.per_step:
+            previous, self._step = self._step, int(step)
+            if self.after_steps(self._epoch, previous, self._step):
+                return self.step_progress(self._step) if self._steps_per_epoch else 0.0
+            return None
+        if self._steps_per_epoch and batch + 1 >= self._steps_per_epoch:
+            # The epoch's last step: project before any epoch-end callback
+            # (ModelCheckpoint, BackupAndRestore) saves the weights.
+            return self.epoch_end()
+        return None
+
+    def epoch_end(self):
+        """The epoch ends (if its last step did not already project)."""
+        if self._epoch_done or not self.after_epoch(self._epoch):
+            return None
+        self._epoch_done = True
+        return float(self._epoch + 1 - self.warmup_epochs)
+
+    def test_begin(self):
+        """Validation inside `fit` when the epoch length is unknown: project first."""
+        return self.epoch_end() if self._in_fit else None
+
+    def train_end(self, step):
+        """Training ends at optimizer step `step`: a last projection if steps ran since one."""
+        self._in_fit = False
+        if self._projected_step == int(step):
+            return None
+        if self._steps_per_epoch:
+            return self.step_progress(int(step))
+        return float(self._epoch + 1 - self.warmup_epochs)
+
+    def projected(self, step):
+        """Records that a projection ran at optimizer step `step`."""
+        self._projected_step = int(step)
+
+    @property
+    def in_fit(self):
+        return self._in_fit
+
     def get_config(self):
-        return {"frequency": self.frequency, "warmup_epochs": self.warmup_epochs}
+        return {
+            "frequency": self.frequency,
+            "warmup_epochs": self.warmup_epochs,
+            "ramp_epochs": self.ramp_epochs,
+        }
 
     @classmethod
     def from_config(cls, config):

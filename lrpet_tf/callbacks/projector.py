@@ -170,11 +170,14 @@ class Projector:
             key = (target.matrix_shape, str(dtype)) if batch_by_shape else (i,)
             groups[key].append(target)
         self._groups = list(groups.values())
-        self._function = tf.function(self._project_all)
-        # It takes no arguments, so it is traced once per Projector. TF counts
-        # traces per Python code object, across instances, and would warn of
-        # "excessive retracing" from the sixth Projector in a process on (a
-        # sweep over prune ratios); that warning would be wrong here.
+        # The ranks are an argument of fixed shape (one int32 vector per
+        # group), so a rank ramp reuses the one trace.
+        signature = [[tf.TensorSpec([len(g)], tf.int32) for g in self._groups]]
+        self._function = tf.function(self._project_all, input_signature=signature)
+        # It is traced once per Projector. TF counts traces per Python code
+        # object, across instances, and would warn of "excessive retracing"
+        # from the sixth Projector in a process on (a sweep over prune
+        # ratios); that warning would be wrong here.
         self._function._omit_frequent_tracing_warning = True
 
     @property
@@ -182,10 +185,17 @@ class Projector:
         """Layer name -> kept rank."""
         return {t.name: t.rank for t in self.targets}
 
-    def __call__(self):
-        """Projects every target once and returns `ProjectionStats`."""
+    def __call__(self, ranks=None):
+        """Projects every target once and returns `ProjectionStats`.
+
+        Args:
+            ranks: Layer name -> rank for this projection (e.g. a point of the
+                rank ramp); each in `[1, K]`. Default: the targets' ranks.
+        """
         start = time.perf_counter()
-        outputs = self._function() if self.targets else []
+        ranks = self.ranks if ranks is None else {**self.ranks, **ranks}
+        group_ranks = [tf.constant([ranks[t.name] for t in g], tf.int32) for g in self._groups]
+        outputs = self._function(group_ranks) if self.targets else []
         stats = ProjectionStats({}, {}, {}, [], [], [], 0.0)
         for group, (energy, singular_values, finite, low_rank) in zip(self._groups, outputs):
             energy, singular_values = np.asarray(energy), np.asarray(singular_values)
@@ -193,7 +203,7 @@ class Projector:
                 name = target.name
                 stats.energy_kept[name] = float(energy[i])
                 stats.singular_values[name] = singular_values[i]
-                stats.ranks[name] = target.rank
+                stats.ranks[name] = int(ranks[name])
                 if not finite[i]:
                     stats.skipped_nonfinite.append(name)
                 elif singular_values[i, 0] < DEAD_LAYER_THRESHOLD:
@@ -208,15 +218,14 @@ class Projector:
             )
         return stats
 
-    def _project_all(self):
+    def _project_all(self, group_ranks):
         outputs, writes = [], []
-        for group in self._groups:
+        for group, ranks in zip(self._groups, group_ranks):
             variables = [_keras.backing_variable(t.layer.kernel) for t in group]
             device = getattr(variables[0], "device", "") or None
             with tf.device(device):
                 originals = [tf.convert_to_tensor(v) for v in variables]
                 matrices = tf.stack([kernel_to_matrix(k) for k in originals])
-                ranks = tf.constant([t.rank for t in group], tf.int32)
                 scale = None
                 if any(t.batchnorm is not None for t in group):
                     scale = tf.stack([_column_scale(t) for t in group])
