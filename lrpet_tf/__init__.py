@@ -11,13 +11,16 @@ Two published methods, and the path from their result to a phone:
 * `model_report`: MACs, parameters and ranks per layer.
 * `allocate_ranks`: per-layer ranks for a parameter budget, placed where a
   trained model is least sensitive.
+* `recalibrate_batchnorm`: exact BN statistics after the last projection.
 
 Keras 3 (TensorFlow backend) is used by default; set `TF_USE_LEGACY_KERAS=1`
-to use tf_keras instead.
+to use tf_keras instead. `lrpet_tf.keras` is the Keras module in use, so code
+that must run in both modes builds its models with it.
 """
 
 from lrpet_tf import ops
 from lrpet_tf import svd_training
+from lrpet_tf._keras import keras
 from lrpet_tf.callbacks import LRPET
 from lrpet_tf.export import ExportResult
 from lrpet_tf.export import TFLiteModel
@@ -31,6 +34,7 @@ from lrpet_tf.graph import allocate_ranks
 from lrpet_tf.graph import factorize
 from lrpet_tf.graph import fold_batchnorm
 from lrpet_tf.graph import model_report
+from lrpet_tf.graph import recalibrate_batchnorm
 from lrpet_tf.ops.rank_policy import FixedRank
 from lrpet_tf.ops.rank_policy import PruneRatio
 from lrpet_tf.ops.rank_policy import RankPolicy
@@ -52,8 +56,10 @@ __all__ = [
     "export_tflite",
     "factorize",
     "fold_batchnorm",
+    "keras",
     "measure_latency",
     "model_report",
     "ops",
+    "recalibrate_batchnorm",
     "svd_training",
 ]

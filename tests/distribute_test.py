@@ -263,3 +263,14 @@ def test_multi_worker_workers_end_with_identical_low_rank_kernels(multi_worker):
         device = devices.pop()
         assert f"/task:{result['task']}/" in device
         assert {d for d, _ in result["svd_ops"]} == {device}
+
+
+def test_recalibrate_batchnorm_under_mirrored_strategy(mirrored):
+    result = case(mirrored, "recalibrate")
+    assert set(result["replicas"]) == {"stem_bn", "bn_a", "bn_b", "bn_s"}
+    for name, stats in result["replicas"].items():
+        for key in ("mean", "variance"):
+            copies = stats[key]
+            assert len(copies) == 2
+            np.testing.assert_array_equal(copies[0], copies[1])
+            np.testing.assert_allclose(copies[0], result["single"][name][key], rtol=1e-5, atol=1e-6)

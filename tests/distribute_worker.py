@@ -272,6 +272,35 @@ def multi_worker_case(strategy):
     }
 
 
+def recalibrate_case(strategy):
+    """BN re-estimation of a model built under the strategy, and of a single-device copy."""
+    x = np.random.default_rng(0).normal(size=(40, 8, 8, 3)).astype(np.float32)
+    with strategy.scope():
+        model = tm.randomize_batchnorm(tm.residual_cnn())
+        lrpet_tf.recalibrate_batchnorm(model, x, batch_size=16)
+    single = tm.residual_cnn()
+    single.set_weights(model.get_weights())
+    tm.randomize_batchnorm(single)  # stale statistics again
+    lrpet_tf.recalibrate_batchnorm(single, x, batch_size=16)
+    bns = [layer for layer in model.layers if isinstance(layer, L.BatchNormalization)]
+    return {
+        "replicas": {
+            bn.name: {
+                "mean": replica_values(bn.moving_mean),
+                "variance": replica_values(bn.moving_variance),
+            }
+            for bn in bns
+        },
+        "single": {
+            bn.name: {
+                "mean": single.get_layer(bn.name).moving_mean.numpy(),
+                "variance": single.get_layer(bn.name).moving_variance.numpy(),
+            }
+            for bn in bns
+        },
+    }
+
+
 def to_json(value):
     if isinstance(value, np.ndarray):
         return {"array": value.tolist(), "dtype": value.dtype.name}
@@ -303,6 +332,7 @@ def main(mode, output):
         run_case(results, "lrpet", lrpet_case, strategy, frequency=3, epochs=2)
         run_case(results, "mixed_float16", lrpet_case, strategy, "epoch", 2, mixed=True)
         run_case(results, "svd_training", svd_case, strategy)
+        run_case(results, "recalibrate", recalibrate_case, strategy)
     elif mode == "multi_worker":
         run_case(results, "multi_worker", lambda: multi_worker_case(multi_worker_strategy()))
     else:

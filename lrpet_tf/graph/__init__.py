@@ -7,6 +7,7 @@ from lrpet_tf.graph.model_report import LayerCost
 from lrpet_tf.graph.model_report import ModelReport
 from lrpet_tf.graph.model_report import model_report
 from lrpet_tf.graph.rank_allocation import allocate_ranks
+from lrpet_tf.graph.recalibrate_batchnorm import recalibrate_batchnorm
 from lrpet_tf.graph.rewrite_report import LayerChange
 from lrpet_tf.graph.rewrite_report import RewriteReport
 from lrpet_tf.graph.table import format_table
@@ -22,4 +23,5 @@ __all__ = [
     "fold_batchnorm",
     "format_table",
     "model_report",
+    "recalibrate_batchnorm",
 ]
