@@ -61,7 +61,7 @@ def _frequency(value):
 
 _CONVERTERS = {
     "ranks": parse_ranks,
-    "exclude": tuple,
+    "exclude": lambda v: "auto" if list(v) == ["auto"] else tuple(v),
     "energy_transfer": _none_word,
     "sparsity": _none_word,
     "strategy": _none_word,
@@ -126,13 +126,21 @@ def define_lrpet_flags(default_method="lrpet"):
     flags.DEFINE_string(
         "ranks", None, 'Instead of prune_ratio: "8", "18,43*12" (per conv) or "conv1=4,..."'
     )
-    flags.DEFINE_list("exclude", [], "Conv layers LRPET leaves dense, e.g. stem.")
+    flags.DEFINE_list(
+        "exclude",
+        ["auto"],
+        'Conv layers LRPET leaves dense, e.g. stem; "auto": convs on <= 3 input channels '
+        "(the stem, which a large g would leave at rank <= 2); empty: none.",
+    )
     flags.DEFINE_string("frequency", "epoch", '"epoch" or a step count between projections.')
     flags.DEFINE_enum(
         "energy_transfer", "scale", ("scale", "additive", "none"), "Energy transfer mode."
     )
     flags.DEFINE_bool("bn_rectification", True, "Project the BN-merged kernels.")
     flags.DEFINE_integer("warmup_epochs", 0, "Full-rank epochs before the first projection.")
+    flags.DEFINE_integer(
+        "ramp_epochs", 0, "Epochs of the rank ramp (r_e falls from K to r; 0: the paper's none)."
+    )
 
 
 def define_output_flags():

@@ -57,7 +57,14 @@ def _lrpet(name, model, base, top1, reduction, **settings):
     return Preset(
         name,
         "train_lrpet",
-        dict(base, model=model, method="lrpet", energy_transfer="scale", bn_rectification=True)
+        dict(
+            base,
+            model=model,
+            method="lrpet",
+            energy_transfer="scale",
+            bn_rectification=True,
+            exclude=(),  # the papers project every conv, the first one included
+        )
         | settings,
         f"{top1:.2f}% top-1 at {100 * reduction:.1f}% fewer FLOPs",
         reduction,

@@ -70,12 +70,16 @@ class TrainConfig(
             factorized architecture at the same ranks, trained directly from
             the truncated SVD of its random initialisation).
         epochs: Training epochs.
+        recalibrate_bn: After training, set every BN's moving statistics to
+            their exact values on the training images
+            (`lrpet_tf.recalibrate_batchnorm`), before factorizing.
     """
 
     model: str = "small_cnn"
     width: int = None
     method: str = "lrpet"
     epochs: int = 30
+    recalibrate_bn: bool = False
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -86,7 +90,8 @@ class TrainConfig(
         name = f"{self.method}_{self.model}_{self.dataset}"
         if self.method != "dense":
             name += "_ranks" if self.ranks is not None else f"_g{self.prune_ratio}"
-            name += "".join(f"_no-{layer}" for layer in self.exclude)
+            if self.exclude != "auto":
+                name += "".join(f"_no-{layer}" for layer in self.exclude) or "_all-convs"
         return name
 
     def run_dir(self):
@@ -161,6 +166,10 @@ def run(config=None, callbacks=(), **changes):
     stage["seconds"] = sum(row.get("epoch_seconds", 0.0) for row in stage["history"])
     if config.method == "lrpet":
         lrpet.prepare(model)
+    recalibration = None
+    if config.recalibrate_bn:
+        train_images = data.train_dataset(config.batch_size, augment=None, seed=config.seed)
+        recalibration = lrpet_tf.recalibrate_batchnorm(model, train_images)
     train_seconds = time.perf_counter() - start
 
     export_start = time.perf_counter()
@@ -205,6 +214,7 @@ def run(config=None, callbacks=(), **changes):
         "epochs_run": stage["epochs_run"],
         "history": stage["history"],
         "projections": None if lrpet is None else lrpet.projection_count,
+        "recalibration": recalibration,
     }
     results["seconds"] = {
         "train": stage["seconds"],
@@ -341,6 +351,9 @@ def define_flags():
         "The paper's setting for a table row (flags given override it).",
     )
     flags.DEFINE_list("sweep", None, "Prune ratios to sweep (plus the dense baseline).")
+    flags.DEFINE_bool(
+        "recalibrate_bn", False, "Re-estimate BN statistics on the training images after training."
+    )
 
 
 def main(argv):

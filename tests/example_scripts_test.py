@@ -79,6 +79,7 @@ def test_train_lrpet_run_writes_everything(tmp_path):
     config = train_lrpet.TrainConfig(
         epochs=1,
         prune_ratio=0.5,
+        exclude=(),  # every conv, the 1-channel stem included (the paper's setting)
         quantization=("float16",),
         output_dir=str(tmp_path / "run"),
         log_dir=log_dir,
@@ -211,6 +212,34 @@ def test_train_lrpet_script_preset_and_flags(tmp_path):
     compact = keras.models.load_model(tmp_path / "compact.keras")
     assert isinstance(compact.get_layer("conv1"), keras.layers.Conv2D)
     assert train_lrpet.TrainConfig(exclude=("conv1",)).run_name().endswith("_g0.6_no-conv1")
+
+
+def test_train_lrpet_defaults_leave_a_small_stem_dense_and_ramp_and_recalibrate(tmp_path):
+    # digits: small_cnn's first conv sees 1 channel (K = 9): "auto" leaves it dense.
+    config = train_lrpet.TrainConfig(
+        epochs=2,
+        ramp_epochs=2,
+        recalibrate_bn=True,
+        prune_ratio=0.75,
+        plots=False,
+        output_dir=str(tmp_path / "run"),
+        **TINY,
+    )
+    results = train_lrpet.run(config)
+    model = example_models.build_model("small_cnn", (8, 8, 1), 10, 4)
+    stem = model.layers[1].name
+    assert config.excluded_layers(model) == (stem,)
+    assert stem not in results["ranks"] and len(results["ranks"]) >= 2
+    bns = [
+        layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert set(results["recalibration"]) == set(bns) and bns
+    trained = keras.models.load_model(tmp_path / "run" / "trained.keras")
+    for name, rank in results["ranks"].items():  # the ramp ended at the target ranks
+        assert _matrix_rank(trained.get_layer(name).kernel.numpy()) <= rank
+    # The papers' presets keep every conv projected.
+    preset = example_flags.example_presets.get_preset("lrpet_resnet56_cifar10")
+    assert preset.settings["exclude"] == ()
 
 
 def test_train_svd_runs_stages_and_resumes(tmp_path):
