@@ -253,3 +253,34 @@ def test_hoyer_training_on_digits_drives_rank_down_and_exports(tmp_path):
         compact, tmp_path / "digits_svd.tflite", verify_data=data.x_test
     )
     assert result.max_error < 1e-4
+
+
+def test_prune_to_a_macs_budget_takes_the_smallest_energy_that_fits():
+    keras.utils.set_random_seed(2)
+    model = st.decompose(tm.residual_cnn(), init="random")
+
+    def svd_layers(m):
+        return [layer for layer in m.layers if isinstance(layer, st.SVDLayer)]
+
+    def macs_at(energy):
+        return lrpet_tf.model_report(st.prune(model, energy=energy)).total_macs
+
+    target = int(0.6 * macs_at(0.0))
+    pruned = st.prune(model, macs=target)
+    assert lrpet_tf.model_report(pruned).total_macs <= target
+    # A linear scan over the energies where some layer's rank changes (1 - its
+    # top-k energy fraction): the first one that fits gives the same ranks.
+    energies = [0.0]
+    for layer in svd_layers(model):
+        squares = np.sort(np.asarray(layer.s.numpy(), np.float64) ** 2)[::-1]
+        energies += list(1.0 - np.cumsum(squares)[:-1] / squares.sum() + 1e-12)
+    first = next(e for e in sorted(energies) if macs_at(e) <= target)
+    expected = {
+        layer.name: layer.current_rank for layer in svd_layers(st.prune(model, energy=first))
+    }
+    assert {layer.name: layer.current_rank for layer in svd_layers(pruned)} == expected
+    assert macs_at(max(0.0, first - 1e-6)) > target  # one step less pruning does not fit
+    with pytest.raises(ValueError, match="macs"):
+        st.prune(model, macs=1)
+    with pytest.raises(ValueError, match="exactly one"):
+        st.prune(model, energy=0.1, macs=target)

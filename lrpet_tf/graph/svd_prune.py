@@ -6,6 +6,7 @@ import numpy as np
 
 from lrpet_tf.graph.layer_costs import call_macs
 from lrpet_tf.graph.layer_graph import LayerGraph
+from lrpet_tf.graph.model_report import model_report
 from lrpet_tf.graph.rewrite_report import LayerChange
 from lrpet_tf.graph.rewrite_report import RewriteReport
 from lrpet_tf.layers.svd_layer import SVDLayer
@@ -33,7 +34,7 @@ def kept_indices(singular_values, energy=None, threshold=None):
     return order[:k]
 
 
-def prune(model, energy=None, threshold=None, return_report=False):
+def prune(model, energy=None, threshold=None, macs=None, return_report=False):
     """Returns a new model whose SVD layers keep only their large singular values.
 
     Step (3) of SVD training (Yang et al., CVPR Workshops 2020): per layer,
@@ -54,6 +55,11 @@ def prune(model, energy=None, threshold=None, return_report=False):
         energy: `e` in `[0, 1)`: the fraction of each layer's energy that
             may be removed (0.01 is typical).
         threshold: Instead of `energy`: an absolute threshold >= 0 on |s|.
+        macs: Instead of `energy`: the most MACs per example the pruned
+            model may have (as `lrpet_tf.model_report` counts them, each SVD
+            layer in the cheaper of its two forms). The smallest `e` that
+            fits is used: found exactly among the energies where some
+            layer's rank changes, by bisection with real pruning.
         return_report: Also return a `RewriteReport` (rank and MACs per layer).
 
     Returns:
@@ -63,11 +69,15 @@ def prune(model, energy=None, threshold=None, return_report=False):
         ValueError: Both or neither rule, values out of range, or a model
             without SVD layers.
     """
-    if (energy is None) == (threshold is None):
+    if sum(value is not None for value in (energy, threshold, macs)) != 1:
         raise ValueError(
-            "Expected exactly one of `energy` and `threshold`. Received: "
-            f"energy={energy!r}, threshold={threshold!r}"
+            "Expected exactly one of `energy`, `threshold` and `macs`. Received: "
+            f"energy={energy!r}, threshold={threshold!r}, macs={macs!r}"
         )
+    if macs is not None and (
+        isinstance(macs, bool) or not isinstance(macs, numbers.Integral) or macs < 1
+    ):
+        raise ValueError(f"Expected `macs` to be an int >= 1. Received: macs={macs!r}")
     if energy is not None and (
         isinstance(energy, bool) or not isinstance(energy, numbers.Real) or not 0 <= energy < 1
     ):
@@ -79,6 +89,8 @@ def prune(model, energy=None, threshold=None, return_report=False):
     graph = LayerGraph(model)
     if not svd_layers(model):
         raise ValueError(f"Model {model.name!r} has no SVD layers to prune.")
+    if macs is not None:
+        energy = _energy_for_macs(model, int(macs))
     report = RewriteReport("prune")
 
     def plan(g):
@@ -106,6 +118,37 @@ def prune(model, energy=None, threshold=None, return_report=False):
     result = graph.rebuild(plan)
     attach_svd_metrics(result, energy=0.01 if energy is None else energy)
     return (result, report) if return_report else result
+
+
+def _energy_for_macs(model, macs):
+    """The smallest pruning energy whose pruned model has at most `macs` MACs."""
+    candidates = {0.0}
+    for layer in svd_layers(model):
+        squares = np.sort(np.square(np.abs(layer.s.numpy().astype(np.float64))))[::-1]
+        total = squares.sum()
+        if total > 0:
+            # At e = 1 - (top-k energy) the layer's rank drops to k (energy_rank's rule).
+            cumulative = np.cumsum(squares)[:-1] / total
+            candidates.update(float(max(0.0, 1.0 - c + 1e-12)) for c in cumulative)
+    candidates = sorted(e for e in candidates if e < 1.0)
+
+    def fits(e):
+        return model_report(prune(model, energy=e)).total_macs <= macs
+
+    if not fits(candidates[-1]):
+        lowest = model_report(prune(model, energy=candidates[-1])).total_macs
+        raise ValueError(
+            f"Expected `macs` >= {lowest}, the MACs of the model with every SVD layer at "
+            f"rank 1. Received: macs={macs}"
+        )
+    low, high = 0, len(candidates) - 1  # candidates[high] fits
+    while low < high:
+        middle = (low + high) // 2
+        if fits(candidates[middle]):
+            high = middle
+        else:
+            low = middle + 1
+    return candidates[high]
 
 
 def _energy_kept(s, keep):
