@@ -1,43 +1,52 @@
-"""Benchmark 1, accuracy at equal compression: LRPET against its ablations and baselines.
+"""Benchmark 1: which path gives the most accurate compact model at equal MACs.
 
-One driver trains a CIFAR-style ResNet-20 (widths 16/32/64, option-A
-shortcuts) on 28x28 Fashion-MNIST (Debian's `dataset-fashion-mnist`) with one
-recipe and one epoch budget for every variant, at two compression levels
-(LRPET prune ratios g = 0.5 and 0.75), and reports the compact model's test
-accuracy, MACs, parameters and .tflite size:
+ResNet-20 (CIFAR-style, widths 16/32/64, the official LRPET code's zero-padded
+option-A shortcuts) on Fashion-MNIST (Debian's `dataset-fashion-mnist`; the
+first `train_images` training images, all 10,000 test images), batch 128,
+4-pixel crop + flip augmentation for every run. The stem conv (one input
+channel, a 9 x 16 matrix) stays dense in every variant but `lrpet_stem`.
 
-* `dense`: the same network and recipe without compression (the baseline);
-* `lrpet`: LRPET with scale energy transfer and BN rectification
-  (Guo et al., arXiv 2204.05566), one projection per epoch;
-* `lrpet_no_energy_transfer`, `lrpet_no_bn_rectification`: its ablations;
-* `trp`: TRP-style periodic hard truncation (LRPET without energy transfer
-  and without BN rectification);
-* `train_then_compress`: dense training for E - F epochs, truncated SVD to
-  LRPET's ranks (`lrpet_tf.factorize`), F epochs of fine-tuning of the compact
-  model (`examples/compress.py --method=svd`); the dense pre-training is one
-  run (`dense_pretrain`) shared by both levels;
-* `scratch`: the factorized architecture at LRPET's ranks trained directly;
-* `svd`: SVD training (Yang et al., CVPR-W 2020; channel-wise, Hoyer), pruned
-  to the compact MACs of LRPET at the same level (`train_svd --macs_target`)
-  and fine-tuned; its three stages split the same E epochs.
+* Reference: `dense` (E epochs) and `dense_2x` (2E epochs: the budget is
+  converged when the two differ by less than 0.3 points).
+* Scenario A, from scratch, E epochs, at each prune ratio g (ranks
+  `r = int(K - K*g)`): LRPET with the paper's defaults (`lrpet`), with the
+  rank ramp (`lrpet_ramp`), with BN re-estimation after training
+  (`lrpet_recal`, applied to `lrpet`'s trained model: no training of its
+  own), with `allocate_ranks` at the same parameter count (`lrpet_alloc`,
+  allocated on the `dense` model of the same seed), without energy transfer,
+  without BN rectification; TRP-style truncation (`trp`); the compact
+  architecture trained from scratch (`scratch`); SVD training with the
+  released recipe, pruned to LRPET's MACs and fine-tuned (`svd`); and LRPET
+  with the stem projected too (`lrpet_stem`, the collapse trap).
+* Scenario B, compress a trained model: the `dense` seed-0 model (committed
+  as `saved_models/fashion_mnist_resnet20_dense.keras`), F epochs of
+  fine-tuning for every method: LRPET (`ft_lrpet`, `ft_lrpet_ramp`,
+  `ft_lrpet_recal`), truncated SVD then fine-tuning (`ft_tsvd`, and at
+  `allocate_ranks` ranks `ft_tsvd_alloc`), SVD training from the dense model
+  (`ft_svd`: decompose with `init="svd"`, Hoyer, prune to LRPET's MACs,
+  fine-tune).
+* Seeds: seed 0 of everything first; then seeds 1 and 2 of `dense`, of the
+  paper-default LRPET, of the best other LRPET variant and of the best
+  baseline of each scenario and g (best by seed 0).
 
-Every run goes through the examples' importable `run` functions
-(`train_lrpet.run`, `compress.run`, `train_svd.run`), keeps its models in
-`<runs_dir>/<run>/` (resumable: an interrupted run continues from its last
-epoch) and writes `<results_dir>/accuracy_study/<run>.json` when it finishes;
-runs whose JSON exists are skipped, so an interrupted study continues where it
-stopped. The table goes to `<results_dir>/accuracy_study.md`, all runs to
-`accuracy_study.json` and the plot to `<plot_dir>/accuracy_study_vs_macs.png`.
+Resumable: each run trains in `<runs_dir>/<run>/` with `BackupAndRestore`
+(a killed run continues from its last epoch), leaves a `.keras` file per
+finished stage, and writes `<results_dir>/accuracy_study/<run>.json` when it
+ends; runs whose JSON exists are skipped. The tables
+(`<results_dir>/accuracy_study.md`) and the plot are rebuilt from those JSON
+files alone (`--report_only`).
 
 Usage:
-    PYTHONPATH=. python benchmarks/accuracy_study.py      # the study (~2.5 h on 2 loaded cores)
-    PYTHONPATH=. python benchmarks/accuracy_study.py --smoke   # about a minute, synthetic data
-    PYTHONPATH=. python benchmarks/accuracy_study.py --report_only   # table and plot only
+    PYTHONPATH=. python benchmarks/accuracy_study.py               # the study (resumes)
+    PYTHONPATH=. python benchmarks/accuracy_study.py --report_only # tables and plot only
+    PYTHONPATH=. python benchmarks/accuracy_study.py --smoke       # digits, tiny, ~2 min
 """
 
 import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -46,782 +55,859 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
-from absl import logging  # noqa: E402
 
 try:  # as a script (benchmarks/ on sys.path) or as benchmarks.accuracy_study
+    import bench_models
+    import bench_training
     import bench_utils
 except ImportError:  # pragma: no cover
+    from benchmarks import bench_models
+    from benchmarks import bench_training
     from benchmarks import bench_utils
 
-_ROOT = os.path.dirname(bench_utils.BENCHMARKS_DIR)
-sys.path.insert(0, os.path.join(_ROOT, "examples"))
-
-import compress  # noqa: E402
-import example_models  # noqa: E402
-import example_reports  # noqa: E402
-import train_lrpet  # noqa: E402
-import train_svd  # noqa: E402
-
 import lrpet_tf  # noqa: E402
-from lrpet_tf._keras import keras  # noqa: E402
+from lrpet_tf import keras  # noqa: E402
+from lrpet_tf import svd_training  # noqa: E402
 
-__all__ = [
-    "LABELS",
-    "VARIANTS",
-    "RunSpec",
-    "StudyConfig",
-    "aggregate",
-    "lrpet_macs_fraction",
-    "plan",
-    "render",
-    "run",
-    "run_one",
-    "smoke_config",
-]
+__all__ = ["METHODS", "Method", "Run", "StudyConfig", "aggregate", "next_run", "run", "runs_due"]
 
 NAME = "accuracy_study"
-# Variant -> table label, in table order.
-LABELS = {
-    "dense": "dense baseline",
-    "lrpet": "LRPET (scale energy transfer + BN rectification)",
-    "lrpet_no_energy_transfer": "LRPET without energy transfer",
-    "lrpet_no_bn_rectification": "LRPET without BN rectification",
-    "trp": "TRP-style periodic hard truncation",
-    "train_then_compress": "dense, then truncated SVD, then fine-tune",
-    "scratch": "compact architecture from scratch",
-    "svd": "SVD training (Hoyer), pruned to LRPET's MACs, fine-tuned",
-}
-VARIANTS = tuple(LABELS)
-# The LRPET callback settings of the train_lrpet variants.
-_LRPET_SETTINGS = {
-    "lrpet": dict(method="lrpet", energy_transfer="scale", bn_rectification=True),
-    "lrpet_no_energy_transfer": dict(method="lrpet", energy_transfer=None, bn_rectification=True),
-    "lrpet_no_bn_rectification": dict(
-        method="lrpet", energy_transfer="scale", bn_rectification=False
-    ),
-    "trp": dict(method="lrpet", energy_transfer=None, bn_rectification=False),
-    "scratch": dict(method="scratch"),
-    "dense": dict(method="dense"),
-}
-PRETRAIN = "dense_pretrain"
-
-
-@dataclasses.dataclass
-class StudyConfig:
-    """The study: data, model, budget, variants, levels, seeds and folders.
-
-    Attributes:
-        dataset, train_limit, test_limit, model, width: Data and network
-            (as `train_lrpet.TrainConfig`).
-        epochs: E, the training epochs of every variant.
-        finetune_epochs: F, the fine-tuning epochs of `train_then_compress`
-            (after E - F dense epochs) and of SVD training's last stage.
-        batch_size: Global batch size.
-        recipe: Recipe of every training run (`example_recipes.RECIPES`).
-        schedule, augment: Overrides of every recipe's learning-rate schedule
-            and augmentation (`"none"`: no augmentation; None: the recipe's).
-        finetune_recipe: Recipe of the fine-tuning of `train_then_compress`.
-        finetune_learning_rate: Initial learning rate of SVD training's
-            fine-tuning stage (the fine-tuning recipe's, so both compress-then-
-            fine-tune baselines fine-tune alike).
-        svd_sparsity_weight: lambda_s of SVD training's sparsity stage.
-        levels: LRPET prune ratios g (ranks r = int(K - K*g) for every conv).
-        seeds: Seeds of the `seeded_variants`; the others run with `seeds[0]`.
-        seeded_variants: Variants run with every seed.
-        variants: Variants to run (a subset of `VARIANTS`).
-        validate: Evaluate the test set after every epoch (costs time).
-        runs_dir: Folder of the run folders (models, .tflite, report.txt).
-        results_dir: Folder of the result files (`accuracy_study.json`,
-            `.md` and `accuracy_study/<run>.json`).
-        plot_dir: Folder of the PNG plot.
-        command: The command line, for the table.
-        verbose: Keras fit verbosity.
-    """
-
-    dataset: str = "fashion_mnist"
-    train_limit: int = 4000
-    test_limit: int = None
-    model: str = "resnet20"
-    width: int = None
-    epochs: int = 6
-    finetune_epochs: int = 2
-    batch_size: int = 64
-    recipe: str = "paper"
-    finetune_recipe: str = "finetune"
-    schedule: str = "cosine"
-    augment: str = "none"
-    finetune_learning_rate: float = 0.01
-    svd_sparsity_weight: float = 0.01
-    levels: tuple = (0.5, 0.75)
-    seeds: tuple = (0, 1)
-    seeded_variants: tuple = ("dense", "lrpet")
-    variants: tuple = VARIANTS
-    validate: bool = False
-    runs_dir: str = os.path.join(_ROOT, "saved_models", NAME)
-    results_dir: str = os.path.join(bench_utils.BENCHMARKS_DIR, "results")
-    plot_dir: str = os.path.join(bench_utils.BENCHMARKS_DIR, "plots")
-    command: str = None
-    verbose: int = 2
-
-    def __post_init__(self):
-        unknown = [v for v in self.variants if v not in VARIANTS]
-        if unknown:
-            raise ValueError(f"Expected `variants` in {VARIANTS}. Received: variants={unknown}")
-        if not self.seeds:
-            raise ValueError("Expected at least one seed. Received: seeds=()")
-        if self.epochs < 1:
-            raise ValueError(f"Expected `epochs` >= 1. Received: epochs={self.epochs}")
-        if "train_then_compress" in self.variants and not 0 < self.finetune_epochs < self.epochs:
-            raise ValueError(
-                "Expected 0 < `finetune_epochs` < `epochs` for train_then_compress. Received: "
-                f"finetune_epochs={self.finetune_epochs}, epochs={self.epochs}"
-            )
-
-    @property
-    def svd_epochs(self):
-        """SVD training's (decomposed, sparsity, fine-tune) epochs: E - F split in two, then F."""
-        rest = self.epochs - self.finetune_epochs
-        return (max(1, rest - rest // 2), max(1, rest // 2), max(1, self.finetune_epochs))
-
-    def json_dir(self):
-        return os.path.join(self.results_dir, NAME)
+_ROOT = os.path.dirname(bench_utils.BENCHMARKS_DIR)
+DENSE_MODEL = os.path.join(_ROOT, "saved_models", "fashion_mnist_resnet20_dense.keras")
+STEM = "stem"
 
 
 @dataclasses.dataclass(frozen=True)
-class RunSpec:
-    """One run of the study: a variant at a level (None for dense) and a seed."""
+class Method:
+    """One row kind of the study.
 
-    variant: str
+    Attributes:
+        name: Short name (run names start with it).
+        label: Table label.
+        scenario: `"dense"` (reference), `"A"` (from scratch) or `"B"`
+            (from the trained dense model).
+        role: `"reference"`, `"lrpet"` (the paper-default LRPET of its
+            scenario), `"variant"` (an LRPET variant that may be the
+            recommended path), `"ablation"`, `"baseline"` or `"trap"`.
+    """
+
+    name: str
+    label: str
+    scenario: str
+    role: str
+
+
+METHODS = {
+    m.name: m
+    for m in (
+        Method("dense", "dense, E epochs", "dense", "reference"),
+        Method("dense_2x", "dense, 2E epochs (convergence check)", "dense", "reference"),
+        Method("lrpet", "LRPET, paper defaults", "A", "lrpet"),
+        Method("lrpet_ramp", "LRPET + rank ramp", "A", "variant"),
+        Method("lrpet_recal", "LRPET + BN re-estimation", "A", "variant"),
+        Method("lrpet_alloc", "LRPET at allocate_ranks ranks", "A", "variant"),
+        Method("lrpet_no_et", "LRPET without energy transfer", "A", "ablation"),
+        Method("lrpet_no_bnrect", "LRPET without BN rectification", "A", "ablation"),
+        Method("trp", "TRP-style truncation", "A", "baseline"),
+        Method("scratch", "compact architecture from scratch", "A", "baseline"),
+        Method("svd", "SVD training (released recipe), pruned, fine-tuned", "A", "baseline"),
+        Method("lrpet_stem", "LRPET with the stem projected (trap)", "A", "trap"),
+        Method("ft_lrpet", "LRPET fine-tuning, paper defaults", "B", "lrpet"),
+        Method("ft_lrpet_ramp", "LRPET fine-tuning + rank ramp", "B", "variant"),
+        Method("ft_lrpet_recal", "LRPET fine-tuning + BN re-estimation", "B", "variant"),
+        Method("ft_tsvd", "truncated SVD, then fine-tuning", "B", "baseline"),
+        Method(
+            "ft_tsvd_alloc", "truncated SVD at allocate_ranks ranks, fine-tuning", "B", "baseline"
+        ),
+        Method("ft_svd", "SVD training from the dense model, pruned, fine-tuned", "B", "baseline"),
+    )
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One run: a method at a prune ratio (None for dense) and a seed."""
+
+    method: str
     level: float
     seed: int
 
     @property
     def name(self):
-        level = "" if self.level is None else f"_g{self.level}"
-        return f"{self.variant}{level}_s{self.seed}"
+        level = "" if self.level is None else f"_g{self.level:g}"
+        return f"{self.method}{level}_s{self.seed}"
+
+
+@dataclasses.dataclass
+class StudyConfig:
+    """The study's data, model, budget, methods and folders.
+
+    Attributes:
+        dataset: `"fashion_mnist"` or `"digits"` (smoke runs).
+        train_images: First N training images of every run (None: all).
+        blocks, width: ResNet of depth `6 * blocks + 2` and first-stage width.
+        batch_size: Batch size of every run.
+        epochs: E, the from-scratch budget of every scenario-A run.
+        finetune_epochs: F, the budget of every scenario-B run.
+        levels: Prune ratios g.
+        seeds: Seeds; the first runs everything, the others the rows that
+            are compared (see the module docstring).
+        methods: Method names to run (default: all).
+        allocation_images: Training images `allocate_ranks` measures on.
+        svd_sparsity_weight: lambda_s (Hoyer) of SVD training's sparsity stage.
+        runs_dir: Run folders (models, backups); not committed.
+        results_dir: Result files (committed).
+        plot_dir: The plot.
+        dense_model: Scenario B's starting model (written from `dense` seed
+            0 when it finishes).
+        command: The command line, for the report.
+    """
+
+    dataset: str = "fashion_mnist"
+    train_images: int = 20_000
+    blocks: int = 3
+    width: int = 16
+    batch_size: int = 128
+    epochs: int = 30
+    finetune_epochs: int = 8
+    levels: tuple = (0.5, 0.75)
+    seeds: tuple = (0, 1, 2)
+    methods: tuple = tuple(METHODS)
+    allocation_images: int = 3000
+    svd_sparsity_weight: float = 0.1
+    runs_dir: str = os.path.join(_ROOT, "saved_models", NAME)
+    results_dir: str = os.path.join(bench_utils.BENCHMARKS_DIR, "results")
+    plot_dir: str = os.path.join(bench_utils.BENCHMARKS_DIR, "plots")
+    dense_model: str = DENSE_MODEL
+    command: str = "PYTHONPATH=. python benchmarks/accuracy_study.py"
+
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"Expected `methods` in {tuple(METHODS)}. Received: {unknown}")
+        if not self.seeds:
+            raise ValueError("Expected at least one seed. Received: seeds=()")
+
+    @property
+    def ramp_epochs(self):
+        """Ramp length from scratch (a third of E) and when fine-tuning (half of F)."""
+        return max(1, self.epochs // 3), max(1, self.finetune_epochs // 2)
+
+    def json_dir(self):
+        return os.path.join(self.results_dir, NAME)
 
 
 def smoke_config(output_dir):
-    """A quick study: synthetic 8x8 data, small_cnn of width 4, 1 epoch, LRPET and SVD."""
+    """Every method once on the 8x8 digits with a width-4 ResNet-8, 3 epochs."""
     return StudyConfig(
-        dataset="synthetic",
-        model="small_cnn",
+        dataset="digits",
+        train_images=None,
+        blocks=1,
         width=4,
-        epochs=1,
-        finetune_epochs=1,
         batch_size=64,
+        epochs=3,
+        finetune_epochs=2,
         levels=(0.5,),
         seeds=(0,),
-        variants=("lrpet", "svd"),
+        allocation_images=64,
         runs_dir=os.path.join(output_dir, "runs"),
         results_dir=output_dir,
         plot_dir=output_dir,
-        command="accuracy_study.py --smoke",
-        verbose=0,
+        dense_model=os.path.join(output_dir, "dense.keras"),
+        command="PYTHONPATH=. python benchmarks/accuracy_study.py --smoke",
     )
 
 
-def plan(study):
-    """The runs of a study in execution order (with the shared dense pre-training).
-
-    Seed `seeds[0]` of every variant first (levels in order), the other seeds
-    of `seeded_variants` last, so an interrupted study has every variant once
-    before it has any second seed.
-
-    Returns:
-        A list of `RunSpec`; `train_then_compress` is preceded by its
-        `dense_pretrain` run (level None).
-    """
-    first = study.seeds[0]
-    specs = []
-    for variant in study.variants:
-        if variant == "dense":
-            specs.append(RunSpec("dense", None, first))
-            continue
-        if variant == "train_then_compress":
-            specs.append(RunSpec(PRETRAIN, None, first))
-        specs.extend(RunSpec(variant, float(level), first) for level in study.levels)
-    for seed in study.seeds[1:]:
-        for variant in study.variants:
-            if variant not in study.seeded_variants:
-                continue
-            if variant == "dense":
-                specs.append(RunSpec("dense", None, seed))
-            elif variant == "train_then_compress":
-                specs.append(RunSpec(PRETRAIN, None, seed))
-                specs.extend(RunSpec(variant, float(level), seed) for level in study.levels)
-            else:
-                specs.extend(RunSpec(variant, float(level), seed) for level in study.levels)
-    return specs
+# -- which runs, in which order ----------------------------------------------
 
 
-def _common(study, spec):
-    """Fields shared by every example config of a run."""
-    return dict(
-        dataset=study.dataset,
-        train_limit=study.train_limit,
-        test_limit=study.test_limit,
-        batch_size=study.batch_size,
-        schedule=study.schedule,
-        augment=study.augment,
-        seed=spec.seed,
-        output_dir=os.path.join(study.runs_dir, spec.name),
-        validate=study.validate,
-        verbose=study.verbose,
-        plots=False,
-    )
-
-
-def _train_config(study, spec, variant=None, **changes):
-    """The `train_lrpet.TrainConfig` of a run (`variant` overrides the spec's settings)."""
-    fields = dict(
-        model=study.model,
-        width=study.width,
-        recipe=study.recipe,
-        epochs=study.epochs,
-        prune_ratio=spec.level if spec.level is not None else 0.5,
-        **_common(study, spec),
-    )
-    fields.update(_LRPET_SETTINGS.get(variant or spec.variant, {}), **changes)
-    return train_lrpet.TrainConfig(**fields)
-
-
-def lrpet_macs_fraction(study, prune_ratio, input_shape, num_classes):
-    """Compact MACs / dense MACs of LRPET at `prune_ratio` (a property of the ranks only).
-
-    Builds the study's model, takes the ranks `lrpet_tf.LRPET` gives it and
-    counts the factorized model's MACs (`lrpet_tf.factorize` keeps a layer
-    dense where its rank is not below break-even), as the LRPET run's compact
-    model will have them.
-    """
-    dense = example_models.build_model(study.model, input_shape, num_classes, study.width)
-    callback = lrpet_tf.LRPET(prune_ratio=prune_ratio, verbose=0)
-    callback.prepare(dense)
-    compact = lrpet_tf.factorize(dense, ranks=dict(callback.ranks))
-    return lrpet_tf.model_report(compact).total_macs / lrpet_tf.model_report(dense).total_macs
-
-
-def _run_train_lrpet(study, spec):
-    epochs = study.epochs - study.finetune_epochs if spec.variant == PRETRAIN else study.epochs
-    variant = "dense" if spec.variant == PRETRAIN else spec.variant
-    config = _train_config(study, spec, variant=variant, epochs=epochs)
-    results = train_lrpet.run(config)
-    return results, {"epochs": [epochs], "stages": ["train"]}
-
-
-def _run_train_then_compress(study, spec):
-    pretrain_dir = os.path.join(study.runs_dir, RunSpec(PRETRAIN, None, spec.seed).name)
-    model_path = os.path.join(pretrain_dir, "trained.keras")
-    if not os.path.exists(model_path):
-        raise FileNotFoundError(f"{model_path} is missing: run {PRETRAIN} first.")
-    config = compress.CompressConfig(
-        model_path=model_path,
-        method="svd",
-        prune_ratio=spec.level,
-        recipe=study.finetune_recipe,
-        epochs=study.finetune_epochs,
-        standardize=True,
-        **_common(study, spec),
-    )
-    results = compress.run(config)
-    with open(os.path.join(pretrain_dir, "results.json")) as f:
-        pretrain = json.load(f)
-    extra = {
-        "epochs": [study.epochs - study.finetune_epochs, study.finetune_epochs],
-        "stages": ["dense", "fine-tune"],
-        "pretrain_train_seconds": pretrain["seconds"]["train"],
-        "pretrain_accuracy": pretrain["accuracy"]["compact"],
+def _best(study, results, scenario, role, level):
+    """The method of `role` in `scenario` with the best seed-0 accuracy at `level`."""
+    candidates = [
+        m.name
+        for m in METHODS.values()
+        if m.scenario == scenario and m.role == role and m.name in study.methods
+    ]
+    finished = {
+        m: results[Run(m, level, study.seeds[0]).name]["accuracy"]
+        for m in candidates
+        if Run(m, level, study.seeds[0]).name in results
     }
-    return results, extra
+    if not candidates or len(finished) < len(candidates):
+        return None  # not every candidate has its seed-0 run yet
+    return max(finished, key=finished.get)
 
 
-def _run_svd(study, spec, data_shape):
-    macs_target = lrpet_macs_fraction(study, spec.level, *data_shape)
-    decomposed, sparsity, finetune = study.svd_epochs
-    config = train_svd.SVDConfig(
-        model=study.model,
-        width=study.width,
-        recipe=study.recipe,
-        scheme="channel",
-        sparsity="hoyer",
-        sparsity_weight=study.svd_sparsity_weight,
-        macs_target=macs_target,
-        decomposed_epochs=decomposed,
-        sparsity_epochs=sparsity,
-        finetune_epochs=finetune,
-        finetune_learning_rate=study.finetune_learning_rate,
-        **_common(study, spec),
-    )
-    results = train_svd.run(config)
-    extra = {
-        "epochs": [decomposed, sparsity, finetune],
-        "stages": ["decomposed", "sparsity", "fine-tune"],
-        "macs_target": macs_target,
-    }
-    return results, extra
+def runs_due(study, results):
+    """Every run of the study in execution order, given the finished `results`.
 
-
-def _summary(study, spec, results, extra, wall_seconds):
-    """The per-run JSON: what the table needs, the report and the example's results."""
-    costs = results["costs"]
-    tflite = results.get("tflite", {}).get("float32", {})
-    report_path = os.path.join(results["run_dir"], "report.txt")
-    report = None
-    if os.path.exists(report_path):
-        with open(report_path) as f:
-            report = f.read()
-    train_seconds = results["seconds"]["train"] + extra.pop("pretrain_train_seconds", 0.0)
-    summary = {
-        "run": spec.name,
-        "variant": spec.variant,
-        "label": LABELS.get(spec.variant, "dense pre-training of train_then_compress"),
-        "level": spec.level,
-        "seed": spec.seed,
-        "script": results["script"],
-        "accuracy": results["accuracy"]["compact"],
-        "tflite_accuracy": results["accuracy"].get("tflite_float32"),
-        "accuracies": results["accuracy"],
-        "macs": costs["compact"]["macs"],
-        "conv_macs": costs["compact"]["conv_macs"],
-        "params": costs["compact"]["params"],
-        "dense_macs": costs["dense"]["macs"],
-        "dense_params": costs["dense"]["params"],
-        "macs_ratio": costs["dense"]["macs"] / costs["compact"]["macs"],
-        "params_ratio": costs["dense"]["params"] / costs["compact"]["params"],
-        "tflite_bytes": tflite.get("bytes"),
-        "tflite_verified": tflite.get("verified"),
-        "ranks": results.get("ranks", {}),
-        "total_rank": int(sum(results.get("ranks", {}).values())),
-        "energy": results.get("energy"),
-        "train_images": results["dataset"]["train"],
-        "test_images": results["dataset"]["test"],
-        "batch_size": study.batch_size,
-        "train_seconds": train_seconds,
-        "export_seconds": results["seconds"]["export"],
-        "wall_seconds_this_process": wall_seconds,
-        "history": results.get("history", []),
-        "report": report,
-        "results_table": example_reports.results_table(results),
-        "run_dir": results["run_dir"],
-        "config": results["config"],
-        "finished": bench_utils.machine_info()["date"],
-        "load_average": bench_utils.load_average(),
-        **extra,
-    }
-    summary["epochs_total"] = int(sum(summary["epochs"]))
-    return summary
-
-
-def run_one(study, spec, data_shape=None):
-    """Runs one `RunSpec` through the examples and writes its JSON.
+    The later seeds' rows depend on the seed-0 results (best variant and best
+    baseline per scenario and g), so the list grows as runs finish.
 
     Args:
         study: The `StudyConfig`.
-        spec: The run.
-        data_shape: `(input_shape, num_classes)` of the dataset (for the SVD
-            runs' MACs target); loaded when None.
+        results: Run name -> summary of the finished runs.
 
     Returns:
-        The run's summary dict (also in `<results_dir>/accuracy_study/<run>.json`).
+        A list of `Run`, finished ones included.
     """
-    start = time.perf_counter()
-    started = time.time()
-    keras.backend.clear_session()
-    if spec.variant == "train_then_compress":
-        results, extra = _run_train_then_compress(study, spec)
-    elif spec.variant == "svd":
-        if data_shape is None:
-            data = _train_config(study, spec).load_data()
-            data_shape = (data.input_shape, data.num_classes)
-        results, extra = _run_svd(study, spec, data_shape)
+    first, later = study.seeds[0], study.seeds[1:]
+    wanted = []
+
+    def add(method, level, seed):
+        if method in study.methods:
+            wanted.append(Run(method, level, seed))
+
+    add("dense", None, first)
+    add("dense_2x", None, first)
+    for level in study.levels:
+        add("lrpet", level, first)
+        add("lrpet_recal", level, first)
+    for level in study.levels:
+        for method in ("ft_lrpet", "ft_lrpet_recal", "ft_lrpet_ramp", "ft_tsvd"):
+            add(method, level, first)
+        for method in ("ft_tsvd_alloc", "ft_svd"):
+            add(method, level, first)
+    for level in study.levels:
+        for method in ("lrpet_ramp", "lrpet_alloc", "trp", "scratch", "svd"):
+            add(method, level, first)
+        for method in ("lrpet_no_et", "lrpet_no_bnrect"):
+            add(method, level, first)
+    add("lrpet_stem", max(study.levels), first)
+    for seed in later:
+        add("dense", None, seed)
+    for scenario, lrpet in (("B", "ft_lrpet"), ("A", "lrpet")):
+        for level in study.levels:
+            chosen = [lrpet]
+            for role in ("variant", "baseline"):
+                best = _best(study, results, scenario, role, level)
+                if best is not None:
+                    chosen.append(best)
+            for seed in later:
+                for method in chosen:
+                    if method.endswith("_recal"):
+                        add(method[: -len("_recal")], level, seed)
+                    add(method, level, seed)
+    seen, ordered = set(), []
+    for item in wanted:
+        if item.name not in seen:
+            seen.add(item.name)
+            ordered.append(item)
+    return ordered
+
+
+def next_run(study, results):
+    """The first unfinished run of `runs_due`, or None when the study is done."""
+    for item in runs_due(study, results):
+        if item.name not in results:
+            return item
+    return None
+
+
+# -- the runs -----------------------------------------------------------------
+
+
+class _Context:
+    """What the runs of one process share: the study, its data and the dense costs."""
+
+    def __init__(self, study):
+        self.study = study
+        self.images = bench_training.load_images(study.dataset, study.train_images)
+        dense = self.build(0)
+        self.dense_costs = lrpet_tf.model_report(lrpet_tf.fold_batchnorm(dense))
+
+    def build(self, seed):
+        """A freshly initialised ResNet (seeded)."""
+        keras.utils.set_random_seed(seed)
+        return bench_models.cifar_resnet(
+            self.study.blocks,
+            self.images.input_shape,
+            self.images.num_classes,
+            width=self.study.width,
+            shortcut="zeros",
+        )
+
+    def run_dir(self, item):
+        return os.path.join(self.study.runs_dir, item.name)
+
+    def fit(self, model, item, recipe, epochs, stage="train", callbacks=()):
+        path = bench_training.fit_stage(
+            model,
+            self.images,
+            bench_training.RECIPES[recipe],
+            epochs,
+            self.run_dir(item),
+            stage,
+            item.seed,
+            batch_size=self.study.batch_size,
+            callbacks=callbacks,
+        )
+        return bench_training.load_model(path)
+
+    def lrpet(self, level, project_stem=False, **options):
+        return lrpet_tf.LRPET(
+            prune_ratio=level, exclude=None if project_stem else [STEM], verbose=0, **options
+        )
+
+    def uniform_ranks(self, level):
+        callback = self.lrpet(level)
+        callback.prepare(self.build(0))
+        return dict(callback.ranks)
+
+    def compact_macs(self, level):
+        """MACs of the factorized model at g's uniform ranks (the SVD rows' target)."""
+        compact = lrpet_tf.factorize(self.build(0), ranks=self.uniform_ranks(level))
+        return lrpet_tf.model_report(lrpet_tf.fold_batchnorm(compact)).total_macs
+
+    def allocation(self, level, seed, dense_path):
+        """`allocate_ranks` on a trained dense model at g's parameter count (cached)."""
+        cache = os.path.join(self.study.runs_dir, f"allocation_g{level:g}_s{seed}.json")
+        if os.path.exists(cache):
+            with open(cache) as f:
+                return json.load(f)
+        dense = bench_training.load_model(dense_path)
+        callback = self.lrpet(level)
+        callback.prepare(dense)
+        n = self.study.allocation_images
+        start = time.perf_counter()
+        ranks = lrpet_tf.allocate_ranks(
+            dense,
+            self.images.x_train[:n],
+            self.images.y_train[:n],
+            callback,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        result = {"ranks": ranks, "seconds": time.perf_counter() - start, "images": n}
+        os.makedirs(self.study.runs_dir, exist_ok=True)
+        with open(cache, "w") as f:
+            json.dump(result, f, indent=1)
+        return result
+
+    def dense_path(self, seed):
+        path = os.path.join(self.study.runs_dir, Run("dense", None, seed).name, "train.keras")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} is missing: run dense_s{seed} first.")
+        return path
+
+
+def _train_dense(ctx, item):
+    epochs = ctx.study.epochs * (2 if item.method == "dense_2x" else 1)
+    model = ctx.fit(ctx.build(item.seed), item, "sgd", epochs)
+    if item.method == "dense" and item.seed == ctx.study.seeds[0]:
+        _publish_dense_model(ctx, item)
+    return lrpet_tf.fold_batchnorm(model), {"epochs": [epochs]}
+
+
+def _publish_dense_model(ctx, item):
+    """Copies scenario B's starting model to `dense_model` (committed with its checksum)."""
+    source = os.path.join(ctx.run_dir(item), "train.keras")
+    os.makedirs(os.path.dirname(ctx.study.dense_model), exist_ok=True)
+    shutil.copyfile(source, ctx.study.dense_model)
+
+
+_LRPET_OPTIONS = {
+    "lrpet": {},
+    "lrpet_no_et": {"energy_transfer": None},
+    "lrpet_no_bnrect": {"bn_rectification": False},
+    "trp": {"energy_transfer": None, "bn_rectification": False},
+    "lrpet_stem": {},
+}
+
+
+def _train_lrpet(ctx, item):
+    options = dict(_LRPET_OPTIONS.get(item.method, {}))
+    extra = {"epochs": [ctx.study.epochs]}
+    if item.method == "lrpet_ramp":
+        options["ramp_epochs"] = ctx.study.ramp_epochs[0]
+        extra["ramp_epochs"] = options["ramp_epochs"]
+    if item.method == "lrpet_alloc":
+        allocation = ctx.allocation(item.level, item.seed, ctx.dense_path(item.seed))
+        callback = lrpet_tf.LRPET(ranks=allocation["ranks"], verbose=0)
+        extra["allocation_seconds"] = allocation["seconds"]
     else:
-        results, extra = _run_train_lrpet(study, spec)
-    summary = _summary(study, spec, results, extra, time.perf_counter() - start)
-    summary["started_unix"], summary["finished_unix"] = started, time.time()
-    example_reports.write_json(os.path.join(study.json_dir(), f"{spec.name}.json"), summary)
+        callback = ctx.lrpet(item.level, project_stem=item.method == "lrpet_stem", **options)
+    model = ctx.fit(ctx.build(item.seed), item, "sgd", ctx.study.epochs, callbacks=[callback])
+    callback.prepare(model)
+    compact = lrpet_tf.factorize(model, ranks=dict(callback.ranks))
+    return lrpet_tf.fold_batchnorm(compact), extra
+
+
+def _recalibrated(ctx, item, source_method):
+    """BN re-estimation applied to the trained model of the `source_method` run."""
+    source = Run(source_method, item.level, item.seed)
+    path = os.path.join(ctx.run_dir(source), "train.keras")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is missing: run {source.name} first.")
+    model = bench_training.load_model(path)
+    start = time.perf_counter()
+    changes = lrpet_tf.recalibrate_batchnorm(model, ctx.images.x_train, batch_size=500)
+    seconds = time.perf_counter() - start
+    ranks = ctx.uniform_ranks(item.level)
+    compact = lrpet_tf.factorize(model, ranks=ranks)
+    largest = max(changes.values(), key=lambda c: c["mean"] + c["variance"])
+    extra = {"recalibration_seconds": seconds, "largest_relative_change": largest}
+    return lrpet_tf.fold_batchnorm(compact), extra
+
+
+def _train_scratch(ctx, item):
+    ranks = ctx.uniform_ranks(item.level)
+    compact = lrpet_tf.factorize(ctx.build(item.seed), ranks=ranks)
+    model = ctx.fit(compact, item, "sgd", ctx.study.epochs)
+    return lrpet_tf.fold_batchnorm(model), {"epochs": [ctx.study.epochs]}
+
+
+def _svd_training(ctx, item, start, recipe, epochs):
+    """SVD training's stages from `start` (decomposed): sparsity, prune to MACs, fine-tune.
+
+    `epochs` is the list of stage lengths: (orthogonality only, + sparsity,
+    fine-tune) from scratch, or (+ sparsity, fine-tune) from a trained model.
+    """
+    model = start
+    stages = ["decomposed", "sparsity", "finetune"][-len(epochs) :]
+    for stage, stage_epochs in zip(stages[:-1], epochs[:-1]):
+        weight = ctx.study.svd_sparsity_weight if stage == "sparsity" else 0.0
+        svd_training.set_regularization(model, sparsity_weight=weight)
+        model = ctx.fit(model, item, recipe, stage_epochs, stage=stage)
+    target = ctx.compact_macs(item.level)
+    pruned = svd_training.prune(model, macs=target)
+    svd_training.set_regularization(pruned, sparsity_weight=0.0)
+    model = ctx.fit(pruned, item, recipe, epochs[-1], stage=stages[-1])
+    compact = lrpet_tf.fold_batchnorm(lrpet_tf.factorize(model))
+    return compact, {"epochs": list(epochs), "macs_target": target}
+
+
+def _svd_model(model, init):
+    return svd_training.decompose(
+        model,
+        scheme="channel",
+        orthogonality=1.0,
+        sparsity="hoyer",
+        sparsity_weight=0.0,
+        init=init,
+        exclude=[STEM],
+    )
+
+
+def _train_svd(ctx, item):
+    e = ctx.study.epochs
+    epochs = [e - 2 * (e // 3), e // 3, e // 3]
+    start = _svd_model(ctx.build(item.seed), "random")
+    return _svd_training(ctx, item, start, "svd_released", epochs)
+
+
+def _dense_start(ctx):
+    if not os.path.exists(ctx.study.dense_model):
+        raise FileNotFoundError(f"{ctx.study.dense_model} is missing: run dense_s0 first.")
+    return bench_training.load_model(ctx.study.dense_model)
+
+
+def _finetune_lrpet(ctx, item):
+    options = {}
+    extra = {"epochs": [ctx.study.finetune_epochs]}
+    if item.method == "ft_lrpet_ramp":
+        options["ramp_epochs"] = ctx.study.ramp_epochs[1]
+        extra["ramp_epochs"] = options["ramp_epochs"]
+    callback = ctx.lrpet(item.level, **options)
+    model = ctx.fit(
+        _dense_start(ctx), item, "finetune", ctx.study.finetune_epochs, callbacks=[callback]
+    )
+    callback.prepare(model)
+    compact = lrpet_tf.factorize(model, ranks=dict(callback.ranks))
+    return lrpet_tf.fold_batchnorm(compact), extra
+
+
+def _finetune_tsvd(ctx, item):
+    extra = {"epochs": [ctx.study.finetune_epochs]}
+    if item.method == "ft_tsvd_alloc":
+        allocation = ctx.allocation(item.level, ctx.study.seeds[0], ctx.study.dense_model)
+        ranks = allocation["ranks"]
+        extra["allocation_seconds"] = allocation["seconds"]
+    else:
+        ranks = ctx.uniform_ranks(item.level)
+    compact = lrpet_tf.factorize(_dense_start(ctx), ranks=ranks)
+    model = ctx.fit(compact, item, "finetune", ctx.study.finetune_epochs)
+    return lrpet_tf.fold_batchnorm(model), extra
+
+
+def _finetune_svd(ctx, item):
+    f = ctx.study.finetune_epochs
+    start = _svd_model(_dense_start(ctx), "svd")
+    return _svd_training(ctx, item, start, "svd_finetune", [f - f // 2, f // 2])
+
+
+_RUNNERS = {
+    "dense": _train_dense,
+    "dense_2x": _train_dense,
+    "lrpet_recal": lambda ctx, item: _recalibrated(ctx, item, "lrpet"),
+    "ft_lrpet_recal": lambda ctx, item: _recalibrated(ctx, item, "ft_lrpet"),
+    "scratch": _train_scratch,
+    "svd": _train_svd,
+    "ft_lrpet": _finetune_lrpet,
+    "ft_lrpet_ramp": _finetune_lrpet,
+    "ft_tsvd": _finetune_tsvd,
+    "ft_tsvd_alloc": _finetune_tsvd,
+    "ft_svd": _finetune_svd,
+}
+
+
+def run_one(ctx, item):
+    """Trains (or derives) one run, evaluates its compact model and writes its JSON."""
+    start = time.perf_counter()
     keras.backend.clear_session()
+    runner = _RUNNERS.get(item.method, _train_lrpet)
+    compact, extra = runner(ctx, item)
+    costs = lrpet_tf.model_report(compact)
+    method = METHODS[item.method]
+    summary = {
+        "run": item.name,
+        "method": item.method,
+        "label": method.label,
+        "scenario": method.scenario,
+        "role": method.role,
+        "level": item.level,
+        "seed": item.seed,
+        "accuracy": bench_training.accuracy(compact, ctx.images),
+        "macs": int(costs.total_macs),
+        "params": int(costs.total_params),
+        "dense_macs": int(ctx.dense_costs.total_macs),
+        "dense_params": int(ctx.dense_costs.total_params),
+        "ranks": {
+            row.name[: -len("_reduce")]: int(row.kernel_shape[-1])
+            for row in costs.layers
+            if row.name.endswith("_reduce")
+        },
+        "train_images": int(len(ctx.images.x_train)),
+        "test_images": int(len(ctx.images.x_test)),
+        "seconds_this_process": time.perf_counter() - start,
+        "finished": bench_utils.machine_info()["date"],
+        "load_average": bench_utils.load_average(),
+        "history": _history(ctx.run_dir(item)),
+        **extra,
+    }
+    os.makedirs(ctx.study.json_dir(), exist_ok=True)
+    with open(os.path.join(ctx.study.json_dir(), f"{item.name}.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+        f.write("\n")
     return summary
 
 
-def _load_runs(study, specs):
-    runs = {}
-    for spec in specs:
-        path = os.path.join(study.json_dir(), f"{spec.name}.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                runs[spec.name] = json.load(f)
-    return runs
+def _history(run_dir):
+    """The run's per-epoch logs (the last record of each stage and epoch)."""
+    path = os.path.join(run_dir, "epochs.jsonl")
+    if not os.path.exists(path):
+        return []
+    rows = {}
+    with open(path) as f:
+        for line in f:
+            row = json.loads(line)
+            rows[(row["stage"], row["epoch"])] = {
+                k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()
+            }
+    return list(rows.values())
 
 
-def _spread(values):
-    values = np.asarray(values, np.float64)
-    return float(values.mean()), float((values.max() - values.min()) / 2)
+def load_results(study):
+    """Run name -> summary of every finished run (from the JSON files)."""
+    results = {}
+    folder = study.json_dir()
+    if os.path.isdir(folder):
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".json"):
+                with open(os.path.join(folder, name)) as f:
+                    summary = json.load(f)
+                results[summary["run"]] = summary
+    return results
 
 
-def aggregate(study, runs):
-    """One row per (variant, level) over seeds, in table order.
+# -- the report ---------------------------------------------------------------
 
-    Returns:
-        A list of dicts: `variant`, `label`, `level`, `seeds`, `accuracy`
-        (mean, %), `spread` (half the range over seeds, %), `per_seed`,
-        `tflite_accuracy`, `delta_vs_dense` (points, vs the dense mean),
-        `macs`, `macs_ratio`, `params`, `tflite_bytes`, `epochs`,
-        `train_seconds` and `wall_seconds` (mean per run).
-    """
+
+def aggregate(results):
+    """One row per (method, g) over seeds: mean and sample sd of the accuracy (%)."""
     groups = {}
-    for summary in runs.values():
-        if summary["variant"] == PRETRAIN:
-            continue
-        groups.setdefault((summary["variant"], summary["level"]), []).append(summary)
-    dense = groups.get(("dense", None))
-    dense_mean = _spread([100 * s["accuracy"] for s in dense])[0] if dense else None
+    for summary in results.values():
+        groups.setdefault((summary["method"], summary["level"]), []).append(summary)
+    order = {name: i for i, name in enumerate(METHODS)}
     rows = []
-    order = {v: i for i, v in enumerate(VARIANTS)}
-    for (variant, level), members in sorted(
+    for (method, level), members in sorted(
         groups.items(), key=lambda kv: (kv[0][1] or 0.0, order[kv[0][0]])
     ):
         members = sorted(members, key=lambda s: s["seed"])
-        accuracy, spread = _spread([100 * s["accuracy"] for s in members])
-        tflite = [s["tflite_accuracy"] for s in members if s["tflite_accuracy"] is not None]
+        accuracies = np.array([100 * s["accuracy"] for s in members])
         rows.append(
             {
-                "variant": variant,
-                "label": LABELS[variant],
+                "method": method,
+                "label": METHODS[method].label,
+                "scenario": METHODS[method].scenario,
+                "role": METHODS[method].role,
                 "level": level,
                 "seeds": [s["seed"] for s in members],
-                "accuracy": accuracy,
-                "spread": spread,
-                "per_seed": [100 * s["accuracy"] for s in members],
-                "tflite_accuracy": 100 * float(np.mean(tflite)) if tflite else None,
-                "delta_vs_dense": None if dense_mean is None else accuracy - dense_mean,
+                "per_seed": [float(a) for a in accuracies],
+                "accuracy": float(accuracies.mean()),
+                "sd": float(accuracies.std(ddof=1)) if len(members) > 1 else None,
                 "macs": int(np.mean([s["macs"] for s in members])),
-                "macs_ratio": float(np.mean([s["macs_ratio"] for s in members])),
+                "macs_ratio": float(np.mean([s["dense_macs"] / s["macs"] for s in members])),
                 "params": int(np.mean([s["params"] for s in members])),
-                "params_ratio": float(np.mean([s["params_ratio"] for s in members])),
-                "tflite_bytes": int(np.mean([s["tflite_bytes"] or 0 for s in members])),
-                "epochs": "+".join(str(e) for e in members[0]["epochs"]),
-                "train_images": members[0]["train_images"],
-                "train_seconds": float(np.mean([s["train_seconds"] for s in members])),
-                "wall_seconds": float(
-                    np.mean([s["train_seconds"] + s["export_seconds"] for s in members])
-                ),
             }
         )
     return rows
 
 
-def _recipe_text(study, name):
-    """`recipe` with the study's overrides, in words."""
-    recipe = train_lrpet.TrainConfig(
-        recipe=name, schedule=study.schedule, augment=study.augment
-    ).make_recipe()
-    optimizer = f"SGD momentum {recipe.momentum:g}" if recipe.optimizer == "sgd" else "Adam"
-    schedule = {
-        "cosine": "cosine decay to 0",
-        "constant": "constant",
-        "step": "x{:g} at {} of the epochs".format(
-            recipe.lr_decay, "/".join(f"{f:.0%}" for f in recipe.lr_steps)
-        ),
-    }[recipe.schedule]
+def _cell(row):
+    text = f"{row['accuracy']:.2f}"
+    if row["sd"] is not None:
+        text += f" ± {row['sd']:.2f} (" + ", ".join(f"{a:.2f}" for a in row["per_seed"]) + ")"
+    return text
+
+
+def compare(a, b):
+    """`a` minus `b` in points, and whether it exceeds the seed spread.
+
+    It exceeds the spread when both rows have several seeds and the
+    intervals mean ± sd do not overlap.
+    """
+    delta = a["accuracy"] - b["accuracy"]
+    if a["sd"] is None or b["sd"] is None:
+        return delta, None
+    return delta, abs(delta) > a["sd"] + b["sd"]
+
+
+def render(study, results):
+    """The markdown of the study: budget, convergence, one table per scenario, comparisons."""
+    rows = aggregate(results)
+    by_key = {(r["method"], r["level"]): r for r in rows}
+    dense = by_key.get(("dense", None))
+    lines = [
+        f"## Accuracy study: ResNet-{6 * study.blocks + 2} on {study.dataset}",
+        "",
+        f"Command: `{study.command}`",
+        "",
+        _budget_text(study, results),
+        "",
+    ]
+    dense_2x = by_key.get(("dense_2x", None))
+    if dense and dense_2x:
+        first = [s for s in results.values() if s["run"] == Run("dense", None, 0).name]
+        base = 100 * first[0]["accuracy"] if first else dense["accuracy"]
+        lines += [
+            "Convergence: dense seed 0 reaches "
+            f"{base:.2f}% in E = {study.epochs} epochs and {dense_2x['accuracy']:.2f}% in "
+            f"2E = {2 * study.epochs} ({dense_2x['accuracy'] - base:+.2f} points).",
+            "",
+        ]
+    headers = ["method", "g", "test acc. % (mean ± sd (seeds))", "vs dense", "MACs", "MACs ratio"]
+    headers += ["params"]
+    for scenario, title in (
+        ("A", "Scenario A, from scratch"),
+        ("B", "Scenario B, from the trained dense model"),
+    ):
+        table = []
+        for row in rows:
+            if row["scenario"] not in ("dense", scenario) or row["method"] == "dense_2x":
+                continue
+            delta = (
+                "-" if not dense or row is dense else f"{row['accuracy'] - dense['accuracy']:+.2f}"
+            )
+            table.append(
+                [
+                    row["label"],
+                    "-" if row["level"] is None else f"{row['level']:g}",
+                    _cell(row),
+                    delta,
+                    f"{row['macs']:,}",
+                    f"{row['macs_ratio']:.2f}x",
+                    f"{row['params']:,}",
+                ]
+            )
+        if len(table) > (1 if dense else 0):
+            lines += [f"### {title}", "", bench_utils.markdown_table(headers, table), ""]
+            lines += _comparisons(study, rows, by_key, scenario)
+    lines.append(_plot_note(study))
+    return "\n".join(lines)
+
+
+def _comparisons(study, rows, by_key, scenario):
+    lines = []
+    for level in study.levels:
+        here = [r for r in rows if r["scenario"] == scenario and r["level"] == level]
+        lrpet_family = [r for r in here if r["role"] in ("lrpet", "variant")]
+        baselines = [r for r in here if r["role"] == "baseline"]
+        if not lrpet_family or not baselines:
+            continue
+        best_lrpet = max(lrpet_family, key=lambda r: r["accuracy"])
+        best_baseline = max(baselines, key=lambda r: r["accuracy"])
+        delta, exceeds = compare(best_lrpet, best_baseline)
+        verdict = {
+            None: "seeds pending",
+            True: "exceeds the seed spread",
+            False: "within the seed spread",
+        }
+        lines.append(
+            f"- g = {level:g}: best LRPET path ({best_lrpet['label']}, "
+            f"{best_lrpet['accuracy']:.2f}%) "
+            f"vs best baseline ({best_baseline['label']}, {best_baseline['accuracy']:.2f}%): "
+            f"{delta:+.2f} points, {verdict[exceeds]}."
+        )
+    return lines + [""] if lines else []
+
+
+def _budget_text(study, results):
+    recipes = bench_training.RECIPES
+    images = next(iter(results.values()))["train_images"] if results else study.train_images
+    hours = sum(s["seconds_this_process"] for s in results.values()) / 3600
+    f, e = study.finetune_epochs, study.epochs
     return (
-        f"`{name}`: {optimizer}{' (Nesterov)' if recipe.nesterov else ''}, lr "
-        f"{recipe.learning_rate:g}, {schedule}, coupled L2 {recipe.weight_decay:g}, "
-        f"augmentation {recipe.augment or 'none'}"
+        f"Budget: {images:,} training images, batch {study.batch_size}, crop + flip. Dense and "
+        f"every scenario-A LRPET/TRP/scratch run: E = {e} epochs of {recipes['sgd'].describe()}; "
+        f"LRPET projects once per epoch, ramp over {study.ramp_epochs[0]} epochs. SVD training "
+        f"from scratch: {e - 2 * (e // 3)} + {e // 3} + {e // 3} epochs (orthogonality; + Hoyer "
+        f"lambda_s {study.svd_sparsity_weight:g}; pruned to LRPET's MACs, fine-tuned) of "
+        f"{recipes['svd_released'].describe()}, restarted per stage. Scenario B: F = {f} epochs "
+        f"of {recipes['finetune'].describe()} for every method (ramp over "
+        f"{study.ramp_epochs[1]}), SVD training {f - f // 2} + {f // 2} epochs of "
+        f"{recipes['svd_finetune'].describe()}. Accuracy: the factorized, BN-folded compact "
+        f"model on all test images; sd: sample standard deviation over seeds. Sum of run "
+        f"times: {hours:.1f} h (shared 2-core machine)."
     )
 
 
-def _budget_text(study, runs):
-    total = sum(s["train_seconds"] + s["export_seconds"] for s in runs.values())
-    span = 0.0
-    if runs:
-        span = max(s["finished_unix"] for s in runs.values()) - min(
-            s["started_unix"] for s in runs.values()
-        )
-    images = next(iter(runs.values()))["train_images"] if runs else study.train_limit
-    decomposed, sparsity, finetune = study.svd_epochs
-    text = (
-        f"Budget: every variant trains E = {study.epochs} epochs of the first {images:,} "
-        f"training images (batch {study.batch_size}; recipe {_recipe_text(study, study.recipe)})."
-    )
-    if "train_then_compress" in study.variants:
-        text += (
-            f" Train-then-compress trains the dense model {study.epochs - study.finetune_epochs}"
-            f" epochs with it and fine-tunes the compact model {study.finetune_epochs} (recipe "
-            f"{_recipe_text(study, study.finetune_recipe)})."
-        )
-    if "svd" in study.variants:
-        text += (
-            f" SVD training runs {decomposed} + {sparsity} + {finetune} epochs (decomposed, "
-            f"sparsity, fine-tune), each stage with the recipe restarted, the fine-tuning at lr "
-            f"{study.finetune_learning_rate:g}."
-        )
-    return text + (
-        " Accuracy is measured once, after training, on all test images. Sum of the runs' "
-        f"training + export times: {total / 3600:.2f} h; wall clock from the first run's start "
-        f"to the last run's end: {span / 3600:.2f} h."
-    )
+def _plot_note(study):
+    return f"Plot: `benchmarks/plots/{NAME}_vs_macs.png` (one panel per scenario)."
 
 
-def render(study, runs, machine):
-    """The markdown: budget, command, machine, the table and the two scripts' reports."""
-    rows = aggregate(study, runs)
-    headers = [
-        "variant",
-        "g",
-        "seeds",
-        "compact test acc. %",
-        "vs dense (points)",
-        ".tflite acc. %",
-        "MACs",
-        "MACs ratio",
-        "params",
-        ".tflite bytes",
-        "epochs",
-        "time per run (min)",
-    ]
-    table_rows = []
-    for row in rows:
-        accuracy = f"{row['accuracy']:.2f}"
-        if len(row["seeds"]) > 1:
-            accuracy += f" ± {row['spread']:.2f} (" + ", ".join(f"{a:.2f}" for a in row["per_seed"])
-            accuracy += ")"
-        delta = None if row["delta_vs_dense"] is None else f"{row['delta_vs_dense']:+.2f}"
-        table_rows.append(
-            [
-                row["label"],
-                "-" if row["level"] is None else f"{row['level']:g}",
-                ",".join(str(s) for s in row["seeds"]),
-                accuracy,
-                delta if row["variant"] != "dense" else "-",
-                row["tflite_accuracy"],
-                row["macs"],
-                f"{row['macs_ratio']:.2f}x",
-                row["params"],
-                row["tflite_bytes"],
-                row["epochs"],
-                row["wall_seconds"] / 60,
-            ]
-        )
-    dataset = next(iter(runs.values()))["config"]["dataset"] if runs else study.dataset
-    parts = [
-        f"## Accuracy at equal compression ({study.model} on {dataset})",
-        "",
-        _budget_text(study, runs),
-        "",
-        f"Command: `{study.command or 'python benchmarks/accuracy_study.py'}`",
-        "",
-        bench_utils.machine_markdown(machine),
-        "",
-        bench_utils.markdown_table(headers, table_rows),
-        "",
-        "Compact test acc.: top-1 of the factorized, BN-folded Keras model on all test images, "
-        "mean over seeds ± half their range (the seeds' values in brackets); vs dense: minus the "
-        "dense baseline's mean. MACs and params per image of the compact model (MACs ratio: "
-        "dense / compact). Time per run: training + export (incl. test evaluations), wall "
-        "clock on the shared machine; train-then-compress includes its dense pre-training.",
-    ]
-    pretrain = [s for s in runs.values() if s["variant"] == PRETRAIN]
-    for s in pretrain:
-        parts.append(
-            f"\nDense pre-training of train-then-compress ({s['epochs_total']} epochs, seed "
-            f"{s['seed']}): {100 * s['accuracy']:.2f}% test accuracy."
-        )
-    reports = [
-        s
-        for s in sorted(runs.values(), key=lambda s: (s["level"] or 0, s["run"]))
-        if s["variant"] in ("lrpet", "svd") and s["seed"] == study.seeds[0]
-    ]
-    if reports:
-        parts.append("\n### Reports of train_lrpet.py and train_svd.py (report.txt summaries)\n")
-        for s in reports:
-            parts.append(f"`{s['run']}`:\n\n```\n{s['results_table']}\n```\n")
-    return "\n".join(parts)
-
-
-def plot(study, runs, path):
-    """Accuracy of the compact model against its MACs, one marker per variant (seed error bars)."""
+def plot(study, results, path):
+    """Accuracy against MACs of the compact model, one panel per scenario."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = aggregate(study, runs)
-    fig, ax = plt.subplots(figsize=(9.5, 6))
-    markers = dict(zip(VARIANTS, "*osD^vPX"))
-    colors = dict(zip(VARIANTS, plt.get_cmap("tab10").colors))
-    # Variants at one level share their MACs: offset them a little along x.
-    offsets = dict(zip(VARIANTS, np.linspace(-0.035, 0.035, len(VARIANTS))))
-    labelled = set()
-    for row in rows:
-        variant = row["variant"]
-        x = row["macs"] / 1e6 * (1 + (offsets[variant] if variant != "dense" else 0))
-        ax.errorbar(
-            x,
-            row["accuracy"],
-            yerr=row["spread"] if len(row["seeds"]) > 1 else None,
-            marker=markers[variant],
-            ms=13 if variant == "dense" else 8,
-            color=colors[variant],
-            capsize=3,
-            linestyle="none",
-            label=None if variant in labelled else LABELS[variant],
-        )
-        labelled.add(variant)
-    dense = [r for r in rows if r["variant"] == "dense"]
-    if dense:
-        ax.axhline(dense[0]["accuracy"], color=colors["dense"], lw=0.8, ls="--", alpha=0.6)
-    for level in sorted({r["level"] for r in rows if r["level"] is not None}):
-        macs = [r["macs"] for r in rows if r["level"] == level and r["variant"] != "svd"]
-        if macs:
-            ax.annotate(
-                f"g={level:g}",
-                (macs[0] / 1e6, ax.get_ylim()[0]),
-                textcoords="offset points",
-                xytext=(0, 6),
-                ha="center",
-                fontsize=9,
-                color="0.3",
+    rows = aggregate(results)
+    dense = next((r for r in rows if r["method"] == "dense"), None)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharey=True)
+    colors = plt.get_cmap("tab20").colors
+    for ax, scenario, title in zip(
+        axes, "AB", ("A: from scratch", "B: from the trained dense model")
+    ):
+        here = [r for r in rows if r["scenario"] == scenario]
+        methods = [m for m in METHODS if any(r["method"] == m for r in here)]
+        for i, method in enumerate(methods):
+            points = [r for r in here if r["method"] == method]
+            ax.errorbar(
+                [r["macs"] / 1e6 for r in points],
+                [r["accuracy"] for r in points],
+                yerr=[r["sd"] or 0.0 for r in points],
+                marker="os^vD<>pP*XhH"[i % 13],
+                color=colors[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20],
+                ms=7,
+                capsize=3,
+                linestyle="none",
+                label=METHODS[method].label,
             )
-    dataset = next(iter(runs.values()))["config"]["dataset"] if runs else study.dataset
-    images = next(iter(runs.values()))["train_images"] if runs else None
-    ax.set_xlabel(
-        "MACs per image of the compact model (millions; variants offset ±3.5% for clarity)"
-    )
-    ax.set_ylabel("test top-1 accuracy of the compact model (%)")
-    ax.set_title(
-        f"{study.model} on {dataset}: {study.epochs} epochs of {images:,} images per variant"
-        + "\n(error bars: half the range over seeds; dashed: dense mean)"
-    )
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, borderaxespad=0)
+        if dense:
+            ax.axhline(dense["accuracy"], color="0.3", ls="--", lw=1)
+            ax.annotate(
+                f"dense {dense['accuracy']:.2f}% at {dense['macs'] / 1e6:.1f}M MACs",
+                (0.02, 0.02),
+                xycoords="axes fraction",
+                fontsize=8,
+            )
+        ax.set_title(title)
+        ax.set_xlabel("MACs per image of the compact model (millions)")
+        ax.grid(True, alpha=0.3)
+        if methods:
+            ax.legend(fontsize=7, loc="lower right")
+    axes[0].set_ylabel("test top-1 accuracy (%), mean ± sd over seeds")
     return bench_utils.save_figure(fig, path)
 
 
-def run(study=None, smoke=False, output_dir=None, report_only=False):
-    """Runs the study (skipping finished runs), writes the JSON, markdown and plot.
-
-    Args:
-        study: A `StudyConfig` (default: the defaults).
-        smoke: Run `smoke_config(output_dir)` instead.
-        output_dir: For `smoke`: where everything goes (default: a folder
-            under /tmp).
-        report_only: Do not train; rebuild the table and plot from the runs'
-            JSON files.
-
-    Returns:
-        A dict: `study` (the config), `runs` (run name -> summary), `rows`
-        (`aggregate`), `machine`, `markdown`, `plot` and `pending` (runs not
-        finished yet).
-    """
-    if smoke:
-        study = smoke_config(output_dir or os.path.join("/tmp", f"{NAME}_smoke"))
-    study = study or StudyConfig()
-    specs = plan(study)
-    os.makedirs(study.json_dir(), exist_ok=True)
-    data_shape = None
-    for index, spec in enumerate(specs):
-        path = os.path.join(study.json_dir(), f"{spec.name}.json")
-        if report_only or os.path.exists(path):
-            continue
-        logging.info("Run %d/%d: %s", index + 1, len(specs), spec.name)
-        if spec.variant == "svd" and data_shape is None:
-            data = _train_config(study, spec).load_data()
-            data_shape = (data.input_shape, data.num_classes)
-        summary = run_one(study, spec, data_shape)
-        logging.info(
-            "%s: %.2f%% at %s MACs (%.0f s)",
-            spec.name,
-            100 * summary["accuracy"],
-            f"{summary['macs']:,}",
-            summary["train_seconds"] + summary["export_seconds"],
-        )
-    runs = _load_runs(study, specs)
-    machine = bench_utils.machine_info()
-    markdown = render(study, runs, machine)
-    plot_path = None
-    if runs:
-        plot_path = plot(study, runs, os.path.join(study.plot_dir, f"{NAME}_vs_macs.png"))
+def _write_report(study, results):
+    markdown = render(study, results)
+    rows = aggregate(results)
     payload = {
-        "study": dataclasses.asdict(study),
-        "machine": machine,
-        "rows": aggregate(study, runs),
-        "runs": {name: {k: v for k, v in s.items() if k != "history"} for name, s in runs.items()},
-        "pending": [s.name for s in specs if s.name not in runs],
+        "study": {
+            k: v
+            for k, v in dataclasses.asdict(study).items()
+            if k not in ("runs_dir", "results_dir", "plot_dir", "dense_model")
+        },
+        "rows": rows,
+        "pending": [r.name for r in runs_due(study, results) if r.name not in results],
     }
     bench_utils.write_results(NAME, payload, markdown, study.results_dir)
-    return {**payload, "markdown": markdown, "plot": plot_path}
+    if results:
+        plot(study, results, os.path.join(study.plot_dir, f"{NAME}_vs_macs.png"))
+    return markdown, payload
+
+
+def dense_model_note(study):
+    """Command, accuracy and SHA-256 of scenario B's committed dense model."""
+    path = study.dense_model
+    if not os.path.exists(path):
+        return None
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return {"path": os.path.relpath(path, _ROOT), "sha256": digest, "bytes": os.path.getsize(path)}
+
+
+def run(study=None, report_only=False, max_runs=None, log=print):
+    """Runs the study's unfinished runs in order, then writes the tables and plot.
+
+    Args:
+        study: A `StudyConfig`.
+        report_only: Only rebuild the report from the result files.
+        max_runs: Stop after this many runs (None: until done).
+        log: Where progress lines go.
+
+    Returns:
+        `(markdown, payload)`.
+    """
+    study = study or StudyConfig()
+    results = load_results(study)
+    ctx = None
+    done = 0
+    while not report_only and (max_runs is None or done < max_runs):
+        item = next_run(study, results)
+        if item is None:
+            break
+        ctx = ctx or _Context(study)
+        total = len(runs_due(study, results))
+        log(f"[{len(results) + 1}/{total}] {item.name} ...")
+        summary = run_one(ctx, item)
+        results[item.name] = summary
+        done += 1
+        log(
+            f"    {item.name}: {100 * summary['accuracy']:.2f}% at {summary['macs']:,} MACs "
+            f"({summary['seconds_this_process'] / 60:.1f} min)"
+        )
+        _write_report(study, results)
+    return _write_report(study, results)
 
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """The script's flags (defined only when run as a script)."""
     defaults = StudyConfig()
-    flags.DEFINE_bool("smoke", False, "Synthetic data, tiny width, 1 epoch, LRPET and SVD only.")
-    flags.DEFINE_bool("report_only", False, "Only rebuild the table and plot from finished runs.")
-    flags.DEFINE_string("dataset", defaults.dataset, "Dataset (examples/example_data.py).")
-    flags.DEFINE_integer("train_limit", defaults.train_limit, "Use the first N training images.")
-    flags.DEFINE_integer("test_limit", None, "Use the first N test images.")
-    flags.DEFINE_string("model", defaults.model, "Reference model (examples/example_models.py).")
-    flags.DEFINE_integer("width", None, "First-stage filters (default: the paper's, 16).")
-    flags.DEFINE_integer("epochs", defaults.epochs, "E: training epochs of every variant.")
-    flags.DEFINE_integer("finetune_epochs", defaults.finetune_epochs, "F: fine-tuning epochs.")
-    flags.DEFINE_integer("batch_size", defaults.batch_size, "Global batch size.")
-    flags.DEFINE_string("recipe", defaults.recipe, "Training recipe of every variant.")
-    flags.DEFINE_string("finetune_recipe", defaults.finetune_recipe, "Train-then-compress's.")
-    flags.DEFINE_string("schedule", defaults.schedule, "Learning-rate schedule of every recipe.")
-    flags.DEFINE_string("augment", defaults.augment, 'Augmentation of every recipe ("none").')
-    flags.DEFINE_float(
-        "finetune_learning_rate", defaults.finetune_learning_rate, "SVD fine-tuning lr."
-    )
-    flags.DEFINE_float("svd_sparsity_weight", defaults.svd_sparsity_weight, "Hoyer lambda_s.")
-    flags.DEFINE_list("levels", [str(g) for g in defaults.levels], "LRPET prune ratios g.")
-    flags.DEFINE_list("seeds", [str(s) for s in defaults.seeds], "Seeds.")
-    flags.DEFINE_list("seeded_variants", list(defaults.seeded_variants), "Run with every seed.")
-    flags.DEFINE_list("variants", list(VARIANTS), "Variants to run.")
-    flags.DEFINE_bool("validate", defaults.validate, "Evaluate the test set every epoch.")
-    flags.DEFINE_string("runs_dir", defaults.runs_dir, "Folder of the run folders.")
-    flags.DEFINE_string("results_dir", defaults.results_dir, "Folder of the result files.")
-    flags.DEFINE_string("plot_dir", defaults.plot_dir, "Folder of the plot.")
+    flags.DEFINE_bool("smoke", False, "Every method once on the digits, tiny (CI).")
+    flags.DEFINE_string("smoke_dir", "/tmp/accuracy_study_smoke", "Output folder of --smoke.")
+    flags.DEFINE_bool("report_only", False, "Rebuild tables and plot from the result files.")
+    flags.DEFINE_list("methods", list(defaults.methods), "Methods to run.")
+    flags.DEFINE_integer("max_runs", None, "Stop after this many runs.")
 
 
 def main(argv):
     del argv
     if FLAGS.smoke:
-        result = run(smoke=True)
+        study = smoke_config(FLAGS.smoke_dir)
     else:
-        study = StudyConfig(
-            dataset=FLAGS.dataset,
-            train_limit=FLAGS.train_limit,
-            test_limit=FLAGS.test_limit,
-            model=FLAGS.model,
-            width=FLAGS.width,
-            epochs=FLAGS.epochs,
-            finetune_epochs=FLAGS.finetune_epochs,
-            batch_size=FLAGS.batch_size,
-            recipe=FLAGS.recipe,
-            finetune_recipe=FLAGS.finetune_recipe,
-            schedule=FLAGS.schedule,
-            augment=FLAGS.augment,
-            finetune_learning_rate=FLAGS.finetune_learning_rate,
-            svd_sparsity_weight=FLAGS.svd_sparsity_weight,
-            levels=tuple(float(g) for g in FLAGS.levels),
-            seeds=tuple(int(s) for s in FLAGS.seeds),
-            seeded_variants=tuple(FLAGS.seeded_variants),
-            variants=tuple(FLAGS.variants),
-            validate=FLAGS.validate,
-            runs_dir=FLAGS.runs_dir,
-            results_dir=FLAGS.results_dir,
-            plot_dir=FLAGS.plot_dir,
-            command=bench_utils.command_line(drop=("--report_only",)),
-        )
-        result = run(study, report_only=FLAGS.report_only)
-    print(result["markdown"])
-    if result["pending"]:
-        print(f"Pending runs: {', '.join(result['pending'])}")
+        study = StudyConfig(methods=tuple(FLAGS.methods))
+    markdown, payload = run(study, report_only=FLAGS.report_only, max_runs=FLAGS.max_runs)
+    print(markdown)
+    if payload["pending"]:
+        print(f"{len(payload['pending'])} runs pending: {', '.join(payload['pending'])}")
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, _ROOT)
     define_flags()
     app.run(main)

@@ -16,7 +16,7 @@ machines have no network).
 
 import dataclasses
 
-from lrpet_tf._keras import keras
+from lrpet_tf import keras
 
 __all__ = [
     "ConvShape",
@@ -45,7 +45,34 @@ def _conv_bn(x, filters, kernel_size, strides, name):
     return L.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
 
 
-def cifar_resnet(blocks_per_stage=9, input_shape=(32, 32, 3), num_classes=10, name=None):
+def _zero_padded_shortcut(x, filters, strides, name):
+    """Option A: the identity subsampled by `strides`, zero channels appended up to `filters`.
+
+    The official LRPET code pads `filters // 4` zero channels on each side;
+    appending them is the same shortcut up to a fixed channel permutation.
+    Standard layers only, so every rewrite and the TFLite converter take it:
+    a 1x1 average pooling with stride 2 is `x[:, ::2, ::2, :]`, and the zeros
+    are the subsampled input scaled by 0.
+    """
+    if strides != 1:
+        x = L.AveragePooling2D(1, strides, name=f"{name}_subsample")(x)
+    missing = filters - x.shape[-1]
+    if missing <= 0:
+        return x
+    if missing != x.shape[-1]:
+        raise ValueError(f"Option-A shortcut {name!r} can only double the channels.")
+    zeros = L.Rescaling(0.0, name=f"{name}_zeros")(x)
+    return L.Concatenate(name=f"{name}_pad")([x, zeros])
+
+
+def cifar_resnet(
+    blocks_per_stage=9,
+    input_shape=(32, 32, 3),
+    num_classes=10,
+    name=None,
+    width=16,
+    shortcut="projection",
+):
     """A CIFAR-style ResNet of depth `6 * blocks_per_stage + 2` (9 -> ResNet-56).
 
     Args:
@@ -53,6 +80,10 @@ def cifar_resnet(blocks_per_stage=9, input_shape=(32, 32, 3), num_classes=10, na
         input_shape: Image shape, channels last.
         num_classes: Width of the Dense classifier.
         name: Model name; defaults to `resnet{depth}`.
+        width: Filters of the first stage (16 in the paper; then 2x and 4x).
+        shortcut: Where a block changes shape: `"projection"` (option B, a
+            strided 1x1 conv + BN) or `"zeros"` (option A, the official
+            LRPET code's weightless shortcut).
 
     Returns:
         A Functional `keras.Model`.
@@ -61,19 +92,26 @@ def cifar_resnet(blocks_per_stage=9, input_shape=(32, 32, 3), num_classes=10, na
         raise ValueError(
             f"Expected `blocks_per_stage` >= 1. Received: blocks_per_stage={blocks_per_stage}"
         )
+    if shortcut not in ("projection", "zeros"):
+        raise ValueError(
+            f'Expected `shortcut` in ("projection", "zeros"). Received: shortcut={shortcut!r}'
+        )
     depth = 6 * blocks_per_stage + 2
     inputs = keras.Input(input_shape, name="image")
-    x = L.ReLU()(_conv_bn(inputs, 16, 3, 1, "stem"))
-    for stage, filters in enumerate((16, 32, 64)):
+    x = L.ReLU()(_conv_bn(inputs, width, 3, 1, "stem"))
+    for stage, filters in enumerate((width, 2 * width, 4 * width)):
         for block in range(blocks_per_stage):
             strides = 2 if stage > 0 and block == 0 else 1
             prefix = f"s{stage}b{block}"
             y = L.ReLU()(_conv_bn(x, filters, 3, strides, f"{prefix}_conv1"))
             y = _conv_bn(y, filters, 3, 1, f"{prefix}_conv2")
-            shortcut = x
+            residual = x
             if strides != 1 or x.shape[-1] != filters:
-                shortcut = _conv_bn(x, filters, 1, strides, f"{prefix}_shortcut")
-            x = L.ReLU()(L.Add()([y, shortcut]))
+                if shortcut == "zeros":
+                    residual = _zero_padded_shortcut(x, filters, strides, f"{prefix}_shortcut")
+                else:
+                    residual = _conv_bn(x, filters, 1, strides, f"{prefix}_shortcut")
+            x = L.ReLU()(L.Add()([y, residual]))
     x = L.GlobalAveragePooling2D()(x)
     outputs = L.Dense(num_classes, name="classifier")(x)
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}")

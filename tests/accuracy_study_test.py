@@ -1,105 +1,138 @@
-"""The accuracy study (benchmarks/accuracy_study.py): its plan, and its smoke mode end to end.
+"""The accuracy study (benchmarks/accuracy_study.py): its run order, its statistics, its smoke run.
 
-The smoke study trains LRPET and SVD training for one epoch on synthetic
-8x8 images (small_cnn of width 4) through the examples' `run` functions, in
-process. The checks are on what must hold whatever the accuracy: the MACs of
-the compact models (LRPET's equal to its factorized ranks' count, SVD
-training's pruned to within a few percent below it), the parameters, the
-exported .tflite files and the JSON, table and plot files; and a second call
-skips the finished runs. The smoke tests train (about a minute on 2 quiet
-cores, several on a loaded machine), so they are marked slow like the example
-scripts' tests: `pytest -m slow tests/accuracy_study_test.py`.
+The smoke study trains every method once on the 8x8 digits (a width-4
+ResNet-8, 3 epochs) and checks what must hold whatever the accuracy: every
+run wrote its result file, the compact models' MACs (LRPET's equal to its
+uniform ranks' factorized count, SVD training's pruned to at most that),
+the report's tables, no machine-local paths in the result files, and that a
+second call skips every finished run.
 """
 
 import json
 import os
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
-import accuracy_study  # noqa: E402
+import accuracy_study as study_module  # noqa: E402
+
+Run = study_module.Run
+
+
+def fake(method, level, seed, accuracy):
+    m = study_module.METHODS[method]
+    return {
+        "run": Run(method, level, seed).name,
+        "method": method,
+        "scenario": m.scenario,
+        "role": m.role,
+        "level": level,
+        "seed": seed,
+        "accuracy": accuracy,
+        "macs": 100,
+        "dense_macs": 200,
+        "params": 10,
+    }
+
+
+def test_seed_zero_of_everything_comes_first_then_the_compared_rows():
+    study = study_module.StudyConfig(levels=(0.5,), seeds=(0, 1, 2))
+    due = [r.name for r in study_module.runs_due(study, {})]
+    assert due[:4] == ["dense_s0", "dense_2x_s0", "lrpet_g0.5_s0", "lrpet_recal_g0.5_s0"]
+    assert len(due) == len(set(due))
+    # Before the seed-0 results exist, only dense and paper-default LRPET get more seeds.
+    later = [name for name in due if not name.endswith("_s0")]
+    assert later == ["dense_s1", "dense_s2", "ft_lrpet_g0.5_s1", "ft_lrpet_g0.5_s2"] + [
+        "lrpet_g0.5_s1",
+        "lrpet_g0.5_s2",
+    ]
+    results = {
+        r.name: fake(r.method, r.level, r.seed, 0.5) for r in study_module.runs_due(study, {})
+    }
+    results["lrpet_recal_g0.5_s0"]["accuracy"] = 0.9  # best scenario-A variant
+    results["scratch_g0.5_s0"]["accuracy"] = 0.8  # best scenario-A baseline
+    results["ft_tsvd_g0.5_s0"]["accuracy"] = 0.7
+    results["ft_lrpet_ramp_g0.5_s0"]["accuracy"] = 0.6
+    due = [r.name for r in study_module.runs_due(study, results)]
+    for seed in (1, 2):
+        for name in ("lrpet", "lrpet_recal", "scratch", "ft_lrpet", "ft_lrpet_ramp", "ft_tsvd"):
+            assert f"{name}_g0.5_s{seed}" in due
+    # The recalibrated row is derived from the LRPET run of the same seed, which comes first.
+    assert due.index("lrpet_g0.5_s1") < due.index("lrpet_recal_g0.5_s1")
+    assert "trp_g0.5_s1" not in due and "lrpet_stem_g0.5_s1" not in due
+
+
+def test_aggregate_mean_sample_sd_and_spread_comparison():
+    results = {}
+    for seed, (a, b) in enumerate([(0.90, 0.85), (0.92, 0.86), (0.91, 0.84)]):
+        for method, accuracy in (("lrpet", a), ("scratch", b)):
+            item = fake(method, 0.5, seed, accuracy)
+            results[item["run"]] = item
+    rows = {r["method"]: r for r in study_module.aggregate(results)}
+    assert rows["lrpet"]["accuracy"] == pytest.approx(91.0)
+    assert rows["lrpet"]["sd"] == pytest.approx(np.std([90, 92, 91], ddof=1))
+    assert rows["lrpet"]["per_seed"] == pytest.approx([90, 92, 91])
+    assert rows["lrpet"]["macs_ratio"] == pytest.approx(2.0)
+    delta, exceeds = study_module.compare(rows["lrpet"], rows["scratch"])
+    assert delta == pytest.approx(6.0) and exceeds  # 6 points > 1 + 1
+    close = dict(rows["scratch"], accuracy=90.5)
+    assert study_module.compare(rows["lrpet"], close)[1] is False
+    single = fake("trp", 0.5, 0, 0.5)
+    (row,) = study_module.aggregate({"x": single})
+    assert row["sd"] is None and study_module.compare(rows["lrpet"], row)[1] is None
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    output_dir = tmp_path_factory.mktemp("accuracy_study")
-    return output_dir, accuracy_study.run(smoke=True, output_dir=str(output_dir))
+    folder = tmp_path_factory.mktemp("accuracy_study")
+    study = study_module.smoke_config(str(folder))
+    lines = []
+    markdown, payload = study_module.run(study, log=lines.append)
+    return study, markdown, payload, lines
 
 
-def _load(path):
-    with open(path) as f:
-        return json.load(f)
+def test_smoke_study_runs_every_method_and_reports(smoke):
+    study, markdown, payload, lines = smoke
+    results = study_module.load_results(study)
+    expected = {r.name for r in study_module.runs_due(study, results)}
+    assert set(results) == expected and not payload["pending"]
+    assert {r["method"] for r in results.values()} == set(study_module.METHODS)
+    lrpet = results["lrpet_g0.5_s0"]
+    for name in (
+        "lrpet_ramp",
+        "lrpet_recal",
+        "lrpet_no_et",
+        "trp",
+        "scratch",
+        "ft_lrpet",
+        "ft_tsvd",
+    ):
+        assert results[f"{name}_g0.5_s0"]["macs"] == lrpet["macs"], name
+    assert lrpet["macs"] < lrpet["dense_macs"]
+    for name in ("svd_g0.5_s0", "ft_svd_g0.5_s0"):
+        assert results[name]["macs"] <= results[name]["macs_target"] == lrpet["macs"]
+    assert "stem" in results["lrpet_stem_g0.5_s0"]["ranks"]
+    assert "stem" not in lrpet["ranks"] and lrpet["ranks"]
+    for summary in results.values():
+        assert 0.0 <= summary["accuracy"] <= 1.0 and summary["test_images"] == 360
+    assert "### Scenario A, from scratch" in markdown and "### Scenario B" in markdown
+    assert "Convergence: dense seed 0" in markdown
+    assert os.path.exists(os.path.join(study.plot_dir, "accuracy_study_vs_macs.png"))
+    assert os.path.exists(study.dense_model)
+    for name in os.listdir(study.json_dir()):
+        text = open(os.path.join(study.json_dir(), name)).read()
+        assert str(study.runs_dir) not in text and ROOT not in text, name
+    assert len([line for line in lines if line.endswith("...")]) == len(expected)
 
 
-def test_plan_runs_every_variant_and_level_with_two_seeds_for_dense_and_lrpet():
-    study = accuracy_study.StudyConfig()
-    names = [spec.name for spec in accuracy_study.plan(study)]
-    assert len(names) == len(set(names)) == 19
-    assert names[0] == "dense_s0" and "dense_s1" in names
-    assert {"lrpet_g0.5_s0", "lrpet_g0.75_s0", "lrpet_g0.5_s1", "lrpet_g0.75_s1"} <= set(names)
-    assert "trp_g0.75_s1" not in names  # one seed for the other variants
-    # The shared dense pre-training runs before the two train-then-compress runs.
-    assert names.index("dense_pretrain_s0") < names.index("train_then_compress_g0.5_s0")
-    # Every variant's first seed comes before any second seed.
-    assert max(names.index(n) for n in names if n.endswith("_s0")) < names.index("dense_s1")
-    assert study.svd_epochs == (2, 2, 2)  # E - F = 4 split in two, then F = 2
-
-
-def test_study_config_rejects_a_finetune_as_long_as_training():
-    with pytest.raises(ValueError, match="finetune_epochs"):
-        accuracy_study.StudyConfig(epochs=2, finetune_epochs=2)
-    with pytest.raises(ValueError, match="variants"):
-        accuracy_study.StudyConfig(variants=("lrpet", "prune"))
-
-
-@pytest.mark.slow
-def test_smoke_compact_models_have_matched_macs(smoke):
-    output_dir, result = smoke
-    study = accuracy_study.smoke_config(str(output_dir))
-    lrpet, svd = result["runs"]["lrpet_g0.5_s0"], result["runs"]["svd_g0.5_s0"]
-    assert lrpet["dense_macs"] == svd["dense_macs"] > 0
-    # LRPET's compact model has exactly the MACs of its factorized ranks.
-    fraction = accuracy_study.lrpet_macs_fraction(study, 0.5, (8, 8, 1), 10)
-    assert lrpet["macs"] == pytest.approx(fraction * lrpet["dense_macs"], rel=1e-9)
-    assert lrpet["macs_ratio"] == pytest.approx(lrpet["dense_macs"] / lrpet["macs"])
-    assert 1.5 < lrpet["macs_ratio"] < 2.5
-    # SVD training is pruned to at most LRPET's MACs, and within a few percent of them.
-    assert svd["macs_target"] == pytest.approx(fraction)
-    assert 0.93 * lrpet["macs"] <= svd["macs"] <= lrpet["macs"]
-    for run in (lrpet, svd):
-        assert run["params"] < run["dense_params"]
-        assert run["params_ratio"] == pytest.approx(run["dense_params"] / run["params"])
-        assert run["tflite_verified"] and run["tflite_bytes"] > 0
-        assert 0.0 <= run["accuracy"] <= 1.0
-        assert abs(run["tflite_accuracy"] - run["accuracy"]) <= 1 / run["test_images"] + 1e-9
-        assert "compact .tflite float32" in run["report"]
-        assert run["train_seconds"] > 0
-    assert lrpet["epochs"] == [1] and svd["epochs"] == [1, 1, 1]
-    assert len(lrpet["ranks"]) == 6 and min(lrpet["ranks"].values()) >= 1  # small_cnn's convs
-    assert lrpet["total_rank"] == sum(lrpet["ranks"].values())
-
-
-@pytest.mark.slow
-def test_smoke_writes_json_table_and_plot_and_resumes(smoke):
-    output_dir, result = smoke
-    per_run = output_dir / "accuracy_study"
-    assert sorted(os.listdir(per_run)) == ["lrpet_g0.5_s0.json", "svd_g0.5_s0.json"]
-    saved = _load(output_dir / "accuracy_study.json")
-    assert [row["variant"] for row in saved["rows"]] == ["lrpet", "svd"]
-    assert saved["pending"] == []
-    assert saved["runs"]["lrpet_g0.5_s0"]["macs"] == result["runs"]["lrpet_g0.5_s0"]["macs"]
-    markdown = (output_dir / "accuracy_study.md").read_text()
-    assert "| variant | g | seeds | compact test acc. %" in markdown
-    assert accuracy_study.LABELS["lrpet"] in markdown
-    assert accuracy_study.LABELS["svd"] in markdown
-    assert "Budget: every variant trains E = 1 epochs" in markdown
-    assert "train_svd (svd_channel_hoyer)" in markdown  # the scripts' report tables
-    assert os.path.getsize(result["plot"]) > 0
-    # A second call finds every run's JSON and trains nothing.
-    before = {name: os.path.getmtime(per_run / name) for name in os.listdir(per_run)}
-    again = accuracy_study.run(smoke=True, output_dir=str(output_dir))
-    assert {name: os.path.getmtime(per_run / name) for name in before} == before
-    assert again["rows"] == saved["rows"]
+def test_smoke_study_second_call_skips_finished_runs(smoke):
+    study = smoke[0]
+    lines = []
+    markdown, _ = study_module.run(study, log=lines.append)
+    assert lines == [] and markdown == smoke[1]
+    with open(os.path.join(study.results_dir, "accuracy_study.json")) as f:
+        assert json.load(f)["pending"] == []
