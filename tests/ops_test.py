@@ -132,6 +132,28 @@ def test_energy_and_numerical_rank():
     assert ops.energy_rank(s, 1.0 / 14.0) == 2  # drop exactly the last value's 1/14
     assert ops.energy_rank(s, 0.5) == 1
     assert ops.numerical_rank([1.0, 1e-3, 1e-9], (10, 3)) == 2
+    batch = [[1.0, 1e-3, 1e-9], [0.0, 0.0, 0.0], [2.0, 1.0, 0.5]]
+    np.testing.assert_array_equal(ops.numerical_rank(batch, (10, 3)), [2, 0, 3])
+
+
+def test_energy_kept_and_matrix_shapes_against_numpy():
+    rng = np.random.default_rng(4)
+    s = rng.normal(size=(3, 7))  # unsorted, signed: ranked by |s|
+    for row in range(3):
+        for r in (1, 3, 7):
+            top = np.sort(s[row] ** 2)[::-1]
+            assert float(ops.energy_kept(s[row], r)) == pytest.approx(top[:r].sum() / top.sum())
+    np.testing.assert_allclose(
+        ops.energy_kept(s, [1, 2, 3]),
+        [np.sort(s[i] ** 2)[::-1][: i + 1].sum() / np.sum(s[i] ** 2) for i in range(3)],
+    )
+    assert float(ops.energy_kept([0.0, 0.0], 1)) == 1.0
+    kernel = rng.normal(size=(3, 2, 5, 4))
+    assert ops.matrix_shape(kernel.shape) == kernel.reshape(-1, 4).shape == (30, 4)
+    assert ops.matrix_shape((16, 10)) == (16, 10)
+    assert ops.spatial_matrix_shape(kernel.shape) == tuple(
+        ops.spatial_kernel_to_matrix(kernel).shape
+    )
 
 
 def test_fold_batchnorm_weights_matches_numpy():

@@ -24,8 +24,10 @@ from lrpet_tf.graph.targets import select_targets
 from lrpet_tf.ops.batchnorm import batchnorm_scale
 from lrpet_tf.ops.energy_transfer import check_energy_transfer
 from lrpet_tf.ops.matrix_view import kernel_to_matrix
+from lrpet_tf.ops.matrix_view import matrix_shape
 from lrpet_tf.ops.matrix_view import matrix_to_kernel
 from lrpet_tf.ops.projection import low_rank_projection
+from lrpet_tf.ops.ranks import numerical_rank
 
 __all__ = ["Projector", "ProjectionStats", "ProjectionTarget", "check_on_nonfinite"]
 
@@ -154,13 +156,12 @@ class Projector:
         for layer in layers:
             if not policy.covers(layer.name):
                 continue
-            shape = tuple(int(d) for d in layer.kernel.shape)
-            matrix_shape = (int(np.prod(shape[:-1])), shape[-1])
+            shape = matrix_shape(layer.kernel.shape)
             self.targets.append(
                 ProjectionTarget(
                     layer=layer,
-                    rank=int(policy.rank(layer.name, matrix_shape)),
-                    matrix_shape=matrix_shape,
+                    rank=int(policy.rank(layer.name, shape)),
+                    matrix_shape=shape,
                     batchnorm=followers.get(id(layer)),
                 )
             )
@@ -245,7 +246,9 @@ class Projector:
                     own_values = tf.linalg.svd(
                         tf.cast(safe, result.singular_values.dtype), compute_uv=False
                     )
-                low_rank = _numerically_low_rank(own_values, ranks, group[0])
+                # Already of numerical rank <= r (NumPy's rule in float32, as
+                # `factorize` uses): left bit-for-bit as it is.
+                low_rank = numerical_rank(own_values, group[0].matrix_shape) <= ranks
             alive = result.max_singular_value >= DEAD_LAYER_THRESHOLD
             outputs.append((result.energy_kept, result.singular_values, finite, low_rank))
             writes.append((variables, originals, result.matrices, finite & alive & ~low_rank))
@@ -294,18 +297,6 @@ def _from_first_replica(variables, values):
 
     results = strategy.run(broadcast, args=tuple(values))
     return [strategy.experimental_local_results(r)[0] for r in results]
-
-
-def _numerically_low_rank(singular_values, ranks, target):
-    """Whether each kernel already has numerical rank <= r (from its singular values).
-
-    NumPy's rule in float32, as `lrpet_tf.ops.numerical_rank` and
-    `factorize` use: `s_{r+1} <= s_max * max(rows, cols) * eps(float32)`.
-    """
-    k = singular_values.shape[-1]
-    tol = singular_values[:, 0] * max(target.matrix_shape) * np.finfo(np.float32).eps
-    next_value = tf.gather(singular_values, tf.minimum(ranks, k - 1), batch_dims=1)
-    return (ranks >= k) | (next_value <= tol)
 
 
 def _column_scale(target):

@@ -21,9 +21,11 @@ from lrpet_tf.ops.costs import factorized_macs
 from lrpet_tf.ops.costs import factorized_params
 from lrpet_tf.ops.low_rank_factors import exact_svd
 from lrpet_tf.ops.low_rank_factors import low_rank_factors
+from lrpet_tf.ops.matrix_view import matrix_shape
 from lrpet_tf.ops.rank_policy import RankPolicy
 from lrpet_tf.ops.rank_policy import get_rank_policy
 from lrpet_tf.ops.ranks import break_even_rank
+from lrpet_tf.ops.ranks import energy_kept
 from lrpet_tf.ops.ranks import numerical_rank
 
 __all__ = ["factorize"]
@@ -150,8 +152,7 @@ def _check_named_layers(policy, layers, model_name):
 
 
 def _matrix_shape(layer):
-    shape = tuple(int(d) for d in layer.kernel.shape)
-    return (int(np.prod(shape[:-1])), shape[-1])
+    return matrix_shape(layer.kernel.shape)
 
 
 def _decide(layer, policy, layer_types):
@@ -163,7 +164,7 @@ def _decide(layer, policy, layer_types):
         if kind not in layer_types:
             return None
         s = _kernel_svd(layer, decision)[0].numpy()
-        rank = max(1, numerical_rank(s, decision["matrix_shape"], layer.kernel.numpy().dtype))
+        rank = max(1, int(numerical_rank(s, decision["matrix_shape"], layer.kernel.numpy().dtype)))
     elif policy.covers(layer.name) and (policy.layer_names() or kind in layer_types):
         rank = policy.rank(layer.name, decision["matrix_shape"])
     else:
@@ -204,7 +205,7 @@ def _change_for(layer, decision, calls):
     positions = sum(spatial_positions(n.output_shape, layer, layer.name) for n in calls)
     s = _kernel_svd(layer, decision)[0].numpy()
     change.action = "factorized"
-    change.energy_kept = float(np.sum(s[:rank] ** 2) / max(np.sum(s**2), 1e-300))
+    change.energy_kept = float(energy_kept(s, rank))
     change.macs_after = factorized_macs(kernel_shape, rank, positions)
     change.params_after = factorized_params(kernel_shape, rank, layer.use_bias)
     return change

@@ -12,7 +12,9 @@ from lrpet_tf.graph.layer_kinds import low_rank_kind
 from lrpet_tf.graph.table import format_table
 from lrpet_tf.layers.svd_layer import SVDLayer
 from lrpet_tf.ops.low_rank_factors import exact_svd
+from lrpet_tf.ops.matrix_view import matrix_shape
 from lrpet_tf.ops.ranks import break_even_rank
+from lrpet_tf.ops.ranks import energy_kept
 from lrpet_tf.ops.ranks import numerical_rank
 
 __all__ = ["LayerCost", "ModelReport", "model_report"]
@@ -151,13 +153,12 @@ def _collect(graph, prefix, ranks, rows):
 
 
 def _analyse_rank(row, kernel, given_rank):
-    matrix = kernel.reshape(-1, kernel.shape[-1]).astype(np.float64)
-    s = exact_svd(matrix, compute_uv=False).numpy()
-    row.max_rank = int(min(matrix.shape))
-    row.break_even = float(break_even_rank(matrix.shape))
-    row.rank = (
-        int(given_rank) if given_rank is not None else numerical_rank(s, matrix.shape, kernel.dtype)
-    )
-    energy = np.square(s)
-    total = energy.sum()
-    row.energy_kept = float(energy[: row.rank].sum() / total) if total > 0 else 1.0
+    shape = matrix_shape(kernel.shape)
+    s = exact_svd(np.reshape(kernel, shape), compute_uv=False)
+    row.max_rank = int(min(shape))
+    row.break_even = float(break_even_rank(shape))
+    if given_rank is not None:
+        row.rank = int(given_rank)
+    else:
+        row.rank = int(numerical_rank(s, shape, kernel.dtype))
+    row.energy_kept = float(energy_kept(s, row.rank))

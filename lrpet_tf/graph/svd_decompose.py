@@ -1,6 +1,5 @@
 """Turn a model's Conv2D/Dense layers into SVD-form layers: `decompose`."""
 
-import numpy as np
 import tensorflow as tf
 
 from lrpet_tf._keras import keras
@@ -16,7 +15,9 @@ from lrpet_tf.layers.svd_regularizers import check_sparsity
 from lrpet_tf.layers.svd_regularizers import check_weight
 from lrpet_tf.ops.low_rank_factors import exact_svd
 from lrpet_tf.ops.matrix_view import kernel_to_matrix
+from lrpet_tf.ops.matrix_view import matrix_shape
 from lrpet_tf.ops.matrix_view import spatial_kernel_to_matrix
+from lrpet_tf.ops.matrix_view import spatial_matrix_shape
 from lrpet_tf.ops.ranks import break_even_rank
 
 __all__ = ["decompose"]
@@ -156,20 +157,17 @@ class _Decomposed:
         self._scheme = scheme if _is_conv(layer) else "channel"
         self._init = init
         self._built = False
-        kernel_shape = tuple(layer.kernel.shape)
-        if self._scheme == "spatial":
-            kh, kw, c, n = kernel_shape
-            matrix_shape = (kh * c, kw * n)
-        else:
-            matrix_shape = (int(np.prod(kernel_shape[:-1])), kernel_shape[-1])
+        kernel_shape = tuple(int(d) for d in layer.kernel.shape)
+        view = spatial_matrix_shape if self._scheme == "spatial" else matrix_shape
+        shape = view(kernel_shape)
         self.change = LayerChange(
             layer.name,
             "decomposed",
             f"{type(layer).__name__} -> {type(self._layer).__name__} ({self._scheme})",
             kernel_shape=kernel_shape,
-            max_rank=min(matrix_shape),
-            rank=min(matrix_shape),
-            break_even=float(break_even_rank(matrix_shape)),
+            max_rank=min(shape),
+            rank=min(shape),
+            break_even=float(break_even_rank(shape)),
         )
 
     def __call__(self, args, kwargs):

@@ -13,6 +13,7 @@ from lrpet_tf.layers.svd_layer import SVDLayer
 from lrpet_tf.layers.svd_monitor import attach_svd_metrics
 from lrpet_tf.layers.svd_monitor import svd_layers
 from lrpet_tf.ops.ranks import break_even_rank
+from lrpet_tf.ops.ranks import energy_kept
 from lrpet_tf.ops.ranks import energy_rank
 
 __all__ = ["prune", "kept_indices"]
@@ -107,7 +108,7 @@ def prune(model, energy=None, threshold=None, macs=None, return_report=False):
                 max_rank=min(layer.matrix_shape),
                 rank=len(keep),
                 break_even=float(break_even_rank(layer.matrix_shape)),
-                energy_kept=_energy_kept(layer.s.numpy(), keep),
+                energy_kept=float(energy_kept(layer.s.numpy(), len(keep))),
                 macs_before=sum(call_macs(layer, n.input_shape, n.output_shape) for n in calls),
                 params_before=int(layer.count_params()),
             )
@@ -149,12 +150,6 @@ def _energy_for_macs(model, macs):
         else:
             low = middle + 1
     return candidates[high]
-
-
-def _energy_kept(s, keep):
-    s2 = np.square(np.asarray(s, np.float64))
-    total = s2.sum()
-    return float(s2[keep].sum() / total) if total > 0 else 1.0
 
 
 class _Pruned:

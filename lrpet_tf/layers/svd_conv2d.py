@@ -8,7 +8,9 @@ import tensorflow as tf
 from lrpet_tf import _keras
 from lrpet_tf._keras import keras
 from lrpet_tf.layers.svd_layer import SVDLayer
+from lrpet_tf.ops.matrix_view import matrix_shape
 from lrpet_tf.ops.matrix_view import matrix_to_kernel
+from lrpet_tf.ops.matrix_view import spatial_matrix_shape
 from lrpet_tf.ops.matrix_view import spatial_matrix_to_kernel
 
 __all__ = ["SCHEMES", "SVDConv2D"]
@@ -108,10 +110,8 @@ class SVDConv2D(SVDLayer):
         c = int(input_shape[-1])
         kh, kw = self.kernel_size
         self.kernel_shape = (kh, kw, c, self.filters)
-        if self.scheme == "channel":
-            self.matrix_shape = (kh * kw * c, self.filters)
-        else:
-            self.matrix_shape = (kh * c, kw * self.filters)
+        view = matrix_shape if self.scheme == "channel" else spatial_matrix_shape
+        self.matrix_shape = view(self.kernel_shape)
         self._build_factors(*self.matrix_shape, self.filters)
         self.built = True
 

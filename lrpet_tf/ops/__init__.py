@@ -19,8 +19,10 @@ from lrpet_tf.ops.energy_transfer import transfer_energy
 from lrpet_tf.ops.low_rank_factors import exact_svd
 from lrpet_tf.ops.low_rank_factors import low_rank_factors
 from lrpet_tf.ops.matrix_view import kernel_to_matrix
+from lrpet_tf.ops.matrix_view import matrix_shape
 from lrpet_tf.ops.matrix_view import matrix_to_kernel
 from lrpet_tf.ops.matrix_view import spatial_kernel_to_matrix
+from lrpet_tf.ops.matrix_view import spatial_matrix_shape
 from lrpet_tf.ops.matrix_view import spatial_matrix_to_kernel
 from lrpet_tf.ops.projection import Projection
 from lrpet_tf.ops.projection import low_rank_projection
@@ -30,6 +32,7 @@ from lrpet_tf.ops.rank_policy import RankPolicy
 from lrpet_tf.ops.rank_policy import get_rank_policy
 from lrpet_tf.ops.ranks import break_even_rank
 from lrpet_tf.ops.ranks import budget_ranks
+from lrpet_tf.ops.ranks import energy_kept
 from lrpet_tf.ops.ranks import energy_rank
 from lrpet_tf.ops.ranks import max_rank
 from lrpet_tf.ops.ranks import numerical_rank
@@ -51,6 +54,7 @@ __all__ = [
     "break_even_rank",
     "budget_ranks",
     "check_energy_transfer",
+    "energy_kept",
     "energy_rank",
     "exact_svd",
     "factorized_macs",
@@ -61,6 +65,7 @@ __all__ = [
     "kernel_to_matrix",
     "low_rank_factors",
     "low_rank_projection",
+    "matrix_shape",
     "matrix_to_kernel",
     "max_rank",
     "merge_column_scale",
@@ -70,6 +75,7 @@ __all__ = [
     "rank_from_prune_ratio",
     "round_rank",
     "spatial_kernel_to_matrix",
+    "spatial_matrix_shape",
     "spatial_matrix_to_kernel",
     "sparsity_penalty",
     "transfer_energy",

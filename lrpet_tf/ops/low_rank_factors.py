@@ -9,6 +9,8 @@ rank-r approximation of `M` and both factors carry the same scale.
 
 import tensorflow as tf
 
+from lrpet_tf.ops.ranks import energy_kept
+
 __all__ = ["exact_svd", "low_rank_factors"]
 
 
@@ -45,7 +47,4 @@ def low_rank_factors(matrix, rank, svd=None):
     root = tf.sqrt(s[:rank])
     a = u[:, :rank] * root
     b = tf.transpose(v[:, :rank] * root)
-    energy = tf.square(s)
-    total = float(tf.reduce_sum(energy))
-    kept = float(tf.reduce_sum(energy[:rank])) / total if total > 0 else 1.0
-    return tf.cast(a, matrix.dtype), tf.cast(b, matrix.dtype), kept
+    return tf.cast(a, matrix.dtype), tf.cast(b, matrix.dtype), float(energy_kept(s, rank))

@@ -20,10 +20,27 @@ import tensorflow as tf
 
 __all__ = [
     "kernel_to_matrix",
+    "matrix_shape",
     "matrix_to_kernel",
     "spatial_kernel_to_matrix",
+    "spatial_matrix_shape",
     "spatial_matrix_to_kernel",
 ]
+
+
+def matrix_shape(kernel_shape):
+    """`(prod(kernel_shape[:-1]), kernel_shape[-1])`: the channel-wise view's shape, as ints."""
+    shape = [int(d) for d in kernel_shape]
+    rows = 1
+    for d in shape[:-1]:
+        rows *= d
+    return (rows, shape[-1])
+
+
+def spatial_matrix_shape(kernel_shape):
+    """`(kh*c, kw*n)`: the spatial-wise view's shape of a Conv2D kernel `(kh, kw, c, n)`."""
+    kh, kw, c, n = (int(d) for d in kernel_shape)
+    return (kh * c, kw * n)
 
 
 def kernel_to_matrix(kernel):
@@ -36,7 +53,7 @@ def kernel_to_matrix(kernel):
         A tensor of shape `(prod(kernel_size) * c, n)`.
     """
     kernel = tf.convert_to_tensor(kernel)
-    return tf.reshape(kernel, (-1, kernel.shape[-1]))
+    return tf.reshape(kernel, matrix_shape(kernel.shape))
 
 
 def matrix_to_kernel(matrix, kernel_shape):

@@ -13,6 +13,7 @@ import tensorflow as tf
 from lrpet_tf.ops.batchnorm import merge_column_scale
 from lrpet_tf.ops.batchnorm import unmerge_column_scale
 from lrpet_tf.ops.energy_transfer import transfer_energy
+from lrpet_tf.ops.ranks import energy_kept
 
 __all__ = ["Projection", "low_rank_projection"]
 
@@ -70,13 +71,9 @@ def low_rank_projection(matrices, ranks, energy_transfer="scale", column_scale=N
     y = tf.matmul(u * new_s[..., tf.newaxis, :], v, adjoint_b=True)
     if column_scale is not None:
         y = unmerge_column_scale(y, column_scale)
-    energy = tf.square(s)
-    keep = tf.range(tf.shape(s)[-1]) < tf.cast(ranks, tf.int32)[..., tf.newaxis]
-    kept = tf.reduce_sum(tf.where(keep, energy, tf.zeros_like(energy)), axis=-1)
-    energy_kept = tf.math.divide_no_nan(kept, tf.reduce_sum(energy, axis=-1))
     return Projection(
         matrices=tf.cast(y, out_dtype),
-        energy_kept=energy_kept,
+        energy_kept=tf.cast(energy_kept(s, ranks), work_dtype),
         max_singular_value=s[..., 0],
         singular_values=s,
     )

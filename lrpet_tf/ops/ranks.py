@@ -14,6 +14,7 @@ import tensorflow as tf
 __all__ = [
     "break_even_rank",
     "budget_ranks",
+    "energy_kept",
     "energy_rank",
     "max_rank",
     "numerical_rank",
@@ -114,19 +115,45 @@ def energy_rank(singular_values, energy):
 
 
 def numerical_rank(singular_values, matrix_shape, dtype=np.float32):
-    """NumPy's numerical rank rule: count of `s > s_max * max(shape) * eps(dtype)`.
+    """NumPy's numerical rank rule: the count of `s > s_max * max(rows, cols) * eps(dtype)`.
 
     Args:
-        singular_values: 1-D array of a matrix's singular values.
-        matrix_shape: `(rows, cols)` of that matrix.
-        dtype: The precision the matrix was stored in (float32 kernels carry
-            float32 round-off, so the tolerance uses float32's epsilon).
+        singular_values: `(..., k)` singular values of matrices of shape
+            `matrix_shape` (any order; a batch of rows is ranked row by row).
+        matrix_shape: `(rows, cols)` of those matrices.
+        dtype: The precision the matrices were stored in (float32 kernels
+            carry float32 round-off, so the tolerance uses float32's epsilon).
+
+    Returns:
+        An int32 tensor `(...)` (0 for an all-zero matrix).
     """
-    s = np.abs(np.asarray(singular_values, np.float64))
-    if s.size == 0 or s.max() == 0.0:
-        return 0
-    tol = s.max() * max(matrix_shape) * np.finfo(dtype).eps
-    return int(np.sum(s > tol))
+    s = tf.abs(tf.cast(tf.convert_to_tensor(singular_values), tf.float64))
+    tolerance = tf.reduce_max(s, axis=-1, keepdims=True) * (
+        max(matrix_shape) * float(np.finfo(dtype).eps)
+    )
+    return tf.reduce_sum(tf.cast(s > tolerance, tf.int32), axis=-1)
+
+
+def energy_kept(singular_values, ranks):
+    """Fraction of the energy `sum s^2` held by the `r` largest |s|: `sum_{i<=r} s^2 / sum s^2`.
+
+    Args:
+        singular_values: `(..., k)` singular values (any order, any sign).
+        ranks: Int or int tensor broadcastable to `(...)`: how many to keep.
+
+    Returns:
+        A float64 tensor `(...)`; 1.0 for an all-zero row.
+    """
+    squares = tf.sort(
+        tf.square(tf.cast(tf.convert_to_tensor(singular_values), tf.float64)),
+        axis=-1,
+        direction="DESCENDING",
+    )
+    ranks = tf.cast(ranks, tf.int32)
+    keep = tf.range(tf.shape(squares)[-1]) < tf.expand_dims(ranks, -1)
+    kept = tf.reduce_sum(tf.where(keep, squares, tf.zeros_like(squares)), axis=-1)
+    total = tf.reduce_sum(squares, axis=-1)
+    return tf.where(total > 0, tf.math.divide_no_nan(kept, total), tf.ones_like(total))
 
 
 def budget_ranks(costs, unit_params, budget):
