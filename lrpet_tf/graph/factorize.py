@@ -6,10 +6,12 @@ import numpy as np
 
 from lrpet_tf import _keras
 from lrpet_tf._keras import keras
-from lrpet_tf.graph.layer_costs import call_macs
-from lrpet_tf.graph.layer_costs import spatial_positions
 from lrpet_tf.graph.layer_graph import LayerGraph
+from lrpet_tf.graph.layer_graph import Replacement
+from lrpet_tf.graph.layer_graph import set_weights_of
+from lrpet_tf.graph.layer_kinds import call_macs
 from lrpet_tf.graph.layer_kinds import low_rank_kind
+from lrpet_tf.graph.layer_kinds import spatial_positions
 from lrpet_tf.graph.layer_kinds import unsupported_reason
 from lrpet_tf.graph.rank_guard import warn_small_ranks
 from lrpet_tf.graph.rewrite_report import LayerChange
@@ -104,7 +106,7 @@ def factorize(model, ranks=None, layer_types=("conv", "dense"), return_report=Fa
         for node in g.nodes:
             layer = node.layer
             if isinstance(layer, SVDLayer) and id(layer) not in replacements:
-                replacements[id(layer)] = _StandardLayers(layer)
+                replacements[id(layer)] = _standard_layers(layer)
                 report.changes.append(_svd_change(layer, g.calls(layer)))
         for layer_id, decision in decided.items():
             calls = [n for n in g.nodes if id(n.layer) == layer_id]
@@ -114,7 +116,7 @@ def factorize(model, ranks=None, layer_types=("conv", "dense"), return_report=Fa
             change = _change_for(layer, decision, calls)
             report.changes.append(change)
             if change.action == "factorized":
-                replacements[layer_id] = _FactorizedLayer(
+                replacements[layer_id] = _factorized_layer(
                     layer, decision["rank"], _kernel_svd(layer, decision)
                 )
         return replacements
@@ -229,70 +231,49 @@ def _svd_change(layer, calls):
     )
 
 
-class _StandardLayers:
+def _standard_layers(layer):
     """Replacement: an SVD-form layer as the standard layers it exports to."""
-
-    def __init__(self, layer):
-        self._parts = layer.standard_layers()
-        self._built = False
-
-    def __call__(self, args, kwargs):
-        out = None
-        for i, (part, _) in enumerate(self._parts):
-            out = part(*args, **kwargs) if i == 0 else part(out)
-        if not self._built:
-            self._built = True
-            for part, weights in self._parts:
-                part.set_weights(weights)
-        return out
+    parts = layer.standard_layers()
+    return Replacement([part for part, _ in parts], set_weights_of(parts))
 
 
-class _FactorizedLayer:
-    """Replacement: the two thin layers, created once and shared between calls."""
-
-    def __init__(self, layer, rank, svd):
-        kernel = layer.kernel.numpy()
-        kernel_shape = kernel.shape
-        a, b, _ = low_rank_factors(kernel.reshape(-1, kernel_shape[-1]), rank, svd=svd)
-        config = layer.get_config()
-        config.pop("lora_rank", None)
-        config.pop("lora_alpha", None)
-        name = layer.name
-        if isinstance(layer, keras.layers.Dense):
-            first = dict(config, name=f"{name}_reduce", units=rank)
-            second = dict(config, name=f"{name}_expand")
-            weights_b = [b.numpy()]
-        else:
-            ones = (1,) * (len(kernel_shape) - 2)
-            first = dict(config, name=f"{name}_reduce", filters=rank)
-            second = dict(
-                config,
-                name=f"{name}_expand",
-                kernel_size=ones,
-                strides=ones,
-                padding="valid",
-                dilation_rate=ones,
-            )
-            weights_b = [b.numpy().reshape(ones + (rank, kernel_shape[-1]))]
-        first.update(
-            use_bias=False,
-            activation="linear",
-            bias_regularizer=None,
-            activity_regularizer=None,
-            bias_constraint=None,
+def _factorized_layer(layer, rank, svd):
+    """Replacement: the two thin layers of a rank-`rank` layer."""
+    kernel = layer.kernel.numpy()
+    kernel_shape = kernel.shape
+    a, b, _ = low_rank_factors(np.reshape(kernel, matrix_shape(kernel_shape)), rank, svd=svd)
+    config = layer.get_config()
+    config.pop("lora_rank", None)
+    config.pop("lora_alpha", None)
+    name = layer.name
+    if isinstance(layer, keras.layers.Dense):
+        first = dict(config, name=f"{name}_reduce", units=rank)
+        second = dict(config, name=f"{name}_expand")
+        weights_b = [b.numpy()]
+    else:
+        ones = (1,) * (len(kernel_shape) - 2)
+        first = dict(config, name=f"{name}_reduce", filters=rank)
+        second = dict(
+            config,
+            name=f"{name}_expand",
+            kernel_size=ones,
+            strides=ones,
+            padding="valid",
+            dilation_rate=ones,
         )
-        if layer.use_bias:
-            weights_b.append(layer.bias.numpy())
-        self._first = type(layer).from_config(first)
-        self._second = type(layer).from_config(second)
-        self._weights_a = [a.numpy().reshape(kernel_shape[:-1] + (rank,))]
-        self._weights_b = weights_b
-        self._built = False
-
-    def __call__(self, args, kwargs):
-        out = self._second(self._first(*args, **kwargs))
-        if not self._built:
-            self._first.set_weights(self._weights_a)
-            self._second.set_weights(self._weights_b)
-            self._built = True
-        return out
+        weights_b = [b.numpy().reshape(ones + (rank, kernel_shape[-1]))]
+    first.update(
+        use_bias=False,
+        activation="linear",
+        bias_regularizer=None,
+        activity_regularizer=None,
+        bias_constraint=None,
+    )
+    if layer.use_bias:
+        weights_b.append(layer.bias.numpy())
+    reduce_ = type(layer).from_config(first)
+    expand = type(layer).from_config(second)
+    weights_a = [a.numpy().reshape(kernel_shape[:-1] + (rank,))]
+    return Replacement(
+        [reduce_, expand], set_weights_of([(reduce_, weights_a), (expand, weights_b)])
+    )

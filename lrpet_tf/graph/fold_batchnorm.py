@@ -5,10 +5,12 @@ import logging
 import numpy as np
 
 from lrpet_tf._keras import keras
-from lrpet_tf.graph.layer_costs import layer_kernel
 from lrpet_tf.graph.layer_graph import LayerGraph
+from lrpet_tf.graph.layer_graph import Replacement
+from lrpet_tf.graph.layer_graph import set_weights_of
 from lrpet_tf.graph.layer_kinds import can_absorb_batchnorm
 from lrpet_tf.graph.layer_kinds import is_depthwise
+from lrpet_tf.graph.layer_kinds import layer_kernel
 from lrpet_tf.graph.rewrite_report import LayerChange
 from lrpet_tf.graph.rewrite_report import RewriteReport
 from lrpet_tf.ops.batchnorm import fold_batchnorm_weights
@@ -70,7 +72,7 @@ def fold_batchnorm(model, return_report=False):
                 if not any(c.layer == bn.name for c in report.changes):
                     report.changes.append(LayerChange(bn.name, "skipped", reason))
                 continue
-            replacements[id(host.layer)] = _FoldedLayer(host.layer, bn)
+            replacements[id(host.layer)] = _folded_layer(host.layer, bn)
             replacements[id(bn)] = _skip_batchnorm
             report.changes.append(LayerChange(bn.name, "folded", f"into {host.layer.name}"))
         return replacements
@@ -92,37 +94,25 @@ def _skip_batchnorm(args, kwargs):
     return args[0]
 
 
-class _FoldedLayer:
-    """Replacement for a layer with its following BN merged into it."""
+def _folded_layer(host, bn):
+    """Replacement: `host` with the BN that follows it merged into its kernel and bias."""
+    kernel = np.asarray(layer_kernel(host).numpy(), np.float64)
+    bias = host.bias.numpy() if getattr(host, "use_bias", False) else None
 
-    def __init__(self, host, bn):
-        kernel = np.asarray(layer_kernel(host).numpy(), np.float64)
-        bias = host.bias.numpy() if getattr(host, "use_bias", False) else None
+    def value(variable):
+        return None if variable is None else np.asarray(variable.numpy(), np.float64)
 
-        def value(variable):
-            return None if variable is None else np.asarray(variable.numpy(), np.float64)
-
-        channel_axes = 2 if is_depthwise(host) else 1
-        new_kernel, new_bias = fold_batchnorm_weights(
-            kernel,
-            None if bias is None else np.asarray(bias, np.float64),
-            value(getattr(bn, "gamma", None) if bn.scale else None),
-            value(getattr(bn, "beta", None) if bn.center else None),
-            value(bn.moving_mean),
-            value(bn.moving_variance),
-            bn.epsilon,
-            channel_axes=channel_axes,
-        )
-        dtype = layer_kernel(host).numpy().dtype
-        self._weights = [
-            new_kernel.numpy().astype(dtype),
-            new_bias.numpy().astype(dtype),
-        ]
-        self._config = dict(host.get_config(), use_bias=True)
-        self._cls = type(host)
-
-    def __call__(self, args, kwargs):
-        layer = self._cls.from_config(self._config)
-        out = layer(*args, **kwargs)
-        layer.set_weights(self._weights)
-        return out
+    new_kernel, new_bias = fold_batchnorm_weights(
+        kernel,
+        None if bias is None else np.asarray(bias, np.float64),
+        value(getattr(bn, "gamma", None) if bn.scale else None),
+        value(getattr(bn, "beta", None) if bn.center else None),
+        value(bn.moving_mean),
+        value(bn.moving_variance),
+        bn.epsilon,
+        channel_axes=2 if is_depthwise(host) else 1,
+    )
+    dtype = layer_kernel(host).numpy().dtype
+    weights = [new_kernel.numpy().astype(dtype), new_bias.numpy().astype(dtype)]
+    layer = type(host).from_config(dict(host.get_config(), use_bias=True))
+    return Replacement([layer], set_weights_of([(layer, weights)]))

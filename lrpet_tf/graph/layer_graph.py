@@ -8,11 +8,13 @@ module is that mechanism, written once:
   input and output edges, and answers who consumes a tensor. Conv->BN pairing
   is by graph edge (`LayerGraph.batchnorm_after`), never by layer order.
 * `LayerGraph.rebuild(plan)` replays the graph into a NEW model. `plan(graph)`
-  maps `id(layer)` to a replacement callable `(args, kwargs) -> outputs`;
-  every other layer is cloned from its config with its weights copied (a shared
-  layer is cloned once and stays shared), and nested Functional models are
-  rebuilt recursively with the same plan function. The given model is never
-  modified, so a failure midway leaves it exactly as it was.
+  maps `id(layer)` to a replacement callable `(args, kwargs) -> outputs`,
+  usually a `Replacement` (new layers called in a chain, their weights set
+  once the first call has built them); every other layer is cloned from its
+  config with its weights copied (a shared layer is cloned once and stays
+  shared), and nested Functional models are rebuilt recursively with the same
+  plan function. The given model is never modified, so a failure midway
+  leaves it exactly as it was.
 """
 
 import dataclasses
@@ -22,7 +24,7 @@ import tensorflow as tf
 from lrpet_tf import _keras
 from lrpet_tf._keras import keras
 
-__all__ = ["CallNode", "LayerGraph", "require_graph_model"]
+__all__ = ["CallNode", "LayerGraph", "Replacement", "require_graph_model"]
 
 
 def require_graph_model(model, argument="model"):
@@ -47,6 +49,43 @@ def require_graph_model(model, argument="model"):
             "e.g. `keras.Model(inputs, outputs)`. Received: "
             f"{argument}={model.name!r} of type {type(model).__name__}"
         )
+
+
+class Replacement:
+    """New layers standing in for one layer in `LayerGraph.rebuild`.
+
+    The first new layer is called with the replaced call's arguments, each
+    next one with the previous one's output. The layers are shared between
+    the calls of a shared layer. After the first call has built them,
+    `initialize()` runs once (it sets their weights).
+
+    Args:
+        layers: The new layers, in call order.
+        initialize: A function of no arguments, or None.
+    """
+
+    def __init__(self, layers, initialize=None):
+        self.layers = list(layers)
+        self._initialize = initialize
+
+    def __call__(self, args, kwargs):
+        out = self.layers[0](*args, **kwargs)
+        for layer in self.layers[1:]:
+            out = layer(out)
+        if self._initialize is not None:
+            initialize, self._initialize = self._initialize, None
+            initialize()
+        return out
+
+
+def set_weights_of(pairs):
+    """An `initialize` for `Replacement`: `layer.set_weights(weights)` for each pair."""
+
+    def initialize():
+        for layer, weights in pairs:
+            layer.set_weights(weights)
+
+    return initialize
 
 
 @dataclasses.dataclass(eq=False)

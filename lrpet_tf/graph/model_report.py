@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 
 from lrpet_tf import _keras
-from lrpet_tf.graph.layer_costs import call_macs
-from lrpet_tf.graph.layer_costs import layer_kernel
 from lrpet_tf.graph.layer_graph import LayerGraph
+from lrpet_tf.graph.layer_kinds import call_macs
+from lrpet_tf.graph.layer_kinds import layer_kernel
 from lrpet_tf.graph.layer_kinds import low_rank_kind
 from lrpet_tf.graph.table import format_table
 from lrpet_tf.layers.svd_layer import SVDLayer

@@ -15,6 +15,8 @@ import tensorflow as tf
 from lrpet_tf import _keras
 from lrpet_tf._keras import keras
 from lrpet_tf.graph.layer_graph import LayerGraph
+from lrpet_tf.graph.layer_graph import Replacement
+from lrpet_tf.graph.layer_graph import set_weights_of
 
 __all__ = ["recalibrate_batchnorm"]
 
@@ -87,10 +89,22 @@ def recalibrate_batchnorm(model, data, batch_size=128, steps=None):
     if not any(True for _ in batches()):
         raise ValueError(f"Expected `data` to hold at least one example. Received: data={data!r}")
 
-    taps = {id(bn): _Tap(bn) for bn in order}
-    probe = graph.rebuild(
-        lambda g: {id(n.layer): taps[id(n.layer)] for n in g.nodes if id(n.layer) in taps}
-    )
+    taps = {}
+
+    def plan(g):
+        # Each BN becomes a copy that also sums its input's statistics; its
+        # moving statistics follow the re-estimation.
+        replacements = {}
+        for node in g.nodes:
+            bn = node.layer
+            if isinstance(bn, keras.layers.BatchNormalization) and id(bn) not in replacements:
+                taps[id(bn)] = _TappedBatchNormalization.from_config(bn.get_config())
+                replacements[id(bn)] = Replacement(
+                    [taps[id(bn)]], set_weights_of([(taps[id(bn)], bn.get_weights())])
+                )
+        return replacements
+
+    probe = graph.rebuild(plan)
     run = tf.function(lambda x: probe(x, training=False), reduce_retracing=True)
     changes = {}
     for bn in order:
@@ -103,7 +117,7 @@ def recalibrate_batchnorm(model, data, batch_size=128, steps=None):
             "mean": _relative_change(bn.moving_mean, mean),
             "variance": _relative_change(bn.moving_variance, variance),
         }
-        for layer in (bn, tap.clone):
+        for layer in (bn, tap):
             layer.moving_mean.assign(mean.astype(_dtype(layer.moving_mean)))
             layer.moving_variance.assign(variance.astype(_dtype(layer.moving_variance)))
     return changes
@@ -178,69 +192,46 @@ def _batches(data, batch_size, steps):
     return array_batches
 
 
-class _Tap:
-    """Replacement of one BatchNormalization in the probe model.
+class _TappedBatchNormalization(keras.layers.BatchNormalization):
+    """A BatchNormalization that also sums its input's per-channel count, sum and squares.
 
-    Calls a clone of the BN (its weights copied, its statistics updated as
-    re-estimation proceeds) on its input, and sums that input's per-channel
-    count, sum and sum of squares in float64 on every call.
+    The sums are float64 `tf.Variable`s kept out of Keras's tracking (they
+    are not weights of the probe model).
     """
 
-    def __init__(self, bn):
-        self.bn = bn
-        self.clone = None
-        self._sums = None
-        self._axes = None
+    def build(self, input_shape):
+        super().build(input_shape)
+        rank = len(input_shape)
+        axis = self.axis if isinstance(self.axis, (list, tuple)) else [self.axis]
+        channel_axes = sorted(a % rank for a in axis)
+        self._reduce_axes = [a for a in range(rank) if a not in channel_axes]
+        channels = [int(input_shape[a]) for a in channel_axes]
+        with tf.init_scope():
+            self._sums = _Holder(
+                [
+                    tf.Variable(tf.zeros(s, tf.float64), trainable=False)
+                    for s in ([], channels, channels)
+                ]
+            )
 
-    def __call__(self, args, kwargs):
-        if self.clone is None:
-            self.clone = type(self.bn).from_config(self.bn.get_config())
-        out = self.clone(_TapInput(self)(args[0]), *args[1:], **kwargs)
-        self.clone.set_weights(self.bn.get_weights())
-        return out
+    def call(self, inputs, training=None, **kwargs):
+        count, total, squares = self._sums.value
+        values = tf.cast(inputs, tf.float64)
+        axes = self._reduce_axes
+        count.assign_add(tf.cast(tf.reduce_prod(tf.gather(tf.shape(values), axes)), tf.float64))
+        total.assign_add(tf.reduce_sum(values, axis=axes))
+        squares.assign_add(tf.reduce_sum(tf.square(values), axis=axes))
+        return super().call(inputs, training=training, **kwargs)
 
     def reset(self):
-        for variable in self._sums:
+        for variable in self._sums.value:
             variable.assign(tf.zeros_like(variable))
 
     def statistics(self):
-        count, total, squares = (np.asarray(v.numpy(), np.float64) for v in self._sums)
+        """`(mean, biased variance)` of everything summed since `reset`."""
+        count, total, squares = (np.asarray(v.numpy(), np.float64) for v in self._sums.value)
         mean = total / count
         return mean, np.maximum(squares / count - mean**2, 0.0)
-
-
-class _TapInput(keras.layers.Layer):
-    """Identity layer that adds its input's per-channel statistics to its `_Tap`'s sums."""
-
-    def __init__(self, tap, **kwargs):
-        super().__init__(**kwargs)
-        self._tap = _Holder(tap)
-
-    def build(self, input_shape):
-        tap = self._tap.value
-        rank = len(input_shape)
-        axes = tap.bn.axis if isinstance(tap.bn.axis, (list, tuple)) else [tap.bn.axis]
-        axes = sorted(a % rank for a in axes)
-        tap._axes = [a for a in range(rank) if a not in axes]
-        channels = [int(input_shape[a]) for a in axes]
-        if tap._sums is None:
-            with tf.init_scope():
-                tap._sums = [
-                    tf.Variable(tf.zeros(shape, tf.float64), trainable=False)
-                    for shape in ([], channels, channels)
-                ]
-        super().build(input_shape)
-
-    def call(self, x):
-        tap = self._tap.value
-        count, total, squares = tap._sums
-        values = tf.cast(x, tf.float64)
-        count.assign_add(
-            tf.cast(tf.reduce_prod(tf.gather(tf.shape(values), tap._axes)), tf.float64)
-        )
-        total.assign_add(tf.reduce_sum(values, axis=tap._axes))
-        squares.assign_add(tf.reduce_sum(tf.square(values), axis=tap._axes))
-        return x
 
 
 class _Holder:

@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from lrpet_tf._keras import keras
 from lrpet_tf.graph.layer_graph import LayerGraph
+from lrpet_tf.graph.layer_graph import Replacement
 from lrpet_tf.graph.rewrite_report import LayerChange
 from lrpet_tf.graph.rewrite_report import RewriteReport
 from lrpet_tf.graph.targets import select_targets
@@ -103,9 +104,9 @@ def decompose(
         for node in g.nodes:
             layer = node.layer
             if id(layer) in chosen and id(layer) not in replacements:
-                replacement = _Decomposed(layer, scheme, init, regularization)
+                replacement, change = _decomposed(layer, scheme, init, regularization)
                 replacements[id(layer)] = replacement
-                report.changes.append(replacement.change)
+                report.changes.append(change)
         return replacements
 
     result = graph.rebuild(plan)
@@ -130,57 +131,48 @@ def _unsupported(layer):
     return None
 
 
-class _Decomposed:
-    """Replacement: the SVD-form layer, built on first call, shared afterwards."""
+def _decomposed(layer, scheme, init, regularization):
+    """Replacement: the SVD-form layer of `layer`, and its report entry.
 
-    def __init__(self, layer, scheme, init, regularization):
-        common = dict(
-            activation=layer.activation,
-            use_bias=layer.use_bias,
-            name=layer.name,
-            dtype=layer.dtype_policy,
-            **regularization,
+    With `init="svd"` its factors are set from the SVD of `layer`'s kernel
+    once built, so the new model computes the same function.
+    """
+    common = dict(
+        activation=layer.activation,
+        use_bias=layer.use_bias,
+        name=layer.name,
+        dtype=layer.dtype_policy,
+        **regularization,
+    )
+    if _is_conv(layer):
+        svd_layer = SVDConv2D(
+            layer.filters,
+            layer.kernel_size,
+            strides=layer.strides,
+            padding=layer.padding,
+            dilation_rate=layer.dilation_rate,
+            scheme=scheme,
+            **common,
         )
-        if _is_conv(layer):
-            self._layer = SVDConv2D(
-                layer.filters,
-                layer.kernel_size,
-                strides=layer.strides,
-                padding=layer.padding,
-                dilation_rate=layer.dilation_rate,
-                scheme=scheme,
-                **common,
-            )
-        else:
-            self._layer = SVDDense(layer.units, **common)
-        self._source = layer
-        self._scheme = scheme if _is_conv(layer) else "channel"
-        self._init = init
-        self._built = False
-        kernel_shape = tuple(int(d) for d in layer.kernel.shape)
-        view = spatial_matrix_shape if self._scheme == "spatial" else matrix_shape
-        shape = view(kernel_shape)
-        self.change = LayerChange(
-            layer.name,
-            "decomposed",
-            f"{type(layer).__name__} -> {type(self._layer).__name__} ({self._scheme})",
-            kernel_shape=kernel_shape,
-            max_rank=min(shape),
-            rank=min(shape),
-            break_even=float(break_even_rank(shape)),
-        )
+    else:
+        svd_layer = SVDDense(layer.units, **common)
+    scheme = scheme if _is_conv(layer) else "channel"
+    kernel_shape = tuple(int(d) for d in layer.kernel.shape)
+    shape = (spatial_matrix_shape if scheme == "spatial" else matrix_shape)(kernel_shape)
+    change = LayerChange(
+        layer.name,
+        "decomposed",
+        f"{type(layer).__name__} -> {type(svd_layer).__name__} ({scheme})",
+        kernel_shape=kernel_shape,
+        max_rank=min(shape),
+        rank=min(shape),
+        break_even=float(break_even_rank(shape)),
+    )
 
-    def __call__(self, args, kwargs):
-        out = self._layer(*args, **kwargs)
-        if not self._built:
-            self._built = True
-            if self._init == "svd":
-                self._copy_svd()
-        return out
-
-    def _copy_svd(self):
-        kernel = tf.cast(self._source.kernel.numpy(), tf.float64)
-        view = spatial_kernel_to_matrix if self._scheme == "spatial" else kernel_to_matrix
+    def copy_svd():
+        kernel = tf.cast(layer.kernel.numpy(), tf.float64)
+        view = spatial_kernel_to_matrix if scheme == "spatial" else kernel_to_matrix
         s, u, v = exact_svd(view(kernel))
-        bias = self._source.bias.numpy() if self._source.use_bias else None
-        self._layer.set_factors(u, s, v, bias)
+        svd_layer.set_factors(u, s, v, layer.bias.numpy() if layer.use_bias else None)
+
+    return Replacement([svd_layer], copy_svd if init == "svd" else None), change

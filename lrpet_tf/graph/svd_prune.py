@@ -4,8 +4,9 @@ import numbers
 
 import numpy as np
 
-from lrpet_tf.graph.layer_costs import call_macs
 from lrpet_tf.graph.layer_graph import LayerGraph
+from lrpet_tf.graph.layer_graph import Replacement
+from lrpet_tf.graph.layer_kinds import call_macs
 from lrpet_tf.graph.model_report import model_report
 from lrpet_tf.graph.rewrite_report import LayerChange
 from lrpet_tf.graph.rewrite_report import RewriteReport
@@ -113,7 +114,7 @@ def prune(model, energy=None, threshold=None, macs=None, return_report=False):
                 params_before=int(layer.count_params()),
             )
             report.changes.append(change)
-            replacements[id(layer)] = _Pruned(layer, keep, change, calls)
+            replacements[id(layer)] = _pruned(layer, keep, change, calls)
         return replacements
 
     result = graph.rebuild(plan)
@@ -152,32 +153,22 @@ def _energy_for_macs(model, macs):
     return candidates[high]
 
 
-class _Pruned:
+def _pruned(layer, keep, change, calls):
     """Replacement: the same SVD layer at rank K with the kept factors.
 
     Fills in the after-costs of its report entry once built.
     """
+    pruned = type(layer).from_config(dict(layer.get_config(), rank=len(keep)))
+    factors = (
+        layer.u.numpy()[:, keep],
+        layer.s.numpy()[keep],
+        layer.v.numpy()[:, keep],
+        layer.bias.numpy() if layer.use_bias else None,
+    )
 
-    def __init__(self, layer, keep, change, calls):
-        config = dict(layer.get_config(), rank=len(keep))
-        self._layer = type(layer).from_config(config)
-        self._weights = (
-            layer.u.numpy()[:, keep],
-            layer.s.numpy()[keep],
-            layer.v.numpy()[:, keep],
-            layer.bias.numpy() if layer.use_bias else None,
-        )
-        self._built = False
-        self._change = change
-        self._calls = calls
+    def initialize():
+        pruned.set_factors(*factors)
+        change.params_after = int(pruned.count_params())
+        change.macs_after = sum(call_macs(pruned, n.input_shape, n.output_shape) for n in calls)
 
-    def __call__(self, args, kwargs):
-        out = self._layer(*args, **kwargs)
-        if not self._built:
-            self._built = True
-            self._layer.set_factors(*self._weights)
-            self._change.params_after = int(self._layer.count_params())
-            self._change.macs_after = sum(
-                call_macs(self._layer, n.input_shape, n.output_shape) for n in self._calls
-            )
-        return out
+    return Replacement([pruned], initialize)
