@@ -1,5 +1,6 @@
 """export_tflite: the file runs in LiteRT, keeps factorized ops and matches Keras."""
 
+import logging
 import os
 
 import numpy as np
@@ -42,6 +43,51 @@ def test_export_is_quiet(compact_model, tmp_path, capfd):
     lrpet_tf.export_tflite(compact, tmp_path / "m.tflite")
     captured = capfd.readouterr()
     assert "Saved artifact" not in captured.out + captured.err
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def root_handlers():
+    """Lets a test set the root logger's handlers (pytest's own are put back after)."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    yield root
+    root.handlers[:] = saved
+
+
+def test_logging_keeps_working_after_export_in_a_plain_script(
+    compact_model, tmp_path, capsys, root_handlers
+):
+    # A plain script or notebook: no handler on the root logger. TensorFlow
+    # logs through absl during conversion, and absl calls logging.basicConfig()
+    # when the root has no handler: inside the stderr redirect, that bound the
+    # root handler to the discarded buffer and every later warning vanished.
+    _, compact = compact_model
+    root_handlers.handlers[:] = []
+    lrpet_tf.export_tflite(compact, tmp_path / "m.tflite")
+    assert root_handlers.handlers == []
+    logging.getLogger("lrpet_tf.test").warning("a warning after export_tflite")
+    assert "a warning after export_tflite" in capsys.readouterr().err
+
+
+def test_logging_handler_installed_before_export_still_gets_warnings(
+    compact_model, tmp_path, root_handlers
+):
+    _, compact = compact_model
+    records = _Records()
+    root_handlers.handlers[:] = [records]
+    lrpet_tf.export_tflite(compact, tmp_path / "m.tflite", quantization="dynamic")
+    assert root_handlers.handlers == [records]
+    logging.getLogger("lrpet_tf").warning("has no layers to project")
+    assert records.messages[-1] == "has no layers to project"
 
 
 @pytest.mark.parametrize("quantization", ["float16", "dynamic", "int8"])
