@@ -223,9 +223,7 @@ class ImageClassifierMetadata:
         names.update({index: name for name, index in signature["outputs"].items()})
         model = schema.ModelMetadataT()
         model.name = self.name or default_name or "ImageClassifier"
-        model.description = self.description or (
-            "Identify the most prominent object in the image from a known set of categories."
-        )
+        model.description = self.description
         model.version, model.author, model.license = self.version, self.author, self.license
         model.minParserVersion = _MIN_PARSER_VERSION
 
