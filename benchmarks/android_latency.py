@@ -56,13 +56,19 @@ TIMERS = ("measure_latency", "litert_benchmark")
 
 
 def conv_ranks(model, ratio):
-    """`r = round(ratio * K)` (at least 1) for every regular Conv2D of `model`."""
-    return {
-        layer.name: max(1, int(round(ratio * layer.filters)))
-        for layer in model.layers
-        if isinstance(layer, keras.layers.Conv2D)
-        and not isinstance(layer, keras.layers.DepthwiseConv2D)
-    }
+    """`r = round(ratio * K)` (at least 1) for every regular Conv2D of `model`.
+
+    K is the layer's max rank, `min(kh * kw * c_in, filters)`; `factorize`
+    leaves a layer whose r is not below break-even dense.
+    """
+    ranks = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and not isinstance(
+            layer, keras.layers.DepthwiseConv2D
+        ):
+            kh, kw, c_in, filters = layer.kernel.shape
+            ranks[layer.name] = max(1, int(round(ratio * min(kh * kw * c_in, filters))))
+    return ranks
 
 
 def export_variants(name, ratio, workdir, smoke=False, calibration_count=64):
