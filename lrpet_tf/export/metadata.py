@@ -34,7 +34,10 @@ class ImageClassifierMetadata:
     output's label file (`labels.txt`, one name a line, packed in a zip
     archive appended to the flatbuffer). The TFLite Task Library's
     `ImageClassifier` and Android Studio's ML model binding use it; the
-    LiteRT interpreter ignores it, so the file runs as before.
+    LiteRT interpreter ignores it, so the file runs as before. (The Task
+    Library's `ImageClassifier` takes RGB inputs `[1, H, W, 3]` with float32
+    or uint8 tensors only; a grayscale model's metadata says GRAYSCALE, for
+    the app's own code.)
 
     Pass one to `export_tflite(..., metadata=...)` (or a dict of its fields),
     or add it to an existing file with `populate`.
