@@ -15,6 +15,7 @@ import testing_models as tm
 from ai_edge_litert.interpreter import Interpreter
 
 import lrpet_tf
+from lrpet_tf import _keras
 from lrpet_tf._keras import keras
 from lrpet_tf.export import FlatbufferModel
 from lrpet_tf.export import ImageClassifierMetadata
@@ -442,3 +443,23 @@ def test_metadata_populate_replaces_existing_metadata(compact_model, tmp_path):
         assert files.namelist() == ["labels.txt"]
     with pytest.raises(ValueError, match="one name per output unit"):
         ImageClassifierMetadata(labels=["only", "three", "labels"]).populate(content)
+
+
+@pytest.mark.skipif(_keras.IS_KERAS_3, reason="QAT needs tf_keras (TF_USE_LEGACY_KERAS=1)")
+def test_qat_model_exports_integer_io_named_like_the_float_file(compact_model, tmp_path):
+    _, compact = compact_model
+    qat = lrpet_tf.export.prepare_qat(compact)
+    x, y = tm.classification_data(64)
+    qat.compile(
+        keras.optimizers.SGD(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    qat.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    float_file = lrpet_tf.export_tflite(compact, tmp_path / "f.tflite", verify_data=x)
+    result = lrpet_tf.export_tflite(
+        qat, tmp_path / "qat.tflite", quantization="int8", io_type="int8", verify_data=x
+    )
+    assert result.max_error_steps <= 32 and result.top1_agreement >= 0.9
+    # tfmot wraps the head as quant_<name>; the file names it as the float file does.
+    assert result.output_names == float_file.output_names == [compact.layers[-1].name]
+    (out,) = Interpreter(model_path=result.path).get_output_details()
+    assert out["dtype"] == np.int8 and out["name"] == compact.layers[-1].name

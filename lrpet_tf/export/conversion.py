@@ -76,10 +76,18 @@ def input_names_of(model):
 
 
 def output_names_of(model):
-    """Signature output names: the output layers' names (`name_1`, ... for repeats)."""
-    names = list(getattr(model, "output_names", None) or [])
-    if len(names) != len(tf.nest.flatten(model.outputs)):
-        names = [t._keras_history[0].name for t in tf.nest.flatten(model.outputs)]
+    """Signature output names: the output layers' names (`name_1`, ... for repeats).
+
+    A layer wrapped for quantization-aware training (tfmot's `quant_<name>`
+    wrapper, see `prepare_qat`) gives its wrapped layer's name, so the QAT
+    int8 file names its outputs as the float file does.
+    """
+    names = []
+    for tensor in tf.nest.flatten(model.outputs):
+        layer = tensor._keras_history[0]
+        if hasattr(layer, "quantize_config") and hasattr(layer, "layer"):
+            layer = layer.layer
+        names.append(layer.name)
     unique = []
     for name in names:
         candidate, count = name, 0
