@@ -84,7 +84,14 @@ def export_compact(
 
 
 def export_file(
-    model, path, quantization=None, data=None, calibration=None, verify_data=None, seed=0
+    model,
+    path,
+    quantization=None,
+    data=None,
+    calibration=None,
+    verify_data=None,
+    seed=0,
+    **export_options,
 ):
     """Writes one verified .tflite file; a failed verification is reported, not raised.
 
@@ -103,6 +110,8 @@ def export_file(
             (a quantization-aware model needs none and gets none).
         verify_data: Verification inputs instead of the test sample.
         seed: Seed of the calibration sample.
+        **export_options: More `lrpet_tf.export_tflite` arguments
+            (`batch_size`, `io_type`, `metadata`).
 
     Returns:
         A dict: `path`, `bytes`, `verified` (and `error`), `max_error`,
@@ -122,6 +131,7 @@ def export_file(
             quantization=quantization,
             representative_dataset=calibration,
             verify_data=verify_data,
+            **export_options,
         )
         ops = result.ops
         info.update(

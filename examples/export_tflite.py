@@ -16,6 +16,8 @@ unfactorized model for comparison when something was factorized.
     python examples/export_tflite.py --model_path=m.keras --quantization=int8 --dataset=digits
     TF_USE_LEGACY_KERAS=1 python examples/export_tflite.py --model_path=m.keras \\
         --dataset=digits --qat_epochs=2
+    python examples/export_tflite.py --model_path=m.keras --dataset=digits \\
+        --quantization=int8 --io_type=uint8 --labels=labels.txt --std=16
 
 `--dataset` gives real images for verification (test images), int8
 calibration (training images) and the file's top-1 accuracy on the test set;
@@ -33,6 +35,14 @@ QAT needs tf_keras: run with `TF_USE_LEGACY_KERAS=1` and a model saved by
 tf_keras (train it with `TF_USE_LEGACY_KERAS=1` too; tf_keras cannot read a
 Keras 3 `.keras` file). In Keras 3 mode the flag fails at startup with the
 library's message.
+
+The files are ready for an Android app (docs/android.md): a static batch of
+`--batch_size` (default 1; 0 for a dynamic batch), outputs named after the
+model's output layers, `--io_type=int8|uint8` for integer input and output
+tensors in the int8 files (the `--quantization=int8` file and, with
+`--qat_epochs`, the post-training and QAT ones), and with `--labels` (a text
+file, one class name a line) TFLite image-classifier metadata: the labels,
+the normalization `(pixel - --mean) / --std` and the model's name.
 
 From Python: `run(ExportConfig(model_path=...))` returns the results dict.
 """
@@ -61,6 +71,7 @@ __all__ = ["ExportConfig", "export_and_time", "quantize_for_android", "run"]
 
 FLAGS = flags.FLAGS
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+IO_TYPES = ("float32", "int8", "uint8")
 
 
 @dataclasses.dataclass
@@ -84,7 +95,15 @@ class ExportConfig(example_config.DataSettings):
             many epochs of QAT fine-tuning on `dataset` (needs tf_keras).
         qat_learning_rate: Peak learning rate of the QAT fine-tuning (SGD
             with momentum, cosine decay: the `finetune` recipe).
-        batch_size, verbose: The QAT fine-tuning's `fit` settings.
+        qat_batch_size, verbose: The QAT fine-tuning's `fit` settings.
+        batch_size: The files' static batch (None or 0: a dynamic batch).
+        io_type: Input/output tensor type of the int8 files: `"float32"`,
+            `"int8"` or `"uint8"` (needs an int8 file: `quantization="int8"`
+            or `qat_epochs`).
+        labels: A text file of class names, one a line: the files get TFLite
+            image-classifier metadata with them (needs one image input and
+            one `[batch, classes]` output).
+        mean, std: The metadata's input normalization, `(pixel - mean) / std`.
     """
 
     model_path: str = None
@@ -97,8 +116,13 @@ class ExportConfig(example_config.DataSettings):
     compare: bool = True
     qat_epochs: int = 0
     qat_learning_rate: float = 1e-3
-    batch_size: int = 64
+    qat_batch_size: int = 64
     verbose: int = 2
+    batch_size: int = 1
+    io_type: str = "float32"
+    labels: str = None
+    mean: float = 0.0
+    std: float = 1.0
 
     def __post_init__(self):
         if not self.model_path:
@@ -117,6 +141,43 @@ class ExportConfig(example_config.DataSettings):
                 "Quantization-aware training fine-tunes on real images: give `dataset`. "
                 f"Received: qat_epochs={self.qat_epochs}, dataset=None"
             )
+        if self.batch_size == 0:
+            self.batch_size = None  # the flag's way of saying "dynamic"
+        if self.batch_size is not None and self.batch_size < 0:
+            raise ValueError(
+                "Expected `batch_size` >= 1 (or 0 / None for a dynamic batch). "
+                f"Received: batch_size={self.batch_size}"
+            )
+        if self.io_type not in IO_TYPES:
+            raise ValueError(
+                f"Expected `io_type` in {IO_TYPES}. Received: io_type={self.io_type!r}"
+            )
+        if self.io_type != "float32" and self.quantization != "int8" and not self.qat_epochs:
+            raise ValueError(
+                "`io_type` sets the I/O tensors of int8 files: give quantization=int8 or "
+                f"qat_epochs. Received: io_type={self.io_type!r}, "
+                f"quantization={self.quantization!r}, qat_epochs={self.qat_epochs}"
+            )
+        if self.labels is not None and not os.path.isfile(self.labels):
+            raise ValueError(f"`labels` is not a file. Received: labels={self.labels!r}")
+
+    def export_options(self, quantization, name):
+        """`export_tflite` arguments of this run for a file of `quantization`.
+
+        Args:
+            quantization: The file's quantization (as `export_and_time` names it).
+            name: The model name written into the metadata.
+        """
+        options = {"batch_size": self.batch_size}
+        if quantization in ("int8", "qat_int8"):
+            options["io_type"] = self.io_type
+        if self.labels:
+            with open(self.labels, encoding="utf-8") as f:
+                labels = [line.strip() for line in f if line.strip()]
+            options["metadata"] = lrpet_tf.export.ImageClassifierMetadata(
+                labels=labels, mean=self.mean, std=self.std, name=name
+            )
+        return options
 
     def output_path(self, quantization=None):
         """The .tflite path of the run's file, or of another `quantization` next to it."""
@@ -154,10 +215,22 @@ def export_and_time(model, path, quantization, config, data=None, macs_model=Non
         `accuracy` (top-1 on the test set).
     """
     converter_quantization = {"float32": None, "qat_int8": "int8"}.get(quantization, quantization)
-    info = example_export.export_file(model, path, converter_quantization, data, seed=config.seed)
+    name = os.path.splitext(os.path.basename(config.model_path))[0]
+    info = example_export.export_file(
+        model,
+        path,
+        converter_quantization,
+        data,
+        seed=config.seed,
+        **config.export_options(quantization, name),
+    )
     info["quantization"] = quantization
     latency = lrpet_tf.measure_latency(
-        path, num_threads=config.num_threads, runs=config.runs, warmup=config.warmup
+        path,
+        num_threads=config.num_threads,
+        runs=config.runs,
+        warmup=config.warmup,
+        batch_size=config.batch_size or 1,
     )
     info.update(
         ops=sum(info["op_counts"].values()),
@@ -253,7 +326,7 @@ def quantize_for_android(folded, config, data):
         config.qat_epochs,
         stage_dir,
         learning_rate=config.qat_learning_rate,
-        batch_size=config.batch_size,
+        batch_size=config.qat_batch_size,
         seed=config.seed,
         verbose=config.verbose,
     )
@@ -349,8 +422,17 @@ def define_flags():
         lower_bound=0,
     )
     flags.DEFINE_float("qat_learning_rate", 1e-3, "Peak learning rate of the QAT fine-tuning.")
-    flags.DEFINE_integer("batch_size", 64, "QAT fine-tuning batch size.")
+    flags.DEFINE_integer("qat_batch_size", 64, "QAT fine-tuning batch size.")
     flags.DEFINE_integer("verbose", 2, "Keras fit verbosity of the QAT fine-tuning.")
+    flags.DEFINE_integer(
+        "batch_size", 1, "Static batch of the files (0: dynamic, [-1, ...]).", lower_bound=0
+    )
+    flags.DEFINE_enum("io_type", "float32", IO_TYPES, "Input/output tensor type of the int8 files.")
+    flags.DEFINE_string(
+        "labels", None, "Text file of class names, one a line: adds TFLite metadata."
+    )
+    flags.DEFINE_float("mean", 0.0, "Metadata normalization: (pixel - mean) / std.")
+    flags.DEFINE_float("std", 1.0, "Metadata normalization: (pixel - mean) / std.")
     flags.register_validator("qat_epochs", _qat_available, message="QAT is unavailable.")
 
 

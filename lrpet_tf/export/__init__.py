@@ -3,14 +3,18 @@
 from lrpet_tf.export.export_tflite import ExportResult
 from lrpet_tf.export.export_tflite import TFLiteVerificationError
 from lrpet_tf.export.export_tflite import export_tflite
+from lrpet_tf.export.flatbuffer_model import FlatbufferModel
 from lrpet_tf.export.latency import LatencyResult
 from lrpet_tf.export.latency import measure_latency
+from lrpet_tf.export.metadata import ImageClassifierMetadata
 from lrpet_tf.export.quantization_aware import is_quantization_aware
 from lrpet_tf.export.quantization_aware import prepare_qat
 from lrpet_tf.export.tflite_model import TFLiteModel
 
 __all__ = [
     "ExportResult",
+    "FlatbufferModel",
+    "ImageClassifierMetadata",
     "LatencyResult",
     "TFLiteModel",
     "TFLiteVerificationError",

@@ -1,20 +1,22 @@
 """Export a Keras model to a verified .tflite file: `export_tflite`."""
 
 import dataclasses
+import numbers
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from lrpet_tf import _keras
 from lrpet_tf._keras import keras
+from lrpet_tf.export import conversion
+from lrpet_tf.export.metadata import ImageClassifierMetadata
 from lrpet_tf.export.quantization_aware import is_quantization_aware
-from lrpet_tf.export.quiet import captured_output
 from lrpet_tf.export.tflite_model import TFLiteModel
 
 __all__ = ["ExportResult", "TFLiteVerificationError", "export_tflite"]
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
+IO_TYPES = ("float32", "int8", "uint8")
 
 # Allowed max |TFLite - Keras| relative to max(1, max |Keras output|).
 _FLOAT_TOLERANCE = {None: 1e-4, "float16": 2e-2, "dynamic": 1e-1}
@@ -36,7 +38,13 @@ class ExportResult:
         path: Where the .tflite file was written.
         size_bytes: Its size.
         quantization: The quantization used.
-        ops: Builtin op names in execution order (e.g. `CONV_2D`).
+        ops: Builtin op names in execution order (e.g. `CONV_2D`), read from
+            the flatbuffer.
+        batch_size: The file's static batch (None: dynamic).
+        io_type: The dtype of its input and output tensors.
+        input_names, output_names: Its signature's input and output names
+            (the Keras input names and output layer names), in Keras's order.
+        metadata: The `ImageClassifierMetadata` written into it, or None.
         max_error: Max |TFLite - Keras| over the verification inputs (None
             when `verify=False`).
         tolerance: The bound `max_error` was checked against.
@@ -49,6 +57,11 @@ class ExportResult:
     size_bytes: int
     quantization: str
     ops: list
+    batch_size: int = 1
+    io_type: str = "float32"
+    input_names: list = None
+    output_names: list = None
+    metadata: ImageClassifierMetadata = None
     max_error: float = None
     tolerance: float = None
     top1_agreement: float = None
@@ -67,6 +80,9 @@ def export_tflite(
     verify=True,
     verify_data=None,
     tolerance=None,
+    batch_size=1,
+    io_type="float32",
+    metadata=None,
 ):
     """Converts `model` to TFLite, writes it to `path` and checks it against Keras.
 
@@ -76,12 +92,21 @@ def export_tflite(
     `lrpet_tf.fold_batchnorm` first to merge BatchNormalization into the
     layers (the converter would otherwise fold it into an extra MUL/ADD).
 
+    The file is what an Android app loads as is: a static batch of 1 by
+    default (shapes `[1, H, W, C]`, no shape ops), one `serving_default`
+    signature whose inputs carry the Keras input names and whose outputs
+    carry the names of the model's output layers (the file's input and output
+    tensors too, in the Keras model's order), optionally integer input and
+    output tensors for integer-only accelerators, and optionally the TFLite
+    metadata the Task Library and Android Studio's model binding read.
+
     Args:
-        model: A Keras model (Functional, Sequential or subclassed).
+        model: A Keras model (Functional, or Sequential with an input shape).
         path: Output file path; parent folders are created.
         quantization: None (float32), `"float16"` (weights in float16),
             `"dynamic"` (int8 weights, float activations) or `"int8"` (full
-            integer with float input/output; needs `representative_dataset`).
+            integer; needs `representative_dataset` unless the model was
+            trained with `prepare_qat`).
         representative_dataset: For `"int8"`: a numpy array (or list of
             arrays for several inputs) of typical inputs, a `tf.data.Dataset`
             of input batches, or a generator function yielding lists of input
@@ -90,30 +115,72 @@ def export_tflite(
             Keras model (`training=False`).
         verify_data: Inputs for verification (array, list of arrays); by
             default the first 64 representative examples, else random normal
-            inputs of the model's input shapes.
+            inputs of the model's input shapes. Any number of examples: a
+            static-batch file runs them a batch at a time.
         tolerance: Override the allowed max error, relative to
             `max(1, max |Keras output|)`. Defaults: 1e-4 float32, 2e-2 float16,
             1e-1 dynamic; int8 checks arg-max agreement (>= 90%) and a max
             error of at most 32 steps of the output's int8 quantization.
+        batch_size: The file's static batch (default 1, the mobile
+            convention), or None for a dynamic batch (`[-1, H, W, C]`, which
+            wraps FULLY_CONNECTED on rank >= 3 inputs in shape ops and which
+            some runtimes refuse to allocate until it is set).
+        io_type: For `quantization="int8"`: `"float32"` (float input and
+            output around QUANTIZE / DEQUANTIZE ops), `"int8"` or `"uint8"`
+            (integer input and output tensors, for integer-only accelerators
+            such as the Edge TPU and NPUs behind NNAPI: the app quantizes
+            inputs with the input tensor's scale and zero point and
+            dequantizes outputs with the output's). Verification feeds such a
+            file inputs quantized that way and compares dequantized outputs.
+        metadata: An `lrpet_tf.export.ImageClassifierMetadata` (or a dict of
+            its fields: `labels`, `mean`, `std`, `name`, `description`, ...)
+            to write as TFLite image-classifier metadata, for a model with one
+            image input and one `[batch, classes]` output. Written through the
+            metadata flatbuffer schema (tflite-support's metadata writers do
+            not install next to TensorFlow 2.21); the interpreter ignores it.
 
     Returns:
         An `ExportResult`.
 
     Raises:
-        ValueError: Unknown quantization, or int8 without a representative
-            dataset (before any conversion work).
+        ValueError: Unknown quantization or io_type, an integer io_type
+            without int8, a batch_size that is not a positive int or None,
+            metadata that does not fit the model (e.g. a label count other
+            than the output size), or int8 without a representative dataset
+            (all before any conversion work).
         TFLiteVerificationError: If the file disagrees with Keras beyond the
             tolerance (the file is still written, for inspection).
 
     Example:
         >>> result = lrpet_tf.export_tflite(compact, "saved_models/m.tflite")
         >>> result.op_count("CONV_2D"), result.max_error
+        >>> lrpet_tf.export_tflite(
+        ...     compact, "m_int8.tflite", quantization="int8", representative_dataset=x,
+        ...     io_type="uint8", metadata={"labels": names, "mean": 0.0, "std": 255.0})
     """
     if quantization not in QUANTIZATIONS:
         raise ValueError(
             f"Expected `quantization` to be one of {QUANTIZATIONS}. "
             f"Received: quantization={quantization!r}"
         )
+    if io_type not in IO_TYPES:
+        raise ValueError(f"Expected `io_type` in {IO_TYPES}. Received: io_type={io_type!r}")
+    if io_type != "float32" and quantization != "int8":
+        raise ValueError(
+            f'An integer `io_type` needs full-integer quantization (quantization="int8"). '
+            f"Received: io_type={io_type!r}, quantization={quantization!r}"
+        )
+    if batch_size is not None and (
+        not isinstance(batch_size, numbers.Integral)
+        or isinstance(batch_size, bool)
+        or batch_size < 1
+    ):
+        raise ValueError(
+            "Expected `batch_size` to be a positive int (the file's static batch) or None "
+            f"(a dynamic batch). Received: batch_size={batch_size!r}"
+        )
+    if batch_size is not None:
+        batch_size = int(batch_size)
     if (
         quantization == "int8"
         and representative_dataset is None
@@ -127,8 +194,22 @@ def export_tflite(
         )
     if not isinstance(model, keras.Model):
         raise TypeError(f"Expected `model` to be a Keras model. Received: model={model!r}")
+    if not _has_inputs(model):
+        raise ValueError(
+            f"Model {model.name!r} has no known inputs: export_tflite needs a Functional model "
+            "or a Sequential model given an input shape. Wrap a subclassed model: "
+            "`keras.Model(inputs, subclassed(inputs))`."
+        )
+    if metadata is not None:
+        metadata = ImageClassifierMetadata.from_value(metadata)
+        metadata.check_shapes(
+            [tuple(t.shape) for t in tf.nest.flatten(model.inputs)],
+            [tuple(t.shape) for t in tf.nest.flatten(model.outputs)],
+        )
     calibration = None if representative_dataset is None else _as_generator(representative_dataset)
-    content = _convert(model, quantization, calibration)
+    content = conversion.convert(model, batch_size, quantization, io_type, calibration)
+    if metadata is not None:
+        content = metadata.populate(content, default_name=model.name)
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "wb") as f:
@@ -139,6 +220,11 @@ def export_tflite(
         size_bytes=len(content),
         quantization=quantization,
         ops=tflite.op_names(),
+        batch_size=batch_size,
+        io_type=io_type,
+        input_names=list(tflite.input_names),
+        output_names=list(tflite.output_names),
+        metadata=None if metadata is None else ImageClassifierMetadata.read(content),
     )
     if verify:
         inputs = _verification_inputs(model, verify_data, calibration)
@@ -146,34 +232,11 @@ def export_tflite(
     return result
 
 
-def _convert(model, quantization, calibration):
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if quantization is not None:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantization == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if quantization == "int8" and calibration is not None:
-        converter.representative_dataset = calibration
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    # A quantization-aware model (prepare_qat) carries its learned ranges:
-    # Optimize.DEFAULT alone converts it to int8.
-    with captured_output() as log:
-        try:
-            content = converter.convert()
-            failure = None
-        except Exception as e:  # noqa: BLE001 - re-raised below with the log
-            failure = e
-    if failure is not None:
-        raise RuntimeError(
-            f"TFLite conversion of model {model.name!r} failed: {failure}\n"
-            f"Converter output:\n{log[0][-4000:]}"
-        ) from failure
-    return content
-
-
-def _input_names(model):
-    # The converter names signature inputs after the symbolic input tensors.
-    return [t.name for t in tf.nest.flatten(model.inputs)]
+def _has_inputs(model):
+    try:
+        return bool(tf.nest.flatten(model.inputs))
+    except (AttributeError, ValueError):
+        return False
 
 
 def _as_list(x):
@@ -228,8 +291,7 @@ def _verify(model, tflite, inputs, result, tolerance):
         np.asarray(o)
         for o in tf.nest.flatten(model(inputs if len(inputs) > 1 else inputs[0], training=False))
     ]
-    got = tflite(inputs, input_names=_input_names(model), output_names=_output_names(model))
-    got = _as_list(got)
+    got = _as_list(tflite(inputs))
     errors = [float(np.max(np.abs(g - e))) for g, e in zip(got, expected)]
     result.max_error = max(errors)
     scale = max(1.0, max(float(np.max(np.abs(e))) for e in expected))
@@ -240,7 +302,7 @@ def _verify(model, tflite, inputs, result, tolerance):
             if e.ndim >= 2 and e.shape[-1] > 1
         ]
         result.top1_agreement = min(agreements) if agreements else None
-        steps = tflite.output_quantization_scales(_output_names(model))
+        steps = tflite.output_quantization_scales()
         result.max_error_steps = max(
             float(np.max(np.abs(g - e))) / step for g, e, step in zip(got, expected, steps) if step
         )
@@ -263,9 +325,3 @@ def _verify(model, tflite, inputs, result, tolerance):
             )
             + f" (quantization={result.quantization!r})."
         )
-
-
-def _output_names(model):
-    if _keras.IS_KERAS_3:
-        return None
-    return list(model.output_names)

@@ -12,11 +12,14 @@ __all__ = ["LatencyResult", "measure_latency"]
 
 @dataclasses.dataclass
 class LatencyResult:
-    """Latency of repeated `invoke` calls, in milliseconds.
+    """Latency of `batch_size` examples through a .tflite file, in milliseconds.
 
     Attributes:
-        median_ms, mean_ms, p90_ms, min_ms: Statistics over `runs` invokes.
+        median_ms, mean_ms, p90_ms, min_ms: Statistics over `runs` timed runs.
         runs, warmup, num_threads, batch_size: How it was measured.
+        invokes_per_run: `invoke` calls per timed run: 1, or for a file whose
+            static batch is smaller than `batch_size`, `batch_size` divided
+            by it.
     """
 
     median_ms: float
@@ -27,6 +30,7 @@ class LatencyResult:
     warmup: int
     num_threads: int
     batch_size: int
+    invokes_per_run: int = 1
 
 
 def measure_latency(model, num_threads=1, runs=50, warmup=10, batch_size=1, seed=0):
@@ -38,13 +42,19 @@ def measure_latency(model, num_threads=1, runs=50, warmup=10, batch_size=1, seed
     Args:
         model: Path to a .tflite file or its bytes.
         num_threads: Interpreter threads.
-        runs: Timed invokes after `warmup` untimed ones.
+        runs: Timed runs after `warmup` untimed invokes.
         warmup: Untimed invokes first (XNNPACK packs weights on the first).
-        batch_size: Batch size of the random inputs.
+        batch_size: Examples per timed run. A dynamic-batch file is resized
+            to it; a static-batch file (`export_tflite(..., batch_size=B)`)
+            runs `batch_size / B` invokes of B examples per timed run.
         seed: Seed of the random inputs.
 
     Returns:
         A `LatencyResult`.
+
+    Raises:
+        ValueError: A bad argument, or a `batch_size` that is not a multiple
+            of the file's static batch.
     """
     for name, value, low in (
         ("num_threads", num_threads, 1),
@@ -54,26 +64,42 @@ def measure_latency(model, num_threads=1, runs=50, warmup=10, batch_size=1, seed
     ):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"Expected `{name}` to be an int >= {low}. Received: {name}={value!r}")
-    interpreter = TFLiteModel(model, num_threads=num_threads).new_interpreter()
+    tflite = TFLiteModel(model, num_threads=num_threads)
+    static_batch = tflite.batch_size
+    invokes = 1
+    if static_batch is not None:
+        if batch_size % static_batch:
+            raise ValueError(
+                f"Expected `batch_size` to be a multiple of the file's static batch "
+                f"({static_batch}). Received: batch_size={batch_size}. Export with "
+                f"export_tflite(..., batch_size={batch_size}), or batch_size=None for a "
+                "dynamic batch."
+            )
+        invokes = batch_size // static_batch
+    interpreter = tflite.new_interpreter()
     rng = np.random.default_rng(seed)
     for detail in interpreter.get_input_details():
         shape = list(detail["shape_signature"])
-        shape[0] = batch_size
+        shape[0] = batch_size if static_batch is None else static_batch
         if any(d < 0 for d in shape):
             raise ValueError(f"Input {detail['name']} has an unknown dimension: {shape}")
-        interpreter.resize_tensor_input(detail["index"], shape)
+        if static_batch is None:
+            interpreter.resize_tensor_input(detail["index"], shape)
     interpreter.allocate_tensors()
     for detail in interpreter.get_input_details():
         value = rng.standard_normal(detail["shape"]).astype(np.float32)
         if np.issubdtype(detail["dtype"], np.integer):
-            value = np.clip(np.round(value * 32), -128, 127)
+            limits = np.iinfo(detail["dtype"])
+            center = (int(limits.min) + int(limits.max) + 1) // 2
+            value = np.clip(np.round(value * 32) + center, limits.min, limits.max)
         interpreter.set_tensor(detail["index"], value.astype(detail["dtype"]))
     for _ in range(warmup):
         interpreter.invoke()
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        interpreter.invoke()
+        for _ in range(invokes):
+            interpreter.invoke()
         times.append((time.perf_counter() - start) * 1e3)
     times = np.asarray(times)
     return LatencyResult(
@@ -85,4 +111,5 @@ def measure_latency(model, num_threads=1, runs=50, warmup=10, batch_size=1, seed
         warmup=warmup,
         num_threads=num_threads,
         batch_size=batch_size,
+        invokes_per_run=invokes,
     )

@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import logging
 import os
 import sys
 import tempfile
@@ -18,6 +19,14 @@ def captured_output():
     may not write to them, e.g. under pytest or in a notebook) are redirected,
     and Python warnings raised in the block are silenced.
 
+    Python logging is left as it was. TensorFlow logs through absl, and absl
+    calls `logging.basicConfig()` when the root logger has no handler: inside
+    the redirect that would bind a new root handler to the captured stream,
+    and every later warning of the program would vanish into it. So while the
+    block runs the root logger holds a `NullHandler` (absl then configures
+    nothing), and afterwards any handler added in the block that writes to the
+    captured stream is removed again.
+
     Yields a list that, after the block, holds the captured text as its one
     element, so a caller can show it when the block fails.
     """
@@ -29,6 +38,7 @@ def captured_output():
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
         python_text = io.StringIO()
+        placeholder = _hold_root_logger()
         try:
             with (
                 contextlib.redirect_stdout(python_text),
@@ -38,6 +48,7 @@ def captured_output():
                 warnings.simplefilter("ignore")
                 yield captured
         finally:
+            _release_root_logger(placeholder, python_text)
             sys.stdout.flush()
             sys.stderr.flush()
             os.dup2(saved[0], 1)
@@ -46,3 +57,26 @@ def captured_output():
             os.close(saved[1])
             sink.seek(0)
             captured.append(python_text.getvalue() + sink.read().decode("utf-8", "replace"))
+
+
+def _hold_root_logger():
+    """Gives a handler-less root logger a `NullHandler`, so nothing calls basicConfig."""
+    root = logging.getLogger()
+    if root.handlers:
+        return None
+    placeholder = logging.NullHandler()
+    root.addHandler(placeholder)
+    return placeholder
+
+
+def _release_root_logger(placeholder, stream):
+    """Removes the placeholder and every handler left writing to the captured `stream`."""
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in list(logging.Logger.manager.loggerDict.values())
+        if isinstance(logger, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if handler is placeholder or getattr(handler, "stream", None) is stream:
+                logger.removeHandler(handler)

@@ -5,13 +5,20 @@ import os
 
 import numpy as np
 
+from lrpet_tf.export.flatbuffer_model import FlatbufferModel
+
 __all__ = ["TFLiteModel"]
 
 
 class TFLiteModel:
     """A .tflite model loaded in `ai_edge_litert.interpreter.Interpreter`.
 
-    On CPU the interpreter applies the XNNPACK delegate, as on Android.
+    On CPU the interpreter applies the XNNPACK delegate, as on Android. Calls
+    take and return real values whatever the file's I/O types: float inputs
+    are quantized with an integer input tensor's scale and zero point, and
+    integer outputs are dequantized. A file with a static batch runs any
+    number of examples a batch at a time. The op list and tensor details come
+    from the flatbuffer itself (`FlatbufferModel`, the TFLite schema).
 
     Args:
         model: Path to a .tflite file, or its bytes.
@@ -21,7 +28,7 @@ class TFLiteModel:
         >>> tfl = TFLiteModel("saved_models/m.tflite")
         >>> tfl.op_names()
         ['CONV_2D', 'CONV_2D', ...]
-        >>> y = tfl(x)   # numpy in, numpy out, any batch size
+        >>> y = tfl(x)   # numpy in, numpy out, any number of examples
     """
 
     def __init__(self, model, num_threads=1):
@@ -33,11 +40,21 @@ class TFLiteModel:
             self.path = None
             self.content = bytes(model)
         self.num_threads = num_threads
+        self.flatbuffer = FlatbufferModel(self.content)
+        signature = self.flatbuffer.signature()
+        by_index = {index: name for name, index in signature["inputs"].items()}
+        self.input_names = [
+            by_index[i] for i in self.flatbuffer.input_indices() if i in by_index
+        ] or list(signature["inputs"])
+        by_index = {index: name for name, index in signature["outputs"].items()}
+        self.output_names = [
+            by_index[i] for i in self.flatbuffer.output_indices() if i in by_index
+        ] or _ordered_outputs(signature["outputs"])
+        self._inputs = {n: self.flatbuffer.tensor(i) for n, i in signature["inputs"].items()}
+        self._outputs = {n: self.flatbuffer.tensor(i) for n, i in signature["outputs"].items()}
+        self._signature_key = signature["key"]
         self._interpreter = self.new_interpreter()
-        self._runner = self._interpreter.get_signature_runner()
-        signature = next(iter(self._interpreter.get_signature_list().values()))
-        self.input_names = list(signature["inputs"])
-        self.output_names = _ordered_outputs(signature["outputs"])
+        self._runner = self._interpreter.get_signature_runner(self._signature_key)
 
     def new_interpreter(self):
         """A fresh `ai_edge_litert.interpreter.Interpreter` for this model."""
@@ -45,13 +62,29 @@ class TFLiteModel:
 
         return Interpreter(model_content=self.content, num_threads=self.num_threads)
 
+    @property
+    def batch_size(self):
+        """The static batch of the inputs, or None when it is dynamic."""
+        batches = {t["shape_signature"][0] for t in self._inputs.values() if t["shape_signature"]}
+        if len(batches) != 1 or min(batches) < 1:
+            return None
+        return batches.pop()
+
     def op_names(self):
         """Builtin op names of the model's main graph, in execution order."""
-        return [op["op_name"] for op in self._interpreter._get_ops_details()]
+        return self.flatbuffer.op_names()
 
     def op_counts(self):
         """`collections.Counter` of op names."""
         return collections.Counter(self.op_names())
+
+    def input_tensors(self):
+        """Dict input name -> tensor details (see `FlatbufferModel.tensor`), in order."""
+        return {name: self._inputs[name] for name in self.input_names}
+
+    def output_tensors(self):
+        """Dict output name -> tensor details (see `FlatbufferModel.tensor`), in order."""
+        return {name: self._outputs[name] for name in self.output_names}
 
     def output_quantization_scales(self, output_names=None):
         """Per output (in the order `__call__` returns them), its int8 step.
@@ -60,18 +93,11 @@ class TFLiteModel:
         float output is dequantized from; for an integer output, its own
         scale; None for an output computed in float.
         """
-        interpreter = self._interpreter
-        tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-        dequantized_from = {
-            int(op["outputs"][0]): int(op["inputs"][0])
-            for op in interpreter._get_ops_details()
-            if op["op_name"] == "DEQUANTIZE"
-        }
-        by_name = dict(self._runner.get_output_details().items())
+        dequantized_from = self.flatbuffer.dequantized_from()
         scales = []
-        for name in self._output_order(output_names, by_name):
-            index = by_name[name]["index"]
-            scale = tensors[dequantized_from.get(index, index)]["quantization"][0]
+        for name in self._output_order(output_names, self._outputs):
+            index = self._outputs[name]["index"]
+            scale = self.flatbuffer.tensor(dequantized_from.get(index, index))["scale"]
             scales.append(float(scale) if scale else None)
         return scales
 
@@ -79,16 +105,21 @@ class TFLiteModel:
         """The interpreter's input tensor details (name, shape, dtype, quantization)."""
         return self._interpreter.get_input_details()
 
-    def __call__(self, inputs, input_names=None, output_names=None):
-        """Runs the model on a batch.
+    def __call__(self, inputs, input_names=None, output_names=None, dequantize=True):
+        """Runs the model on a batch of any size.
 
         Args:
-            inputs: One array, a list of arrays (in the Keras model's input
-                order, given by `input_names`), or a dict name -> array.
-            input_names: Keras input names for a list of arrays.
-            output_names: Keras output names, to order the outputs when the
-                file names them by layer (tf_keras); files written from Keras 3
-                name them `output_0`, `output_1`, ... in Keras's order.
+            inputs: One array, a list of arrays (in the model's input order,
+                or the order of `input_names`), or a dict name -> array. Float
+                arrays for an integer input are quantized with its scale and
+                zero point; arrays of the input's own integer dtype are fed
+                as they are.
+            input_names: Input names for a list of arrays.
+            output_names: Output names, to order the outputs (default: the
+                file's order, which is the Keras model's for files written by
+                `export_tflite`).
+            dequantize: Return integer outputs as real values (scale and zero
+                point applied); False returns the raw integers.
 
         Returns:
             One array, or a list of arrays in the model's output order.
@@ -104,23 +135,66 @@ class TFLiteModel:
                     f"{self.input_names}; received {len(arrays)} arrays."
                 )
             feed = dict(zip(names, arrays))
-        feed = {
-            name: np.asarray(value, dtype=self._input_dtype(name)) for name, value in feed.items()
-        }
-        outputs = self._runner(**feed)
-        result = [outputs[name] for name in self._output_order(output_names, outputs)]
+        feed = {name: self._quantized(name, value) for name, value in feed.items()}
+        order = self._output_order(output_names, self._outputs)
+        outputs = self._run(feed)
+        result = [
+            _dequantized(outputs[name], self._outputs[name]) if dequantize else outputs[name]
+            for name in order
+        ]
         return result[0] if len(result) == 1 else result
+
+    def _run(self, feed):
+        """Runs the signature; a static-batch file gets the examples a batch at a time."""
+        batch = self.batch_size
+        count = len(next(iter(feed.values())))
+        if batch is None or count == batch:
+            return self._runner(**feed)
+        chunks = []
+        for start in range(0, count, batch):
+            chunk = {}
+            for name, value in feed.items():
+                part = value[start : start + batch]
+                if len(part) < batch:  # pad the last batch with copies of its last example
+                    part = np.concatenate([part, np.repeat(part[-1:], batch - len(part), 0)])
+                chunk[name] = part
+            chunks.append(self._runner(**chunk))
+        outputs = {}
+        for name in chunks[0]:
+            if np.ndim(chunks[0][name]) == 0 or np.shape(chunks[0][name])[0] != batch:
+                raise ValueError(
+                    f"Output {name!r} of shape {np.shape(chunks[0][name])} has no batch "
+                    f"dimension of {batch}; run it one batch of {batch} examples at a time."
+                )
+            outputs[name] = np.concatenate([c[name] for c in chunks])[:count]
+        return outputs
+
+    def _quantized(self, name, value):
+        tensor = self._inputs.get(name)
+        if tensor is None:
+            raise ValueError(f"Unknown input {name!r}; the file's inputs are {self.input_names}.")
+        dtype = np.dtype(tensor["dtype"] or np.float32)
+        value = np.asarray(value)
+        if value.dtype == dtype:
+            return value
+        if np.issubdtype(dtype, np.integer) and tensor["scale"]:
+            limits = np.iinfo(dtype)
+            scaled = np.round(value.astype(np.float64) / tensor["scale"] + tensor["zero_point"])
+            return np.clip(scaled, limits.min, limits.max).astype(dtype)
+        return value.astype(dtype)
 
     def _output_order(self, output_names, available):
         if output_names and set(output_names) == set(available):
             return list(output_names)
         return self.output_names
 
-    def _input_dtype(self, name):
-        for detail in self._runner.get_input_details().items():
-            if detail[0] == name:
-                return detail[1]["dtype"]
-        return np.float32
+
+def _dequantized(value, tensor):
+    if np.issubdtype(np.asarray(value).dtype, np.integer) and tensor["scale"]:
+        return ((value.astype(np.float32) - tensor["zero_point"]) * tensor["scale"]).astype(
+            np.float32
+        )
+    return value
 
 
 def _ordered_outputs(names):
