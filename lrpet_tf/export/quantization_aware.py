@@ -4,6 +4,7 @@ import functools
 
 from lrpet_tf import _keras
 from lrpet_tf._keras import keras
+from lrpet_tf.graph.targets import layers_by_name
 
 __all__ = ["is_quantization_aware", "prepare_qat"]
 
@@ -89,8 +90,8 @@ def prepare_qat(model):
             f"graph). Received: model={model.name!r} of type {type(model).__name__}"
         )
     custom = [
-        layer.name
-        for layer in _keras.flatten_layers(model)
+        name
+        for name, layer in layers_by_name(model).items()
         if type(layer).__module__.startswith("lrpet_tf")
     ]
     if custom:
@@ -98,11 +99,19 @@ def prepare_qat(model):
             f"Layers {custom} are lrpet_tf SVD-form layers, which tfmot cannot quantize. "
             "Convert them to standard layers first: lrpet_tf.factorize(model)."
         )
+    nested = [layer.name for layer in model.layers if _keras.has_layer_graph(layer)]
+    if nested:
+        raise TypeError(
+            f"Layers {nested} of {model.name!r} are models nested inside it, which "
+            "tensorflow-model-optimization cannot quantize. Rebuild the model with their "
+            "layers inline (call them on the outer model's tensors)."
+        )
+    layers = list(layers_by_name(model).values())
     quantize = tfmot.quantization.keras
     registry = quantize.default_8bit.Default8BitQuantizeRegistry()
     unknown = [
         layer
-        for layer in model.layers
+        for layer in layers
         if not isinstance(layer, keras.layers.InputLayer) and not registry.supports(layer)
     ]
     weighted = [f"{layer.name} ({type(layer).__name__})" for layer in unknown if layer.weights]
@@ -114,7 +123,7 @@ def prepare_qat(model):
             "and call tfmot.quantization.keras.quantize_apply yourself."
         )
     overrides = {layer.name: True for layer in unknown}
-    overrides.update({layer.name: False for layer in model.layers if _is_subsampling(layer)})
+    overrides.update({layer.name: False for layer in layers if _is_subsampling(layer)})
     if not overrides:
         return quantize.quantize_model(model)
     config_class = _output_quantize_config_class()

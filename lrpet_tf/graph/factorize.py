@@ -4,7 +4,6 @@ import numbers
 
 import numpy as np
 
-from lrpet_tf import _keras
 from lrpet_tf._keras import keras
 from lrpet_tf.graph.layer_graph import LayerGraph
 from lrpet_tf.graph.layer_graph import Replacement
@@ -18,6 +17,7 @@ from lrpet_tf.graph.rewrite_report import LayerChange
 from lrpet_tf.graph.rewrite_report import RewriteReport
 from lrpet_tf.graph.targets import check_layer_names
 from lrpet_tf.graph.targets import check_layer_types
+from lrpet_tf.graph.targets import layers_by_name
 from lrpet_tf.layers.svd_layer import SVDLayer
 from lrpet_tf.ops.costs import factorized_macs
 from lrpet_tf.ops.costs import factorized_params
@@ -92,10 +92,10 @@ def factorize(model, ranks=None, layer_types=("conv", "dense"), return_report=Fa
     graph = LayerGraph(model)
     layer_types = check_layer_types(layer_types)
     policy = _rank_policy(ranks)
-    layers = _keras.flatten_layers(model)
-    _check_named_layers(policy, layers, model.name)
+    by_name = layers_by_name(model)
+    _check_named_layers(policy, by_name, model.name)
     decided = {}
-    for layer in layers:
+    for layer in by_name.values():
         decision = _decide(layer, policy, layer_types)
         if decision is not None:
             decided[id(layer)] = decision
@@ -139,10 +139,9 @@ def _rank_policy(ranks):
     return get_rank_policy(ranks=ranks)
 
 
-def _check_named_layers(policy, layers, model_name):
+def _check_named_layers(policy, by_name, model_name):
     if policy is None:
         return
-    by_name = {layer.name: layer for layer in layers}
     names = policy.layer_names()
     check_layer_names(names, by_name, "ranks", model_name)
     for name in names:

@@ -17,6 +17,7 @@ from lrpet_tf.graph.fold_batchnorm import fold_batchnorm
 from lrpet_tf.graph.layer_kinds import unsupported_reason
 from lrpet_tf.graph.rank_guard import warn_small_ranks
 from lrpet_tf.graph.targets import check_layer_names
+from lrpet_tf.graph.targets import layers_by_name
 from lrpet_tf.ops.costs import factorized_params
 from lrpet_tf.ops.matrix_view import kernel_to_matrix
 from lrpet_tf.ops.matrix_view import matrix_to_kernel
@@ -104,10 +105,11 @@ def allocate_ranks(model, x, y, ranks, loss=None, budget=None, batch_size=256, r
         )
 
     folded = fold_batchnorm(model)
+    folded_layers = layers_by_name(folded)
     base = _mean_loss(folded, x, y, loss, batch_size)
     costs = {}
     for name in baseline:
-        costs[name] = _rank_costs(folded.get_layer(name), folded, x, y, loss, batch_size, base)
+        costs[name] = _rank_costs(folded_layers[name], folded, x, y, loss, batch_size, base)
     allocated, _ = budget_ranks(costs, unit, budget)
     warn_small_ranks(
         [
@@ -133,7 +135,7 @@ def _baseline_ranks(ranks):
 
 
 def _check_layers(model, baseline):
-    by_name = {layer.name: layer for layer in model.layers}
+    by_name = layers_by_name(model)
     check_layer_names(list(baseline), by_name, "ranks", model.name)
     layers = {}
     for name, rank in baseline.items():

@@ -11,7 +11,22 @@ from lrpet_tf.graph.layer_kinds import LOW_RANK_KINDS
 from lrpet_tf.graph.layer_kinds import low_rank_kind
 from lrpet_tf.graph.layer_kinds import unsupported_reason
 
-__all__ = ["check_layer_names", "check_layer_types", "check_selector", "select_targets"]
+__all__ = [
+    "check_layer_names",
+    "check_layer_types",
+    "check_selector",
+    "layers_by_name",
+    "select_targets",
+]
+
+
+def layers_by_name(model):
+    """Layer name -> layer for every layer of `model`, nested models included.
+
+    The one way lrpet_tf walks a model's layers (`LRPET`, `factorize`,
+    `allocate_ranks`, `decompose` and `prepare_qat` all go through it).
+    """
+    return {layer.name: layer for layer in _keras.flatten_layers(model)}
 
 
 def check_layer_types(layer_types):
@@ -89,8 +104,8 @@ def select_targets(model, layer_types=("conv",), include=None, exclude=None, tra
     layer_types = check_layer_types(layer_types)
     include = check_selector(include, "include")
     exclude = check_selector(exclude, "exclude")
-    layers = _keras.flatten_layers(model)
-    by_name = {layer.name: layer for layer in layers}
+    by_name = layers_by_name(model)
+    layers = list(by_name.values())
     for argument, selector in (("include", include), ("exclude", exclude)):
         if selector is not None and not callable(selector):
             check_layer_names(selector, by_name, argument, model.name)
