@@ -26,8 +26,8 @@ from absl import app
 from absl import flags
 
 import lrpet_tf
+from lrpet_tf import keras
 from lrpet_tf import svd_training
-from lrpet_tf._keras import keras
 
 ARCHITECTURES = {
     "ResNet50": 32,

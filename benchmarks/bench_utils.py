@@ -45,11 +45,11 @@ def command_line(argv=None, drop=()):
     the prefix when tf_keras is in use, without the arguments that start
     with one of `drop`.
     """
-    from lrpet_tf import _keras  # here: the rest of bench_utils needs no TensorFlow
+    from lrpet_tf import keras  # here: the rest of bench_utils needs no TensorFlow
 
     argv = sys.argv if argv is None else argv
     args = [arg for arg in argv[1:] if not arg.startswith(tuple(drop))]
-    prefix = "" if _keras.IS_KERAS_3 else "TF_USE_LEGACY_KERAS=1 "
+    prefix = "" if keras.__version__.startswith("3.") else "TF_USE_LEGACY_KERAS=1 "
     script = os.path.basename(argv[0])
     return " ".join([f"{prefix}PYTHONPATH=. python benchmarks/{script}", *args])
 

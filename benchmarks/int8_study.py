@@ -69,8 +69,7 @@ import example_training  # noqa: E402
 import train_lrpet  # noqa: E402
 
 import lrpet_tf  # noqa: E402
-from lrpet_tf import _keras  # noqa: E402
-from lrpet_tf._keras import keras  # noqa: E402
+from lrpet_tf import keras  # noqa: E402
 
 __all__ = [
     "VARIANTS",
@@ -522,7 +521,9 @@ def run(config=None, smoke=False, output_dir=None):
     results = {
         "config": dataclasses.asdict(config),
         "machine": machine,
-        "keras": f"tf_keras {keras.__version__}" if not _keras.IS_KERAS_3 else keras.__version__,
+        "keras": keras.__version__
+        if keras.__version__.startswith("3.")
+        else f"tf_keras {keras.__version__}",
         "load_average_end": bench_utils.load_average(),
         "dataset": {
             "name": data.name,

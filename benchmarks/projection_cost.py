@@ -36,7 +36,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 import lrpet_tf  # noqa: E402
-from lrpet_tf._keras import keras  # noqa: E402
+from lrpet_tf import keras  # noqa: E402
 from lrpet_tf.callbacks import Projector  # noqa: E402
 
 try:  # as a script (benchmarks/ on sys.path) or as benchmarks.projection_cost

@@ -51,7 +51,7 @@ import example_models  # noqa: E402
 import example_training  # noqa: E402
 
 import lrpet_tf  # noqa: E402
-from lrpet_tf._keras import keras  # noqa: E402
+from lrpet_tf import keras  # noqa: E402
 
 __all__ = ["AllocationConfig", "allocate", "run"]
 

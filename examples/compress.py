@@ -43,10 +43,9 @@ import example_plots  # noqa: E402
 import example_reports  # noqa: E402
 import example_training  # noqa: E402
 import numpy as np  # noqa: E402
-import train_lrpet  # noqa: E402
 
 import lrpet_tf  # noqa: E402
-from lrpet_tf._keras import keras  # noqa: E402
+from lrpet_tf import keras  # noqa: E402
 
 __all__ = ["CompressConfig", "prune_ratio_for_macs", "run"]
 
@@ -247,7 +246,7 @@ def run(config=None, callbacks=(), **changes):
         "trained_label": "original (given)",
         "run_dir": run_dir,
         "config": dataclasses.asdict(config),
-        "dataset": train_lrpet._dataset_info(data),
+        "dataset": data.info(),
         "prune_ratio": None if given is not None else prune_ratio,
         "macs_fraction_planned": macs_fraction,
         "accuracy": {

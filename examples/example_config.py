@@ -19,7 +19,7 @@ import example_data
 import example_recipes
 
 import lrpet_tf
-from lrpet_tf._keras import keras
+from lrpet_tf import keras
 
 __all__ = ["DataSettings", "LRPETSettings", "OutputSettings", "RecipeSettings"]
 

@@ -123,6 +123,16 @@ class Dataset:
                 break
         return np.concatenate(xs)[:limit], np.concatenate(ys)[:limit]
 
+    def info(self):
+        """Name, sizes, input shape and classes, for a run's results.json."""
+        return {
+            "name": self.name,
+            "train": self.num_train,
+            "test": self.num_test,
+            "input_shape": list(self.input_shape),
+            "classes": self.num_classes,
+        }
+
     def sample(self, count=64):
         """The first `count` test images: TFLite verification and calibration inputs."""
         return self.test_arrays(count)[0]
@@ -245,14 +255,14 @@ def _fashion_mnist(data_dir):
                 f"No Fashion-MNIST IDX files in data_dir={data_dir!r} "
                 "(train-images-idx3-ubyte[.gz] and the three others)."
             )
-        from lrpet_tf._keras import keras
+        from lrpet_tf import keras
 
         (x_train, y_train), (x_test, y_test) = keras.datasets.fashion_mnist.load_data()
     return _from_uint8("fashion_mnist", x_train, y_train, x_test, y_test, 10)
 
 
 def _keras_dataset(name):
-    from lrpet_tf._keras import keras
+    from lrpet_tf import keras
 
     (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, name).load_data()
     return _from_uint8(name, x_train, y_train, x_test, y_test, 10)

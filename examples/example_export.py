@@ -26,7 +26,7 @@ import example_training
 import numpy as np
 
 import lrpet_tf
-from lrpet_tf._keras import keras
+from lrpet_tf import keras
 
 __all__ = [
     "QUANTIZATIONS",

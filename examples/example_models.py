@@ -22,7 +22,7 @@ LRPET's BN rectification and `fold_batchnorm` use. Only standard Keras layers
 are used, so saved models load without custom objects.
 """
 
-from lrpet_tf._keras import keras
+from lrpet_tf import keras
 
 __all__ = ["MODELS", "build_model", "small_cnn"]
 

@@ -23,7 +23,7 @@ import math
 import example_data
 import tensorflow as tf
 
-from lrpet_tf._keras import keras
+from lrpet_tf import keras
 
 __all__ = ["RECIPES", "Recipe", "get_recipe"]
 

@@ -28,8 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 import lrpet_tf
-from lrpet_tf import _keras
-from lrpet_tf._keras import keras
+from lrpet_tf import keras
 
 __all__ = [
     "STRATEGIES",
@@ -195,8 +194,9 @@ def load_model(path, strategy=None):
             tf_keras, which cannot read each other's `.keras` files).
     """
     saved = _saved_keras_version(path)
-    if saved is not None and (saved.split(".")[0] == "3") != _keras.IS_KERAS_3:
-        running = "Keras 3" if _keras.IS_KERAS_3 else "tf_keras (TF_USE_LEGACY_KERAS=1)"
+    keras_3 = keras.__version__.startswith("3.")
+    if saved is not None and (saved.split(".")[0] == "3") != keras_3:
+        running = "Keras 3" if keras_3 else "tf_keras (TF_USE_LEGACY_KERAS=1)"
         raise ValueError(
             f"{path} was saved by Keras {saved}, and this process uses {running}: the two "
             "cannot read each other's .keras files. Train (or save) the model in the same "

@@ -33,7 +33,7 @@ import example_models  # noqa: E402
 import numpy as np  # noqa: E402
 
 import lrpet_tf  # noqa: E402
-from lrpet_tf._keras import keras  # noqa: E402
+from lrpet_tf import keras  # noqa: E402
 from lrpet_tf.graph import format_table  # noqa: E402
 
 FLAGS = flags.FLAGS

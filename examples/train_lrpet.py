@@ -43,7 +43,7 @@ import example_training  # noqa: E402
 from absl import logging  # noqa: E402
 
 import lrpet_tf  # noqa: E402
-from lrpet_tf._keras import keras  # noqa: E402
+from lrpet_tf import keras  # noqa: E402
 
 __all__ = ["METHODS", "TrainConfig", "run", "sweep"]
 
@@ -201,7 +201,7 @@ def run(config=None, callbacks=(), **changes):
         ),
         "run_dir": run_dir,
         "config": dataclasses.asdict(config),
-        "dataset": _dataset_info(data),
+        "dataset": data.info(),
         "accuracy": accuracy,
         "costs": costs,
         "macs_ratio": costs["dense"]["macs"] / costs["compact"]["macs"],
@@ -227,16 +227,6 @@ def run(config=None, callbacks=(), **changes):
     example_reports.write_json(os.path.join(run_dir, "results.json"), results)
     print(example_reports.write_report(run_dir, results, [factor_report]))
     return results
-
-
-def _dataset_info(data):
-    return {
-        "name": data.name,
-        "train": data.num_train,
-        "test": data.num_test,
-        "input_shape": list(data.input_shape),
-        "classes": data.num_classes,
-    }
 
 
 def _plots(config, results, model, lrpet, run_dir):

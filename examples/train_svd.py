@@ -45,12 +45,11 @@ import example_plots  # noqa: E402
 import example_reports  # noqa: E402
 import example_training  # noqa: E402
 import numpy as np  # noqa: E402
-import train_lrpet  # noqa: E402
 from absl import logging  # noqa: E402
 
 import lrpet_tf  # noqa: E402
+from lrpet_tf import keras  # noqa: E402
 from lrpet_tf import svd_training  # noqa: E402
-from lrpet_tf._keras import keras  # noqa: E402
 
 __all__ = ["STAGES", "SVDConfig", "energy_for_macs", "run"]
 
@@ -291,7 +290,7 @@ def run(config=None, callbacks=(), **changes):
         "trained_label": "trained (SVD form)",
         "run_dir": run_dir,
         "config": dataclasses.asdict(config),
-        "dataset": train_lrpet._dataset_info(data),
+        "dataset": data.info(),
         "accuracy": {
             "decomposed": decomposed_accuracy,
             "pruned": pruned_accuracy,

@@ -21,6 +21,8 @@ __all__ = [
     "has_layer_graph",
     "make_input",
     "model_io",
+    "producing_layer",
+    "quiet_retracing",
     "register_serializable",
     "tensor_key",
 ]
@@ -111,6 +113,22 @@ def model_io(model):
     if IS_KERAS_3:
         return owner._inputs_struct, owner._outputs_struct
     return owner._nested_inputs, owner._nested_outputs
+
+
+def producing_layer(tensor):
+    """The layer (an InputLayer for a model input) that produced a symbolic tensor."""
+    return tensor._keras_history[0]
+
+
+def quiet_retracing(function):
+    """Turns off TensorFlow's "excessive retracing" warning for one `tf.function`.
+
+    For functions traced once per object of a class (e.g. one projection per
+    LRPET callback): TF counts traces per Python code object across objects
+    and would warn from the sixth object in a process on, wrongly.
+    """
+    function._omit_frequent_tracing_warning = True
+    return function
 
 
 def tensor_key(tensor):

@@ -1,8 +1,5 @@
 """SVD training: penalties, SVD layers, decompose, prune, save/load, export."""
 
-import os
-import sys
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,10 +8,6 @@ import testing_models as tm
 import lrpet_tf
 from lrpet_tf import svd_training as st
 from lrpet_tf._keras import keras
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples"))
-import example_data  # noqa: E402
-import example_models  # noqa: E402
 
 
 def np_orthogonality(a):
@@ -227,8 +220,8 @@ def test_pruned_model_factorizes_and_exports_two_ops_per_layer(scheme, tmp_path)
 
 
 def test_hoyer_training_on_digits_drives_rank_down_and_exports(tmp_path):
-    data = example_data.load_dataset("digits")
-    dense = example_models.small_cnn(data.input_shape, data.num_classes, width=8)
+    x_train, y_train, x_test, _ = tm.digits()
+    dense = tm.residual_cnn(input_shape=(8, 8, 1), classes=10, width=8)
     model = st.decompose(dense, init="random", orthogonality=1.0, sparsity="hoyer")
 
     def fit(m, epochs, lr):
@@ -237,7 +230,7 @@ def test_hoyer_training_on_digits_drives_rank_down_and_exports(tmp_path):
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
-        return m.fit(data.x_train, data.y_train, batch_size=64, epochs=epochs, verbose=0).history
+        return m.fit(x_train, y_train, batch_size=64, epochs=epochs, verbose=0).history
 
     fit(model, 2, 0.05)  # stage 1: orthogonality only
     st.set_regularization(model, sparsity_weight=0.1)
@@ -249,9 +242,7 @@ def test_hoyer_training_on_digits_drives_rank_down_and_exports(tmp_path):
     assert fit(pruned, 2, 0.005)["accuracy"][-1] > 0.8  # stage 4: fine-tune
     compact = lrpet_tf.fold_batchnorm(lrpet_tf.factorize(pruned))
     assert lrpet_tf.model_report(compact).conv_macs < lrpet_tf.model_report(dense).conv_macs
-    result = lrpet_tf.export_tflite(
-        compact, tmp_path / "digits_svd.tflite", verify_data=data.x_test
-    )
+    result = lrpet_tf.export_tflite(compact, tmp_path / "digits_svd.tflite", verify_data=x_test)
     assert result.max_error < 1e-4
 
 

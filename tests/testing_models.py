@@ -67,3 +67,45 @@ def compile_for_test(model, lr=0.01):
 
 def all_weights(model):
     return [np.array(w) for w in model.get_weights()]
+
+
+def option_a_resnet(input_shape=(8, 8, 3), classes=4, width=4):
+    """A stem and one downsampling block whose shortcut is a CIFAR ResNet's option A.
+
+    The shortcut subsamples with a 1x1 stride-2 average pooling and appends
+    zero channels (`Rescaling(0)`, a layer outside tfmot's registry).
+    """
+    inputs = keras.Input(input_shape, name="x")
+    h = L.ReLU()(
+        L.BatchNormalization(name="stem_bn")(
+            L.Conv2D(width, 3, padding="same", use_bias=False, name="stem")(inputs)
+        )
+    )
+    y = L.Conv2D(2 * width, 3, strides=2, padding="same", use_bias=False, name="conv1")(h)
+    y = L.ReLU()(L.BatchNormalization(name="conv1_bn")(y))
+    y = L.BatchNormalization(name="conv2_bn")(
+        L.Conv2D(2 * width, 3, padding="same", use_bias=False, name="conv2")(y)
+    )
+    shortcut = L.AveragePooling2D(1, 2, name="stage2_block1_shortcut_subsample")(h)
+    zeros = L.Rescaling(0.0, name="stage2_block1_shortcut_zeros")(shortcut)
+    shortcut = L.Concatenate(name="stage2_block1_shortcut_pad")([shortcut, zeros])
+    h = L.ReLU()(L.Add()([y, shortcut]))
+    outputs = L.Dense(classes, name="classifier")(L.GlobalAveragePooling2D()(h))
+    return keras.Model(inputs, outputs, name="option_a_resnet")
+
+
+def digits(seed=0):
+    """scikit-learn's 8x8 digits in [0, 1], split 80/20 (stratified, as the examples split them).
+
+    Returns:
+        `(x_train, y_train, x_test, y_test)`.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    x = (data.images / 16.0).astype(np.float32)[..., None]
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, data.target, test_size=0.2, random_state=seed, stratify=data.target
+    )
+    return x_train, y_train, x_test, y_test

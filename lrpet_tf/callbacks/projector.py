@@ -174,12 +174,10 @@ class Projector:
         # The ranks are an argument of fixed shape (one int32 vector per
         # group), so a rank ramp reuses the one trace.
         signature = [[tf.TensorSpec([len(g)], tf.int32) for g in self._groups]]
-        self._function = tf.function(self._project_all, input_signature=signature)
-        # It is traced once per Projector. TF counts traces per Python code
-        # object, across instances, and would warn of "excessive retracing"
-        # from the sixth Projector in a process on (a sweep over prune
-        # ratios); that warning would be wrong here.
-        self._function._omit_frequent_tracing_warning = True
+        # Traced once per Projector (a sweep over prune ratios makes many).
+        self._function = _keras.quiet_retracing(
+            tf.function(self._project_all, input_signature=signature)
+        )
 
     @property
     def ranks(self):

@@ -84,7 +84,7 @@ def output_names_of(model):
     """
     names = []
     for tensor in tf.nest.flatten(model.outputs):
-        layer = tensor._keras_history[0]
+        layer = _keras.producing_layer(tensor)
         if hasattr(layer, "quantize_config") and hasattr(layer, "layer"):
             layer = layer.layer
         names.append(layer.name)

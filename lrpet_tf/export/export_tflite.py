@@ -7,6 +7,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from lrpet_tf import _keras
 from lrpet_tf._keras import keras
 from lrpet_tf.export import conversion
 from lrpet_tf.export.metadata import ImageClassifierMetadata
@@ -279,7 +280,7 @@ def _verification_inputs(model, verify_data, calibration):
         if any(d is None for d in shape):
             raise ValueError(
                 f"Cannot make random verification inputs for input "
-                f"{t._keras_history[0].name!r} of shape {tuple(t.shape)}; pass "
+                f"{_keras.producing_layer(t).name!r} of shape {tuple(t.shape)}; pass "
                 "`verify_data`."
             )
         inputs.append(rng.standard_normal((8,) + shape).astype(np.float32))

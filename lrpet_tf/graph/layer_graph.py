@@ -250,7 +250,7 @@ class LayerGraph:
         tensors = {}
         new_inputs_flat = []
         for t in tf.nest.flatten(self.inputs):
-            new_t = _keras.make_input(t, name=t._keras_history[0].name)
+            new_t = _keras.make_input(t, name=_keras.producing_layer(t).name)
             tensors[_keras.tensor_key(t)] = new_t
             new_inputs_flat.append(new_t)
         new_inputs = tf.nest.pack_sequence_as(self.inputs, new_inputs_flat)
@@ -315,5 +315,5 @@ def _as_sequential(functional, inputs, name):
         layer for layer in functional.layers if not isinstance(layer, keras.layers.InputLayer)
     ]
     (input_tensor,) = inputs
-    spec = _keras.make_input(input_tensor, name=input_tensor._keras_history[0].name)
+    spec = _keras.make_input(input_tensor, name=_keras.producing_layer(input_tensor).name)
     return keras.Sequential([spec, *layers], name=name)
