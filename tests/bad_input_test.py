@@ -197,3 +197,24 @@ def test_rewrite_failing_midway_leaves_the_model_as_it_was():
 def test_more_bad_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_a_ranks_dict_naming_a_missing_layer_blames_ranks():
+    cb = lrpet_tf.LRPET(ranks={"nope": 4}, verbose=0)
+    with pytest.raises(ValueError, match=r"`ranks` names layers .*'nope'"):
+        cb.prepare(tm.residual_cnn())
+
+
+def test_factorize_with_an_unprepared_callback_says_to_fit_or_prepare_first():
+    cb = lrpet_tf.LRPET(prune_ratio=0.5)
+    with pytest.raises(ValueError, match=r"`ranks` has no ranks yet.*cb.prepare\(model\)"):
+        lrpet_tf.factorize(tm.residual_cnn(), ranks=cb)
+
+
+def test_export_to_a_directory_fails_before_converting(tmp_path, monkeypatch):
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted")
+
+    monkeypatch.setattr(lrpet_tf.keras.Model, "export", no_conversion, raising=False)
+    with pytest.raises(ValueError, match="`path`.*directory"):
+        lrpet_tf.export_tflite(tm.residual_cnn(), tmp_path)

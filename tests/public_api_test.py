@@ -84,11 +84,7 @@ def test_examples_and_benchmarks_use_only_the_public_api(folder):
             target = f"{module}.{name}" if name else module
             if module not in PUBLIC_MODULES or (name and name.startswith("_")):
                 bad.append(f"{path.relative_to(ROOT)}: {target}")
-        bad += [
-            hit
-            for hit in private_attributes(path)
-            if "lrpet_tf." in hit.split(": ", 1)[1]
-        ]
+        bad += [hit for hit in private_attributes(path) if "lrpet_tf." in hit.split(": ", 1)[1]]
     assert not bad, "private lrpet_tf names used:\n" + "\n".join(bad)
 
 

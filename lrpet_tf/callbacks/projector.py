@@ -20,6 +20,8 @@ import tensorflow as tf
 
 from lrpet_tf import _keras
 from lrpet_tf.graph.layer_graph import LayerGraph
+from lrpet_tf.graph.targets import check_layer_names
+from lrpet_tf.graph.targets import layers_by_name
 from lrpet_tf.graph.targets import select_targets
 from lrpet_tf.ops.batchnorm import batchnorm_scale
 from lrpet_tf.ops.energy_transfer import check_energy_transfer
@@ -136,8 +138,11 @@ class Projector:
     ):
         check_energy_transfer(energy_transfer)
         check_on_nonfinite(on_nonfinite)
-        if policy.layer_names() and include is None:
-            include = list(policy.layer_names())
+        if policy.layer_names():
+            # The rank dict names the layers: check them as `ranks`, not `include`.
+            check_layer_names(policy.layer_names(), layers_by_name(model), "ranks", model.name)
+            if include is None:
+                include = list(policy.layer_names())
         layers, self.skipped_layers = select_targets(
             model, layer_types=layer_types, include=include, exclude=exclude
         )

@@ -144,7 +144,7 @@ def export_tflite(
         An `ExportResult`.
 
     Raises:
-        ValueError: Unknown quantization or io_type, an integer io_type
+        ValueError: A directory as `path`, unknown quantization or io_type, an integer io_type
             without int8, a batch_size that is not a positive int or None,
             metadata that does not fit the model (e.g. a label count other
             than the output size), or int8 without a representative dataset
@@ -159,6 +159,11 @@ def export_tflite(
         ...     compact, "m_int8.tflite", quantization="int8", representative_dataset=x,
         ...     io_type="uint8", metadata={"labels": names, "mean": 0.0, "std": 255.0})
     """
+    if os.path.isdir(os.fspath(path)):
+        raise ValueError(
+            "Expected `path` to be the .tflite file to write, not a directory. "
+            f"Received: path={os.fspath(path)!r}"
+        )
     if quantization not in QUANTIZATIONS:
         raise ValueError(
             f"Expected `quantization` to be one of {QUANTIZATIONS}. "

@@ -132,10 +132,13 @@ def factorize(model, ranks=None, layer_types=("conv", "dense"), return_report=Fa
 def _rank_policy(ranks):
     if ranks is None or isinstance(ranks, RankPolicy):
         return ranks
-    if not isinstance(ranks, (dict, numbers.Integral)) and isinstance(
-        getattr(ranks, "ranks", None), dict
-    ):
-        ranks = dict(ranks.ranks)
+    if not isinstance(ranks, (dict, numbers.Integral)) and hasattr(type(ranks), "ranks"):
+        try:
+            found = ranks.ranks  # e.g. the LRPET callback that trained the model
+        except AttributeError as e:
+            raise ValueError(f"`ranks` has no ranks yet: {e} Received: ranks={ranks!r}") from e
+        if isinstance(found, dict):
+            ranks = dict(found)
     return get_rank_policy(ranks=ranks)
 
 
