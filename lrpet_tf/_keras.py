@@ -55,6 +55,13 @@ if _legacy_requested():
             "`pip install lrpet_tf[legacy]`, or unset TF_USE_LEGACY_KERAS to "
             "use Keras 3."
         ) from e
+    _tf_minor, _keras_minor = (v.split(".")[:2] for v in (tf.__version__, keras.__version__))
+    if _tf_minor != _keras_minor:
+        raise ImportError(
+            f"tf_keras {keras.__version__} does not match TensorFlow {tf.__version__}: "
+            "tf_keras works only with the TensorFlow of its own minor version. Install "
+            f'the matching one: pip install "tf_keras~={".".join(_tf_minor)}.0".'
+        )
     IS_KERAS_3 = False
 else:
     _requested_backend = os.environ.get("KERAS_BACKEND", "tensorflow")
