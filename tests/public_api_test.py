@@ -23,7 +23,12 @@ PUBLIC_MODULES = {
     "lrpet_tf.ops",
     "lrpet_tf.svd_training",
 }
-EXAMPLE_TESTS = {"example_scripts_test.py", "examples_test.py", "qat_example_test.py"}
+EXAMPLE_TESTS = {
+    "example_scripts_test.py",
+    "examples_test.py",
+    "qat_example_test.py",
+    "quickstart_test.py",
+}
 
 
 def python_files(folder):
