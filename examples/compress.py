@@ -22,8 +22,8 @@ trained.keras (LRPET: the projected model; SVD: the fine-tuned compact
 model), compact.keras, compact_float32.tflite, results.json, report.txt and
 plots, as train_lrpet.py; an interrupted fine-tuning resumes.
 
-From Python: `run(CompressConfig(model_path=...))`; `prune_ratio_for_macs`
-finds g for a MACs budget.
+From Python: `run(CompressConfig(model_path=...))`. `--macs_target` picks g
+with `lrpet_tf.prune_ratio_for_macs`.
 """
 
 import dataclasses
@@ -42,12 +42,11 @@ import example_flags  # noqa: E402
 import example_plots  # noqa: E402
 import example_reports  # noqa: E402
 import example_training  # noqa: E402
-import numpy as np  # noqa: E402
 
 import lrpet_tf  # noqa: E402
 from lrpet_tf import keras  # noqa: E402
 
-__all__ = ["CompressConfig", "prune_ratio_for_macs", "run"]
+__all__ = ["CompressConfig", "run"]
 
 FLAGS = flags.FLAGS
 METHODS = ("lrpet", "svd")
@@ -95,63 +94,11 @@ class CompressConfig(
         )
 
 
-def _conv_ranks(model, prune_ratio=None, ranks=None):
+def _conv_ranks(model, prune_ratio=None, ranks=None, exclude=None):
     """Layer name -> rank of the convs LRPET projects, for a prune ratio or ranks."""
-    callback = lrpet_tf.LRPET(prune_ratio=prune_ratio, ranks=ranks, verbose=0)
+    callback = lrpet_tf.LRPET(prune_ratio=prune_ratio, ranks=ranks, exclude=exclude, verbose=0)
     callback.prepare(model)
     return dict(callback.ranks)
-
-
-def prune_ratio_for_macs(model, macs_target, tolerance=1e-4):
-    """The smallest prune ratio g whose compact model keeps at most `macs_target` of the MACs.
-
-    Counts, per conv LRPET projects, the MACs of its factorized form at
-    `r = int(K - K*g)` (or its dense MACs when r is not below break-even, as
-    `factorize` keeps it dense) and bisects on g.
-
-    Args:
-        model: The dense model.
-        macs_target: Fraction in (0, 1] of the model's total MACs.
-        tolerance: Bisection precision on g.
-
-    Returns:
-        `(prune_ratio, macs_fraction)`: g, and the fraction of MACs it keeps.
-
-    Raises:
-        ValueError: If even the largest prune ratio keeps more than the target.
-    """
-    if not 0 < macs_target <= 1:
-        raise ValueError(f"Expected `macs_target` in (0, 1]. Received: macs_target={macs_target}")
-    report = lrpet_tf.model_report(model)
-    rows = {row.name: row for row in report.layers}
-    layers = _conv_ranks(model, prune_ratio=0.0)
-
-    def fraction(g):
-        total = report.total_macs
-        for name in layers:
-            row = rows[name]
-            positions = row.macs / float(np.prod(row.kernel_shape))
-            rank = lrpet_tf.ops.rank_from_prune_ratio(row.max_rank, g)
-            if rank < row.break_even:
-                total += lrpet_tf.ops.factorized_macs(row.kernel_shape, rank, positions) - row.macs
-        return total / report.total_macs
-
-    if fraction(0.0) <= macs_target:
-        return 0.0, fraction(0.0)
-    high = 1.0 - 1e-9
-    if fraction(high) > macs_target:
-        raise ValueError(
-            f"No prune ratio keeps at most {macs_target} of the MACs of {model.name!r}: the "
-            f"layers LRPET does not project keep {fraction(high):.3f}."
-        )
-    low = 0.0
-    while high - low > tolerance:
-        mid = 0.5 * (low + high)
-        if fraction(mid) <= macs_target:
-            high = mid
-        else:
-            low = mid
-    return float(high), float(fraction(high))
 
 
 def run(config=None, callbacks=(), **changes):
@@ -174,15 +121,23 @@ def run(config=None, callbacks=(), **changes):
     strategy = example_training.make_strategy(config.strategy)
     original = example_training.load_model(config.model_path, strategy)
 
+    exclude = config.excluded_layers(original) or None
     prune_ratio, macs_fraction = config.prune_ratio, None
+    total_macs = lrpet_tf.model_report(original).total_macs
     if config.macs_target:
-        prune_ratio, macs_fraction = prune_ratio_for_macs(original, config.macs_target)
+        budget = int(config.macs_target * total_macs)
+        prune_ratio = lrpet_tf.prune_ratio_for_macs(original, budget, exclude=exclude)
     given = config.rank_argument(original)
     ranks = _conv_ranks(
-        original, prune_ratio=None if given is not None else prune_ratio, ranks=given
+        original,
+        prune_ratio=None if given is not None else prune_ratio,
+        ranks=given,
+        exclude=exclude,
     )
     with strategy.scope():
         truncated = lrpet_tf.factorize(original, ranks=ranks)
+    if config.macs_target:
+        macs_fraction = lrpet_tf.model_report(truncated).total_macs / total_macs
     truncated_accuracy = example_training.accuracy(truncated, data)  # before fine-tuning
     trained_path = os.path.join(run_dir, "trained.keras")
     resumed = os.path.exists(trained_path)

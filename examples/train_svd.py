@@ -51,7 +51,7 @@ import lrpet_tf  # noqa: E402
 from lrpet_tf import keras  # noqa: E402
 from lrpet_tf import svd_training  # noqa: E402
 
-__all__ = ["STAGES", "SVDConfig", "energy_for_macs", "run"]
+__all__ = ["STAGES", "SVDConfig", "run"]
 
 FLAGS = flags.FLAGS
 STAGES = ("decomposed", "sparsity", "pruned", "finetune")
@@ -111,35 +111,6 @@ class SVDConfig(
 def stage_path(run_dir, index):
     """The model file that marks stage `index` (0-based) as finished."""
     return os.path.join(run_dir, f"stage{index + 1}_{STAGES[index]}.keras")
-
-
-def energy_for_macs(model, dense_macs, macs_target, tolerance=1e-4):
-    """The smallest pruning energy e whose pruned model keeps <= `macs_target` of `dense_macs`.
-
-    Bisects on e, pruning for real (`svd_training.prune`) and counting the
-    MACs of the result (`lrpet_tf.model_report` counts each SVD layer in its
-    cheaper form, as `factorize` will build it).
-
-    Returns:
-        `(energy, macs_fraction)`.
-    """
-
-    def fraction(energy):
-        pruned = svd_training.prune(model, energy=energy)
-        return lrpet_tf.model_report(pruned).total_macs / dense_macs
-
-    low, high = 0.0, 1.0 - 1e-6
-    if fraction(low) <= macs_target:
-        return low, fraction(low)
-    if fraction(high) > macs_target:
-        raise ValueError(f"No pruning energy reaches macs_target={macs_target}.")
-    while high - low > tolerance:
-        mid = 0.5 * (low + high)
-        if fraction(mid) <= macs_target:
-            high = mid
-        else:
-            low = mid
-    return high, fraction(high)
 
 
 def run(config=None, callbacks=(), **changes):
@@ -231,7 +202,7 @@ def run(config=None, callbacks=(), **changes):
     energy = config.energy
     if config.macs_target:
         dense_macs = lrpet_tf.model_report(dense).total_macs
-        energy, _ = energy_for_macs(decomposed, dense_macs, config.macs_target)
+        energy = svd_training.energy_for_macs(decomposed, int(config.macs_target * dense_macs))
     with strategy.scope():
         pruned, prune_report = svd_training.prune(decomposed, energy=energy, return_report=True)
     # prune() attaches svd_rank at energy 0.01; count it at the pruning energy.

@@ -34,6 +34,7 @@ from lrpet_tf.graph import allocate_ranks
 from lrpet_tf.graph import factorize
 from lrpet_tf.graph import fold_batchnorm
 from lrpet_tf.graph import model_report
+from lrpet_tf.graph import prune_ratio_for_macs
 from lrpet_tf.graph import recalibrate_batchnorm
 from lrpet_tf.ops.rank_policy import FixedRank
 from lrpet_tf.ops.rank_policy import PruneRatio
@@ -60,6 +61,7 @@ __all__ = [
     "measure_latency",
     "model_report",
     "ops",
+    "prune_ratio_for_macs",
     "recalibrate_batchnorm",
     "svd_training",
 ]

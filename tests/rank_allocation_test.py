@@ -10,6 +10,7 @@ import itertools
 
 import numpy as np
 import pytest
+import testing_models as tm
 
 import lrpet_tf
 from lrpet_tf._keras import keras
@@ -160,3 +161,25 @@ def test_bad_arguments_are_refused_before_any_forward_pass(changes, message):
     with pytest.raises(ValueError, match=message):
         lrpet_tf.allocate_ranks(model, **arguments)
     assert calls == []
+
+
+def test_prune_ratio_for_macs_is_the_smallest_g_that_fits():
+    model = tm.residual_cnn()
+
+    def compact_macs(g):
+        cb = lrpet_tf.LRPET(prune_ratio=g, exclude=["stem"], verbose=0)
+        cb.prepare(model)
+        return lrpet_tf.model_report(lrpet_tf.factorize(model, ranks=dict(cb.ranks))).total_macs
+
+    total = lrpet_tf.model_report(model).total_macs
+    for fraction in (0.9, 0.6, 0.45):
+        budget = int(fraction * total)
+        g = lrpet_tf.prune_ratio_for_macs(model, budget, exclude=["stem"])
+        assert compact_macs(g) <= budget
+        # Any smaller g on a fine grid does not fit (the factorized model, counted for real).
+        for smaller in np.arange(0.0, g, 0.01):
+            assert compact_macs(float(smaller)) > budget, (fraction, smaller, g)
+    with pytest.raises(ValueError, match="macs"):
+        lrpet_tf.prune_ratio_for_macs(model, 10, exclude=["stem"])
+    with pytest.raises(ValueError, match="macs"):
+        lrpet_tf.prune_ratio_for_macs(model, 0.5)

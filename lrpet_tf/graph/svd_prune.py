@@ -17,7 +17,7 @@ from lrpet_tf.ops.ranks import break_even_rank
 from lrpet_tf.ops.ranks import energy_kept
 from lrpet_tf.ops.ranks import energy_rank
 
-__all__ = ["prune", "kept_indices"]
+__all__ = ["energy_for_macs", "kept_indices", "prune"]
 
 
 def kept_indices(singular_values, energy=None, threshold=None):
@@ -92,7 +92,7 @@ def prune(model, energy=None, threshold=None, macs=None, return_report=False):
     if not svd_layers(model):
         raise ValueError(f"Model {model.name!r} has no SVD layers to prune.")
     if macs is not None:
-        energy = _energy_for_macs(model, int(macs))
+        energy = energy_for_macs(model, int(macs))
     report = RewriteReport("prune")
 
     def plan(g):
@@ -122,8 +122,24 @@ def prune(model, energy=None, threshold=None, macs=None, return_report=False):
     return (result, report) if return_report else result
 
 
-def _energy_for_macs(model, macs):
-    """The smallest pruning energy whose pruned model has at most `macs` MACs."""
+def energy_for_macs(model, macs):
+    """The smallest pruning energy `e` whose pruned model has at most `macs` MACs per example.
+
+    `prune(model, macs=...)` uses it; call it to know `e` (e.g. for the
+    `svd_rank` metric at the pruning energy). Exact: the candidates are the
+    energies where some layer's rank changes, bisected with real pruning and
+    `lrpet_tf.model_report`'s MAC count.
+
+    Args:
+        model: A model with SVD-form layers.
+        macs: The budget (an int >= 1).
+
+    Returns:
+        `e` in `[0, 1)`.
+
+    Raises:
+        ValueError: If even every SVD layer at rank 1 exceeds `macs`.
+    """
     candidates = {0.0}
     for layer in svd_layers(model):
         squares = np.sort(np.square(np.abs(layer.s.numpy().astype(np.float64))))[::-1]

@@ -20,6 +20,7 @@ layers for export.
 """
 
 from lrpet_tf.graph.svd_decompose import decompose
+from lrpet_tf.graph.svd_prune import energy_for_macs
 from lrpet_tf.graph.svd_prune import kept_indices
 from lrpet_tf.graph.svd_prune import prune
 from lrpet_tf.layers.svd_conv2d import SVDConv2D
@@ -41,6 +42,7 @@ __all__ = [
     "attach_svd_metrics",
     "decompose",
     "kept_indices",
+    "energy_for_macs",
     "prune",
     "set_regularization",
 ]
