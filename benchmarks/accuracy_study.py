@@ -836,7 +836,25 @@ def _write_report(study, results):
     bench_utils.write_results(NAME, payload, markdown, study.results_dir)
     if results:
         plot(study, results, os.path.join(study.plot_dir, f"{NAME}_vs_macs.png"))
+    _splice_into_results_md(study, markdown)
     return markdown, payload
+
+
+def _splice_into_results_md(study, markdown):
+    """Puts the tables into benchmarks/RESULTS.md section 1 (for the real study only)."""
+    if os.path.abspath(study.results_dir) != os.path.join(bench_utils.BENCHMARKS_DIR, "results"):
+        return
+    path = os.path.join(bench_utils.BENCHMARKS_DIR, "RESULTS.md")
+    start, end = "<!-- accuracy-study -->\n", "<!-- /accuracy-study -->"
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    body = markdown.split("\n", 2)[2].strip()  # without its own title
+    text = head + start + body + "\n" + end + rest.split(end, 1)[1]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def dense_model_note(study):
