@@ -230,14 +230,25 @@ class ImageClassifierMetadata:
         model.version, model.author, model.license = self.version, self.author, self.license
         model.minParserVersion = _MIN_PARSER_VERSION
 
-        image_md = schema.TensorMetadataT()
-        image_md.name = names.get(image["index"], image["name"])
-        image_md.description = "Input image to be classified."
-        image_md.content = schema.ContentT()
-        image_md.content.contentPropertiesType = schema.ContentProperties.ImageProperties
-        image_md.content.contentProperties = schema.ImagePropertiesT()
-        image_md.content.contentProperties.colorSpace = _COLOR_SPACES.get(
+        def tensor_metadata(tensor, description, properties_type, properties):
+            metadata = schema.TensorMetadataT()
+            metadata.name = names.get(tensor["index"], tensor["name"])
+            metadata.description = description
+            metadata.content = schema.ContentT()
+            metadata.content.contentPropertiesType = properties_type
+            metadata.content.contentProperties = properties
+            metadata.stats = _uint8_stats(tensor)
+            return metadata
+
+        image_properties = schema.ImagePropertiesT()
+        image_properties.colorSpace = _COLOR_SPACES.get(
             image["shape_signature"][-1], schema.ColorSpaceType.UNKNOWN
+        )
+        image_md = tensor_metadata(
+            image,
+            "Input image to be classified.",
+            schema.ContentProperties.ImageProperties,
+            image_properties,
         )
         normalization = schema.ProcessUnitT()
         normalization.optionsType = schema.ProcessUnitOptions.NormalizationOptions
@@ -245,15 +256,12 @@ class ImageClassifierMetadata:
         normalization.options.mean = list(self.mean)
         normalization.options.std = list(self.std)
         image_md.processUnits = [normalization]
-        image_md.stats = _uint8_stats(image)
-
-        scores_md = schema.TensorMetadataT()
-        scores_md.name = names.get(scores["index"], scores["name"])
-        scores_md.description = "Scores of the labels (the Keras model's output)."
-        scores_md.content = schema.ContentT()
-        scores_md.content.contentPropertiesType = schema.ContentProperties.FeatureProperties
-        scores_md.content.contentProperties = schema.FeaturePropertiesT()
-        scores_md.stats = _uint8_stats(scores)
+        scores_md = tensor_metadata(
+            scores,
+            "Scores of the labels (the Keras model's output).",
+            schema.ContentProperties.FeatureProperties,
+            schema.FeaturePropertiesT(),
+        )
         if self.labels is not None:
             labels = schema.AssociatedFileT()
             labels.name = LABELS_FILE

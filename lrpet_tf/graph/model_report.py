@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 
 from lrpet_tf import _keras
+from lrpet_tf.graph.kernel_rank import KernelRank
 from lrpet_tf.graph.layer_graph import LayerGraph
 from lrpet_tf.graph.layer_kinds import call_macs
 from lrpet_tf.graph.layer_kinds import layer_kernel
@@ -21,7 +22,7 @@ __all__ = ["LayerCost", "ModelReport", "model_report"]
 
 
 @dataclasses.dataclass
-class LayerCost:
+class LayerCost(KernelRank):
     """One row of a `ModelReport`.
 
     Attributes:
@@ -41,13 +42,8 @@ class LayerCost:
 
     name: str
     layer_type: str
-    kernel_shape: tuple = None
     params: int = 0
     macs: int = 0
-    max_rank: int = None
-    rank: int = None
-    break_even: float = None
-    energy_kept: float = None
 
 
 @dataclasses.dataclass

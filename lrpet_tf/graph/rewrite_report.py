@@ -2,13 +2,14 @@
 
 import dataclasses
 
+from lrpet_tf.graph.kernel_rank import KernelRank
 from lrpet_tf.graph.table import format_table
 
 __all__ = ["LayerChange", "RewriteReport"]
 
 
 @dataclasses.dataclass
-class LayerChange:
+class LayerChange(KernelRank):
     """One layer a rewrite considered.
 
     Attributes:
@@ -26,11 +27,6 @@ class LayerChange:
     layer: str
     action: str
     detail: str = ""
-    kernel_shape: tuple = None
-    max_rank: int = None
-    rank: int = None
-    break_even: float = None
-    energy_kept: float = None
     macs_before: int = None
     macs_after: int = None
     params_before: int = None

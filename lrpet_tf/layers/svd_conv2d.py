@@ -221,43 +221,29 @@ class SVDConv2D(SVDLayer):
             layer was built for, else one Conv2D with the rebuilt kernel.
         """
         bias = [self.bias.numpy()] if self.use_bias else []
-        policy = self.dtype_policy
-        if not self._two_ops(self._input_hw):
-            conv = keras.layers.Conv2D(
-                self.filters,
-                self.kernel_size,
-                strides=self.strides,
+
+        def conv(filters, kernel_size, strides, dilation_rate, name, last=True):
+            # The last layer carries the bias and activation.
+            return keras.layers.Conv2D(
+                filters,
+                kernel_size,
+                strides=strides,
                 padding=self.padding,
-                dilation_rate=self.dilation_rate,
-                activation=self.activation,
-                use_bias=self.use_bias,
-                name=self.name,
-                dtype=policy,
+                dilation_rate=dilation_rate,
+                activation=self.activation if last else None,
+                use_bias=self.use_bias and last,
+                name=name,
+                dtype=self.dtype_policy,
             )
-            return [(conv, [self.rebuilt_kernel().numpy()] + bias)]
+
+        name = self.name
+        if not self._two_ops(self._input_hw):
+            whole = conv(self.filters, self.kernel_size, self.strides, self.dilation_rate, name)
+            return [(whole, [self.rebuilt_kernel().numpy()] + bias)]
         first, second = (np.asarray(k) for k in self._thin_kernels())
         (s1, d1), (s2, d2) = self._thin_conv_params()
-        reduce_ = keras.layers.Conv2D(
-            self.current_rank,
-            first.shape[:2],
-            strides=s1,
-            padding=self.padding,
-            dilation_rate=d1,
-            use_bias=False,
-            name=f"{self.name}_reduce",
-            dtype=policy,
-        )
-        expand = keras.layers.Conv2D(
-            self.filters,
-            second.shape[:2],
-            strides=s2,
-            padding=self.padding,
-            dilation_rate=d2,
-            activation=self.activation,
-            use_bias=self.use_bias,
-            name=f"{self.name}_expand",
-            dtype=policy,
-        )
+        reduce_ = conv(self.current_rank, first.shape[:2], s1, d1, f"{name}_reduce", last=False)
+        expand = conv(self.filters, second.shape[:2], s2, d2, f"{name}_expand")
         return [(reduce_, [first]), (expand, [second] + bias)]
 
     def get_config(self):

@@ -19,30 +19,12 @@ the orthogonality penalty); `lrpet_tf.factorize` converts them to standard
 layers for export.
 """
 
-from lrpet_tf.graph.svd_decompose import decompose
-from lrpet_tf.graph.svd_prune import energy_for_macs
-from lrpet_tf.graph.svd_prune import kept_indices
-from lrpet_tf.graph.svd_prune import prune
-from lrpet_tf.layers.svd_conv2d import SVDConv2D
-from lrpet_tf.layers.svd_dense import SVDDense
-from lrpet_tf.layers.svd_layer import SVDLayer
-from lrpet_tf.layers.svd_monitor import SVDTrainingMetric
-from lrpet_tf.layers.svd_monitor import attach_svd_metrics
-from lrpet_tf.layers.svd_regularizers import OrthogonalityRegularizer
-from lrpet_tf.layers.svd_regularizers import SingularValueSparsity
-from lrpet_tf.layers.svd_regularizers import set_regularization
+# `import x as x`: explicit re-exports (PEP 484), listed in __all__ below.
+from lrpet_tf.graph.svd_decompose import decompose as decompose
+from lrpet_tf.graph.svd_prune import energy_for_macs as energy_for_macs
+from lrpet_tf.graph.svd_prune import kept_indices as kept_indices
+from lrpet_tf.graph.svd_prune import prune as prune
+from lrpet_tf.layers import *  # noqa: F403 - the SVD layers, their regularisers and metrics
+from lrpet_tf.layers import __all__ as _LAYERS
 
-__all__ = [
-    "OrthogonalityRegularizer",
-    "SVDConv2D",
-    "SVDDense",
-    "SVDLayer",
-    "SVDTrainingMetric",
-    "SingularValueSparsity",
-    "attach_svd_metrics",
-    "decompose",
-    "kept_indices",
-    "energy_for_macs",
-    "prune",
-    "set_regularization",
-]
+__all__ = sorted([*_LAYERS, "decompose", "energy_for_macs", "kept_indices", "prune"])
