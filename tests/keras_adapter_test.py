@@ -10,7 +10,7 @@ PACKAGE = os.path.join(ROOT, "lrpet_tf")
 
 
 def test_no_module_but_the_adapter_imports_keras():
-    pattern = re.compile(r"^\s*(import|from)\s+(keras|tf_keras)\b|tf\.keras", re.M)
+    pattern = re.compile(r"^\s*(import|from)\s+(keras|tf_keras)\b|\btf\.keras", re.M)
     offenders = []
     for folder, _, files in os.walk(PACKAGE):
         for name in files:
