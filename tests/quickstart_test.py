@@ -19,6 +19,14 @@ sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 import quickstart  # noqa: E402
 
+from lrpet_tf import keras  # noqa: E402
+
+# The README's command runs the quick start in Keras 3 mode; tf_keras names
+# the file's tensors differently, so its .tflite sizes differ by a few bytes.
+pytestmark = pytest.mark.skipif(
+    not keras.__version__.startswith("3."), reason="the README's table is the Keras 3 run"
+)
+
 
 def readme_table():
     text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
