@@ -182,11 +182,14 @@ def test_mirrored_projection_runs_once_on_the_variables_device(mirrored):
     assert all(variable == first for variable, first in devices.values())
     assert len(primary) == 1 and primary.pop().endswith("CPU:0")
     # Per group of same-shaped kernels (4 shapes here, each BN-rectified) one
-    # batched SVD of the BN-merged matrices and one of the kernels' own
-    # singular values (which decide "already at rank"), all on that device:
-    # the projection runs once and is copied to every replica.
-    assert [device for device, _ in result["svd_ops"]] == [devices["stem"][0]] * 2 * 4
+    # batched SVD of the BN-merged matrices (float32) and one float64
+    # eigen-decomposition of the kernels' Gram matrices (their own singular
+    # values decide "already at rank"), all on that device: the projection
+    # runs once and is copied to every replica.
+    assert [device for device, _ in result["svd_ops"]] == [devices["stem"][0]] * 4
     assert {dtype for _, dtype in result["svd_ops"]} == {"float32"}
+    assert [device for device, _ in result["eig_ops"]] == [devices["stem"][0]] * 4
+    assert {dtype for _, dtype in result["eig_ops"]} == {"float64"}
 
 
 def test_mirrored_mixed_float16_projects_in_float32_after_each_epoch(mirrored):

@@ -61,13 +61,13 @@ def svd_layers(model):
     ]
 
 
-def svd_ops(cb):
-    """`(device, dtype)` of every SVD in the traced projection function."""
+def svd_ops(cb, op_type="Svd"):
+    """`(device, dtype)` of every SVD (or other `op_type`) in the traced projection function."""
     graph = cb._projector._function.get_concrete_function().graph
     return [
         (op.device, tf.as_dtype(op.get_attr("T")).name)
         for op in graph.get_operations()
-        if op.type == "Svd"
+        if op.type == op_type
     ]
 
 
@@ -159,6 +159,7 @@ def lrpet_case(strategy, frequency, epochs, mixed=False):
             "during_fit": probe.records,
             "after_fit": replica_kernels(model),
             "svd_ops": svd_ops(cb),
+            "eig_ops": svd_ops(cb, "SelfAdjointEigV2"),
             "kernel_devices": kernel_devices(model),
             "kernel_dtypes": {c.name: tf.as_dtype(c.kernel.dtype).name for c in conv_layers(model)},
             "loss": history.history["loss"],

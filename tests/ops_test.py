@@ -210,3 +210,21 @@ def test_rank_policies():
     assert d.covers("a") and not d.covers("b")
     with pytest.raises(ValueError, match=r"ranks\['a'\]=4"):
         d.rank("a", (3, 8))
+
+
+@pytest.mark.parametrize("shape", [(36, 8), (8, 20), (144, 16)])
+def test_kernel_singular_values_with_a_bn_scale_equal_numpy(shape):
+    rng = np.random.default_rng(11)
+    m = rng.normal(size=(2,) + shape)
+    m[1] = m[1][:, :3] @ rng.normal(size=(3, shape[1]))  # rank 3
+    scale = np.exp(rng.uniform(-6, 6, size=(2, shape[1])))  # spans ~5 orders of magnitude
+    p = ops.low_rank_projection(m, [2, 2], column_scale=scale)
+    want = np.linalg.svd(m, compute_uv=False)
+    got = np.asarray(p.kernel_singular_values)
+    assert got.shape == want.shape
+    large = want > 1e-6 * want.max()
+    np.testing.assert_allclose(got[large], want[large], rtol=1e-6)
+    assert np.all(got[~large] < 1e-6 * want.max())
+    for row in range(2):  # the numerical rank of a float32 kernel, as NumPy's rule gives it
+        assert int(ops.numerical_rank(got[row], shape)) == int(ops.numerical_rank(want[row], shape))
+    assert int(ops.numerical_rank(got[1], shape)) == 3

@@ -241,16 +241,12 @@ class Projector:
                     finite[:, tf.newaxis, tf.newaxis], matrices, tf.zeros_like(matrices)
                 )
                 result = low_rank_projection(safe, ranks, self.energy_transfer, column_scale=scale)
-                own_values = result.singular_values
-                if scale is not None:
-                    # The kernel's own rank decides, not the BN-merged one's: a
-                    # BN scale spanning many orders of magnitude makes the merged
-                    # matrix look numerically low-rank when the kernel is not.
-                    own_values = tf.linalg.svd(
-                        tf.cast(safe, result.singular_values.dtype), compute_uv=False
-                    )
                 # Already of numerical rank <= r (NumPy's rule in float32, as
-                # `factorize` uses): left bit-for-bit as it is.
+                # `factorize` uses): left bit-for-bit as it is. The kernel's own
+                # rank decides, not the BN-merged one's: a BN scale spanning many
+                # orders of magnitude makes the merged matrix look numerically
+                # low-rank when the kernel is not.
+                own_values = result.kernel_singular_values
                 low_rank = numerical_rank(own_values, group[0].matrix_shape) <= ranks
             alive = result.max_singular_value >= DEAD_LAYER_THRESHOLD
             outputs.append((result.energy_kept, result.singular_values, finite, low_rank))

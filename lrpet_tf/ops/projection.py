@@ -18,7 +18,8 @@ from lrpet_tf.ops.ranks import energy_kept
 __all__ = ["Projection", "low_rank_projection"]
 
 Projection = collections.namedtuple(
-    "Projection", ["matrices", "energy_kept", "max_singular_value", "singular_values"]
+    "Projection",
+    ["matrices", "energy_kept", "max_singular_value", "singular_values", "kernel_singular_values"],
 )
 Projection.__doc__ = """Result of `low_rank_projection`.
 
@@ -30,6 +31,9 @@ Attributes:
         matrix, used to spot dead layers.
     singular_values: `(b, min(rows, cols))`, all singular values of the
         (merged) matrix before the projection, descending.
+    kernel_singular_values: `(b, min(rows, cols))`, the singular values of
+        the unmerged matrix `M` itself (equal to `singular_values` without a
+        column scale), descending.
 """
 
 
@@ -67,6 +71,9 @@ def low_rank_projection(matrices, ranks, energy_transfer="scale", column_scale=N
         column_scale = tf.cast(column_scale, work_dtype)
         x = merge_column_scale(x, column_scale)
     s, u, v = tf.linalg.svd(x, full_matrices=False)
+    kernel_s = s
+    if column_scale is not None:
+        kernel_s = _unmerged_singular_values(matrices, work_dtype)
     new_s = transfer_energy(s, ranks, energy_transfer)
     y = tf.matmul(u * new_s[..., tf.newaxis, :], v, adjoint_b=True)
     if column_scale is not None:
@@ -76,4 +83,22 @@ def low_rank_projection(matrices, ranks, energy_transfer="scale", column_scale=N
         energy_kept=tf.cast(energy_kept(s, ranks), work_dtype),
         max_singular_value=s[..., 0],
         singular_values=s,
+        kernel_singular_values=kernel_s,
     )
+
+
+def _unmerged_singular_values(matrices, dtype):
+    """Singular values of `M` itself, from the eigenvalues of its smaller Gram matrix.
+
+    `sqrt(eig(M^T M))` (or `M M^T` when rows < cols) in float64: values-only,
+    and cheaper than a second SVD of `M` (the merged SVD cannot give them: a
+    BN scale spanning many orders of magnitude leaves `M`'s small directions
+    below the merged matrix's float32 round-off). Accurate to about
+    `1e-8 * s_max`, well below the numerical-rank tolerance of a float32
+    kernel (`s_max * max(rows, cols) * 1.2e-7`).
+    """
+    m = tf.cast(matrices, tf.float64)
+    rows, cols = m.shape[-2], m.shape[-1]
+    gram = tf.matmul(m, m, adjoint_a=rows >= cols, adjoint_b=rows < cols)
+    values = tf.sqrt(tf.maximum(tf.linalg.eigvalsh(gram), 0.0))
+    return tf.cast(tf.reverse(values, axis=[-1]), dtype)
