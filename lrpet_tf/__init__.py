@@ -23,9 +23,11 @@ from lrpet_tf import svd_training
 from lrpet_tf._keras import keras
 from lrpet_tf.callbacks import LRPET
 from lrpet_tf.export import ExportResult
+from lrpet_tf.export import LatencyTable
 from lrpet_tf.export import TFLiteModel
 from lrpet_tf.export import TFLiteVerificationError
 from lrpet_tf.export import export_tflite
+from lrpet_tf.export import latency_table
 from lrpet_tf.export import measure_latency
 from lrpet_tf.graph import LayerGraph
 from lrpet_tf.graph import ModelReport
@@ -45,6 +47,7 @@ __all__ = [
     "ExportResult",
     "FixedRank",
     "LRPET",
+    "LatencyTable",
     "LayerGraph",
     "ModelReport",
     "PruneRatio",
@@ -58,6 +61,7 @@ __all__ = [
     "factorize",
     "fold_batchnorm",
     "keras",
+    "latency_table",
     "measure_latency",
     "model_report",
     "ops",

@@ -70,6 +70,11 @@ class LRPET(keras.callbacks.Callback):
             must know). If training ends before the ramp does, the kernels
             are left at the ramp's rank (`current_ranks`, a warning says so),
             and `factorize(model, ranks=cb)` truncates them to `ranks`.
+        round_to: With `prune_ratio`: round each rank up to a multiple of
+            this int (4 or 8 suit XNNPACK), or `"latency"`: to the top of its
+            step on `latency_table`'s measured staircase, where the extra
+            rank costs no time.
+        latency_table: A `lrpet_tf.LatencyTable` for `round_to="latency"`.
         project_at_end: Project once more when training ends if steps ran
             since the last projection, so every kernel ends at rank <= r.
         on_nonfinite: `"skip"` (leave a layer whose kernel has NaN/Inf alone
@@ -109,13 +114,16 @@ class LRPET(keras.callbacks.Callback):
         exclude=None,
         warmup_epochs=0,
         ramp_epochs=0,
+        round_to=None,
+        latency_table=None,
         project_at_end=True,
         on_nonfinite="skip",
         log_dir=None,
         verbose=1,
     ):
         super().__init__()
-        self.policy = get_rank_policy(prune_ratio=prune_ratio, ranks=ranks)
+        self.policy = get_rank_policy(prune_ratio, ranks, round_to, latency_table)
+        self.round_to = round_to
         self.schedule = ProjectionSchedule(frequency, warmup_epochs, ramp_epochs)
         check_energy_transfer(energy_transfer)
         check_on_nonfinite(on_nonfinite)
@@ -358,8 +366,10 @@ class LRPET(keras.callbacks.Callback):
 
     def get_config(self):
         return {
-            "prune_ratio": self.prune_ratio,
-            "ranks": None if self.prune_ratio is not None else self.policy,
+            "prune_ratio": self.prune_ratio if self.round_to is None else None,
+            "ranks": None
+            if self.prune_ratio is not None and self.round_to is None
+            else self.policy,
             "frequency": self.schedule.frequency,
             "energy_transfer": self.energy_transfer,
             "bn_rectification": self.bn_rectification,

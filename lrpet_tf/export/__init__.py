@@ -6,6 +6,10 @@ from lrpet_tf.export.export_tflite import export_tflite
 from lrpet_tf.export.flatbuffer_model import FlatbufferModel
 from lrpet_tf.export.latency import LatencyResult
 from lrpet_tf.export.latency import measure_latency
+from lrpet_tf.export.latency_table import LatencyTable
+from lrpet_tf.export.latency_table import LayerLatency
+from lrpet_tf.export.latency_table import find_steps
+from lrpet_tf.export.latency_table import latency_table
 from lrpet_tf.export.metadata import ImageClassifierMetadata
 from lrpet_tf.export.quantization_aware import is_quantization_aware
 from lrpet_tf.export.quantization_aware import prepare_qat
@@ -16,10 +20,14 @@ __all__ = [
     "FlatbufferModel",
     "ImageClassifierMetadata",
     "LatencyResult",
+    "LatencyTable",
+    "LayerLatency",
     "TFLiteModel",
     "TFLiteVerificationError",
     "export_tflite",
+    "find_steps",
     "is_quantization_aware",
+    "latency_table",
     "measure_latency",
     "prepare_qat",
 ]

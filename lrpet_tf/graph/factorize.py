@@ -33,7 +33,9 @@ from lrpet_tf.ops.ranks import numerical_rank
 __all__ = ["factorize"]
 
 
-def factorize(model, ranks=None, layer_types=("conv", "dense"), return_report=False):
+def factorize(
+    model, ranks=None, layer_types=("conv", "dense"), return_report=False, latency_table=None
+):
     """Returns a new model with each low-rank Conv/Dense split into two layers.
 
     A layer with kernel `(*kernel_size, c, n)` whose matrix view
@@ -75,6 +77,11 @@ def factorize(model, ranks=None, layer_types=("conv", "dense"), return_report=Fa
             `"conv"` (Conv1D/2D/3D) and/or `"dense"`.
         return_report: Also return a `RewriteReport` with, per layer, K, the
             rank, break-even, energy kept and MACs/params before and after.
+        latency_table: A `lrpet_tf.LatencyTable` of the model's layers: a
+            layer is then also kept dense where its measured factorized pair
+            (at its rank) is not faster than the dense layer, and the report
+            gives both times. It must have every layer that would be
+            factorized.
 
     Returns:
         The new model, or `(model, report)` with `return_report=True`.
@@ -99,6 +106,15 @@ def factorize(model, ranks=None, layer_types=("conv", "dense"), return_report=Fa
         decision = _decide(layer, policy, layer_types)
         if decision is not None:
             decided[id(layer)] = decision
+    if latency_table is not None:
+        latency_table.require(
+            [
+                layer.name
+                for layer in by_name.values()
+                if id(layer) in decided
+                and decided[id(layer)]["rank"] < break_even_rank(decided[id(layer)]["matrix_shape"])
+            ]
+        )
     report = RewriteReport("factorize")
 
     def plan(g):
@@ -113,7 +129,7 @@ def factorize(model, ranks=None, layer_types=("conv", "dense"), return_report=Fa
             if not calls:
                 continue
             layer = calls[0].layer
-            change = _change_for(layer, decision, calls)
+            change = _change_for(layer, decision, calls, latency_table)
             report.changes.append(change)
             if change.action == "factorized":
                 replacements[layer_id] = _factorized_layer(
@@ -185,7 +201,7 @@ def _kernel_svd(layer, decision):
     return decision["svd"]
 
 
-def _change_for(layer, decision, calls):
+def _change_for(layer, decision, calls, latency_table=None):
     kernel_shape = tuple(int(d) for d in layer.kernel.shape)
     rank, matrix_shape = decision["rank"], decision["matrix_shape"]
     break_even = break_even_rank(matrix_shape)
@@ -210,6 +226,15 @@ def _change_for(layer, decision, calls):
     s = _kernel_svd(layer, decision)[0].numpy()
     change.action = "factorized"
     change.energy_kept = float(energy_kept(s, rank))
+    if latency_table is not None and not latency_table.pays(layer.name, rank):
+        factorized = latency_table.factorized_ms(layer.name, rank)
+        measured = "not measured" if factorized is None else f"{factorized:.4f} ms"
+        change.action = "kept"
+        change.detail = (
+            f"factorized pair not faster on the device ({measured} vs "
+            f"{latency_table.dense_ms(layer.name):.4f} ms dense), stays dense"
+        )
+        return change
     change.macs_after = factorized_macs(kernel_shape, rank, positions)
     change.params_after = factorized_params(kernel_shape, rank, layer.use_bias)
     return change

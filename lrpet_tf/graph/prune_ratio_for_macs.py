@@ -2,12 +2,11 @@
 
 import numbers
 
-from lrpet_tf.graph.layer_graph import LayerGraph
-from lrpet_tf.graph.layer_kinds import call_macs
-from lrpet_tf.graph.layer_kinds import spatial_positions
 from lrpet_tf.graph.model_report import model_report
+from lrpet_tf.graph.output_positions import output_positions
 from lrpet_tf.graph.targets import select_targets
 from lrpet_tf.ops.costs import factorized_macs
+from lrpet_tf.ops.costs import kernel_macs
 from lrpet_tf.ops.matrix_view import matrix_shape
 from lrpet_tf.ops.rank_policy import PruneRatio
 from lrpet_tf.ops.ranks import break_even_rank
@@ -50,17 +49,12 @@ def prune_ratio_for_macs(
     if isinstance(macs, bool) or not isinstance(macs, numbers.Integral) or macs < 1:
         raise ValueError(f"Expected `macs` to be an int >= 1. Received: macs={macs!r}")
     layers, _ = select_targets(model, layer_types=layer_types, include=include, exclude=exclude)
-    chosen = {id(layer): layer for layer in layers}
+    positions = output_positions(model, layers)
     costs = {}  # id(layer) -> (matrix shape, output positions, dense MACs)
-    for graph in LayerGraph(model).walk():
-        for node in graph.nodes:
-            layer = node.layer
-            if id(layer) not in chosen:
-                continue
-            shape, positions, dense = costs.get(id(layer), (matrix_shape(layer.kernel.shape), 0, 0))
-            positions += spatial_positions(node.output_shape, layer, layer.name)
-            dense += call_macs(layer, node.input_shape, node.output_shape)
-            costs[id(layer)] = (shape, positions, dense)
+    for layer in layers:
+        kernel_shape = tuple(int(d) for d in layer.kernel.shape)
+        p = positions[id(layer)]
+        costs[id(layer)] = (matrix_shape(kernel_shape), p, kernel_macs(kernel_shape, p))
     total = model_report(model).total_macs
     others = total - sum(dense for _, _, dense in costs.values())
 

@@ -15,11 +15,15 @@ import tensorflow as tf
 from lrpet_tf._keras import keras
 from lrpet_tf.graph.fold_batchnorm import fold_batchnorm
 from lrpet_tf.graph.layer_kinds import unsupported_reason
+from lrpet_tf.graph.output_positions import output_positions
 from lrpet_tf.graph.rank_guard import warn_small_ranks
 from lrpet_tf.graph.targets import check_layer_names
 from lrpet_tf.graph.targets import layers_by_name
+from lrpet_tf.ops.costs import factorized_macs
 from lrpet_tf.ops.costs import factorized_params
+from lrpet_tf.ops.costs import kernel_macs
 from lrpet_tf.ops.matrix_view import kernel_to_matrix
+from lrpet_tf.ops.matrix_view import matrix_shape
 from lrpet_tf.ops.matrix_view import matrix_to_kernel
 from lrpet_tf.ops.projection import low_rank_projection
 from lrpet_tf.ops.ranks import break_even_rank
@@ -29,8 +33,22 @@ from lrpet_tf.ops.ranks import max_rank
 __all__ = ["allocate_ranks"]
 
 
-def allocate_ranks(model, x, y, ranks, loss=None, budget=None, batch_size=256, return_costs=False):
-    """Chooses per-layer ranks with the parameters of `ranks`, where the model loses least.
+COSTS = ("params", "macs", "latency")
+
+
+def allocate_ranks(
+    model,
+    x,
+    y,
+    ranks,
+    loss=None,
+    budget=None,
+    batch_size=256,
+    return_costs=False,
+    cost="params",
+    latency_table=None,
+):
+    """Chooses per-layer ranks with the budget of `ranks`, where the model loses least.
 
     1. The model's BatchNormalization is folded into a copy
        (`fold_batchnorm`), so each kernel is the BN-merged kernel LRPET's
@@ -43,9 +61,14 @@ def allocate_ranks(model, x, y, ranks, loss=None, budget=None, batch_size=256, r
        `loss` on `(x, y)` is measured; the layer's cost of rank r is the
        increase over the unprojected model, made non-increasing in r (a
        rank-r layer can be any lower-rank one).
-    3. The ranks with the least summed cost whose factorized weights
-       (`r * (rows + cols)` per layer) are at most those of `ranks` (or
-       `budget`) are found exactly (`lrpet_tf.ops.budget_ranks`).
+    3. The ranks with the least summed cost whose spend, in the unit of
+       `cost`, is at most that of `ranks` (or `budget`) are found exactly
+       (`lrpet_tf.ops.budget_ranks`): `"params"` counts the factorized
+       weights (`r * (rows + cols)` per layer), `"macs"` the factorized
+       MACs per example, `"latency"` the layers' measured LiteRT time from
+       `latency_table` (`lrpet_tf.latency_table`; a layer whose factorized
+       pair is not measured faster costs its dense time, as
+       `factorize(..., latency_table=...)` keeps it dense).
 
     The sum of one-layer-at-a-time costs ignores how layers interact and what
     training recovers: it says where rank is cheap. Measure on training
@@ -63,10 +86,15 @@ def allocate_ranks(model, x, y, ranks, loss=None, budget=None, batch_size=256, r
             `LRPET(prune_ratio=0.65)`'s.
         loss: `loss(y_true, y_pred)` -> per-example or mean loss tensor.
             Default: the model's compiled loss.
-        budget: Instead of the parameters of `ranks`: the most factorized
-            weights (`sum r * (rows + cols)`, biases not counted).
+        budget: Instead of the spend of `ranks`: the most the allocated
+            layers may spend, in the unit of `cost` (parameters without
+            biases, MACs per example, or the layers' summed milliseconds;
+            `LatencyTable.predicted_ms` adds the rest of the model).
         batch_size: Forward-pass batch size.
         return_costs: Also return the measured costs.
+        cost: `"params"` (default), `"macs"` or `"latency"`.
+        latency_table: A `lrpet_tf.LatencyTable` with every layer of
+            `ranks`, for `cost="latency"`.
 
     Returns:
         A dict layer name -> rank, for `LRPET(ranks=...)`; with
@@ -76,8 +104,10 @@ def allocate_ranks(model, x, y, ranks, loss=None, budget=None, batch_size=256, r
     Raises:
         ValueError: Before any forward pass, for unknown or unsupported layer
             names, ranks below 1 or above a layer's max rank, `x` and `y` of
-            different lengths or empty, `batch_size` < 1, a `budget` below
-            the lowest ranks' parameters, or no `loss` for an uncompiled model.
+            different lengths or empty, `batch_size` < 1, an unknown `cost`,
+            `cost="latency"` without a table or with one that lacks a layer,
+            a negative `budget` or one below the cheapest ranks' spend, or
+            no `loss` for an uncompiled model.
         TypeError: For a subclassed model (via `fold_batchnorm`).
 
     Example:
@@ -92,16 +122,17 @@ def allocate_ranks(model, x, y, ranks, loss=None, budget=None, batch_size=256, r
     if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"Expected `batch_size` >= 1. Received: batch_size={batch_size!r}")
     loss = _loss_function(model, loss)
-    unit = {
-        name: factorized_params(layer.kernel.shape, 1, use_bias=False)
-        for name, layer in layers.items()
-    }
+    spend = _spend_function(model, layers, cost, latency_table)
+    candidates = {name: _candidate_ranks(layer.kernel.shape) for name, layer in layers.items()}
+    lowest = sum(min(spend(n, r) for r in candidates[n]) for n in layers)
     if budget is None:
-        budget = sum(unit[name] * rank for name, rank in baseline.items())
-    elif not isinstance(budget, numbers.Integral) or budget < sum(unit.values()):
+        budget = sum(spend(name, rank) for name, rank in baseline.items())
+    elif isinstance(budget, bool) or not isinstance(budget, numbers.Real) or budget < 0:
+        raise ValueError(f"Expected `budget` >= 0. Received: budget={budget!r}")
+    if budget < lowest:
         raise ValueError(
-            f"Expected `budget` >= {sum(unit.values())} parameters (rank 1 everywhere). "
-            f"Received: budget={budget!r}"
+            f"Expected `budget` >= {lowest} ({cost}: every layer at its cheapest candidate "
+            f"rank). Received: budget={budget!r}"
         )
 
     folded = fold_batchnorm(model)
@@ -110,7 +141,8 @@ def allocate_ranks(model, x, y, ranks, loss=None, budget=None, batch_size=256, r
     costs = {}
     for name in baseline:
         costs[name] = _rank_costs(folded_layers[name], folded, x, y, loss, batch_size, base)
-    allocated, _ = budget_ranks(costs, unit, budget)
+    amounts = {name: {r: spend(name, r) for r in curve} for name, curve in costs.items()}
+    allocated, _ = budget_ranks(costs, None, budget, spend=amounts)
     warn_small_ranks(
         [
             (name, r, max_rank(kernel_to_matrix(layers[name].kernel).shape))
@@ -119,6 +151,42 @@ def allocate_ranks(model, x, y, ranks, loss=None, budget=None, batch_size=256, r
         "allocate_ranks",
     )
     return (allocated, costs) if return_costs else allocated
+
+
+def _candidate_ranks(kernel_shape):
+    """Ranks 1 to below break-even: from there `factorize` keeps the layer dense."""
+    shape = matrix_shape(kernel_shape)
+    return range(1, max(1, min(math.ceil(break_even_rank(shape)) - 1, max_rank(shape))) + 1)
+
+
+def _spend_function(model, layers, cost, latency_table):
+    """`spend(name, rank)` in the unit of `cost`, checked before any work."""
+    if cost not in COSTS:
+        raise ValueError(f"Expected `cost` in {COSTS}. Received: cost={cost!r}")
+    if cost == "params":
+        unit = {
+            n: factorized_params(layer.kernel.shape, 1, use_bias=False)
+            for n, layer in layers.items()
+        }
+        return lambda name, rank: int(rank) * unit[name]
+    if cost == "macs":
+        positions = output_positions(model, list(layers.values()))
+        shapes = {n: tuple(int(d) for d in layer.kernel.shape) for n, layer in layers.items()}
+
+        def macs(name, rank):
+            shape, p = shapes[name], positions[id(layers[name])]
+            if rank < break_even_rank(matrix_shape(shape)):
+                return factorized_macs(shape, rank, p)
+            return kernel_macs(shape, p)
+
+        return macs
+    if latency_table is None:
+        raise ValueError(
+            'cost="latency" needs a measured table: pass `latency_table=` '
+            "(lrpet_tf.latency_table(model)). Received: latency_table=None"
+        )
+    latency_table.require(list(layers))
+    return latency_table.layer_ms
 
 
 def _baseline_ranks(ranks):
@@ -192,12 +260,9 @@ def _rank_costs(layer, model, x, y, loss, batch_size, base):
     weights = layer.get_weights()
     kernel = weights[0]
     matrix = kernel_to_matrix(kernel)
-    shape = tuple(matrix.shape)
-    # Ranks strictly below break-even: at or above it `factorize` keeps the layer dense.
-    top = max(1, min(math.ceil(break_even_rank(shape)) - 1, max_rank(shape)))
     curve, best = {}, np.inf
     try:
-        for rank in range(1, top + 1):
+        for rank in _candidate_ranks(kernel.shape):
             projected = low_rank_projection(matrix[tf.newaxis], [rank]).matrices[0]
             layer.set_weights([matrix_to_kernel(projected, kernel.shape).numpy()] + weights[1:])
             best = min(best, _mean_loss(model, x, y, loss, batch_size) - base)

@@ -41,11 +41,27 @@ class RankPolicy:
         return f"{type(self).__name__}({args})"
 
 
-def _check_round_to(round_to):
-    if round_to is not None and (not isinstance(round_to, numbers.Integral) or round_to < 1):
+def _check_round_to(round_to, latency=False):
+    if latency and round_to == "latency":
+        return
+    if round_to is not None and (
+        isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral) or round_to < 1
+    ):
+        allowed = 'None, "latency" or an int >= 1' if latency else "None or an int >= 1"
+        raise ValueError(f"Expected `round_to` to be {allowed}. Received: round_to={round_to!r}")
+
+
+def _rank_steps(latency_table):
+    """Layer name -> [(first, last), ...] from a `LatencyTable` (or such a dict)."""
+    steps = latency_table if isinstance(latency_table, dict) else None
+    if steps is None and hasattr(latency_table, "rank_steps"):
+        steps = latency_table.rank_steps()
+    if not isinstance(steps, dict):
         raise ValueError(
-            f"Expected `round_to` to be None or an int >= 1. Received: round_to={round_to!r}"
+            'Expected `latency_table` to be a lrpet_tf.LatencyTable (round_to="latency" '
+            f"rounds each rank to the top of its latency step). Received: {latency_table!r}"
         )
+    return {name: [(int(a), int(b)) for a, b in value] for name, value in steps.items()}
 
 
 class PruneRatio(RankPolicy):
@@ -55,15 +71,19 @@ class PruneRatio(RankPolicy):
         prune_ratio: `g` in `[0, 1)`, the fraction of each layer's max rank to
             prune (ResNet-56 on CIFAR-10 uses 0.57).
         round_to: Optionally round each rank up to a multiple of this (4 or 8
-            suit XNNPACK's kernels), capped at K.
+            suit XNNPACK's kernels), capped at K; or `"latency"`: up to the
+            top of its step on the measured latency staircase of
+            `latency_table` (the largest rank that costs the same time).
         min_rank: Keep every rank at least `min(K, min_rank)` (1, the
             paper's rule, by default). A layer with a tiny K, such as a
             first conv on 1-3 input channels (K = 9 to 27), gets rank 2 or
             less at large g, which can collapse the model (see `LRPET`);
             a floor of 3-4 (or excluding the layer) avoids it.
+        latency_table: For `round_to="latency"`: a `lrpet_tf.LatencyTable`
+            with every layer the policy ranks (or its `rank_steps()` dict).
     """
 
-    def __init__(self, prune_ratio, round_to=None, min_rank=1):
+    def __init__(self, prune_ratio, round_to=None, min_rank=1, latency_table=None):
         if (
             isinstance(prune_ratio, bool)
             or not isinstance(prune_ratio, numbers.Real)
@@ -72,22 +92,39 @@ class PruneRatio(RankPolicy):
             raise ValueError(
                 f"Expected `prune_ratio` in [0, 1). Received: prune_ratio={prune_ratio!r}"
             )
-        _check_round_to(round_to)
+        _check_round_to(round_to, latency=True)
         _check_rank(min_rank, "min_rank")
+        if (round_to == "latency") != (latency_table is not None):
+            raise ValueError(
+                'Expected `latency_table` exactly when round_to="latency". Received: '
+                f"round_to={round_to!r}, latency_table={latency_table!r}"
+            )
         self.prune_ratio = float(prune_ratio)
         self.round_to = round_to
         self.min_rank = int(min_rank)
+        self.steps = _rank_steps(latency_table) if latency_table is not None else None
 
     def rank(self, name, matrix_shape):
         k = min(matrix_shape)
         r = max(rank_from_prune_ratio(k, self.prune_ratio), min(k, self.min_rank))
-        return round_rank(r, self.round_to, k)
+        if self.round_to != "latency":
+            return round_rank(r, self.round_to, k)
+        if name not in self.steps:
+            raise ValueError(
+                f"`latency_table` has no measurements of layer {name!r}; measure it "
+                "(lrpet_tf.latency_table(model)) or exclude the layer."
+            )
+        for first, last in self.steps[name]:
+            if first <= r <= last:
+                return min(k, last)
+        return r
 
     def get_config(self):
         return {
             "prune_ratio": self.prune_ratio,
             "round_to": self.round_to,
             "min_rank": self.min_rank,
+            "latency_table": self.steps,
         }
 
 
@@ -145,11 +182,13 @@ def _check_rank(r, argument):
         raise ValueError(f"Expected `{argument}` to be an int >= 1. Received: {argument}={r!r}")
 
 
-def get_rank_policy(prune_ratio=None, ranks=None):
+def get_rank_policy(prune_ratio=None, ranks=None, round_to=None, latency_table=None):
     """Builds the rank policy from the public `prune_ratio` / `ranks` arguments.
 
     Exactly one must be given: `prune_ratio` (float in [0, 1)), or `ranks` (an
-    int, a dict layer name -> int, or a `RankPolicy`).
+    int, a dict layer name -> int, or a `RankPolicy`). `round_to` (and
+    `latency_table` for `round_to="latency"`) go to `PruneRatio`, or to
+    `FixedRank` for an int multiple.
 
     Raises:
         ValueError: If both or neither are given, or a value is out of range.
@@ -161,11 +200,17 @@ def get_rank_policy(prune_ratio=None, ranks=None):
             f"prune_ratio={prune_ratio!r}, ranks={ranks!r}"
         )
     if prune_ratio is not None:
-        return PruneRatio(prune_ratio)
-    if isinstance(ranks, RankPolicy):
+        return PruneRatio(prune_ratio, round_to=round_to, latency_table=latency_table)
+    if isinstance(ranks, RankPolicy) or round_to == "latency" or latency_table is not None:
+        if round_to is not None or latency_table is not None:
+            raise ValueError(
+                "`round_to` and `latency_table` apply to `prune_ratio` (or give "
+                "ranks=PruneRatio(g, round_to=..., latency_table=...)). Received: "
+                f"ranks={ranks!r}, round_to={round_to!r}"
+            )
         return ranks
     if isinstance(ranks, (dict, numbers.Integral)) and not isinstance(ranks, bool):
-        return FixedRank(ranks)
+        return FixedRank(ranks, round_to=round_to)
     raise TypeError(
         "Expected `ranks` to be an int, a dict of layer name -> int, or a "
         f"RankPolicy. Received: ranks={ranks!r} of type {type(ranks).__name__}"

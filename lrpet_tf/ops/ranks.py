@@ -156,43 +156,52 @@ def energy_kept(singular_values, ranks):
     return tf.where(total > 0, tf.math.divide_no_nan(kept, total), tf.ones_like(total))
 
 
-def budget_ranks(costs, unit_params, budget):
-    """The ranks with the least summed cost whose parameters fit a budget (exact).
+def budget_ranks(costs, unit_params, budget, spend=None):
+    """The ranks with the least summed cost whose spend fits a budget (exact).
 
     A multiple-choice knapsack solved by dynamic programming over the layers,
-    keeping only the Pareto-optimal (parameters, cost) pairs after each layer,
-    so it is exact and its work grows with the number of distinct parameter
-    counts, not with the size of the budget.
+    keeping only the Pareto-optimal (spend, cost) pairs after each layer, so
+    it is exact and its work grows with the number of distinct spends, not
+    with the size of the budget.
 
     Args:
         costs: Layer name -> {rank: cost}, the candidate ranks of each layer
             and what each costs (e.g. a loss increase).
         unit_params: Layer name -> parameters per unit of rank (`rows + cols`
             of the layer's matrix view: a rank-r factorization stores
-            `r * (rows + cols)` weights).
-        budget: The most parameters the chosen ranks may take in all.
+            `r * (rows + cols)` weights); the spend of rank r is
+            `r * unit_params[name]`. Ignored where `spend` is given.
+        budget: The most the chosen ranks may spend in all.
+        spend: Optionally layer name -> {rank: amount}, what each candidate
+            rank spends in another unit (MACs, milliseconds).
 
     Returns:
         `(ranks, total_cost)`: layer name -> chosen rank, and the summed cost.
         Among equal costs the cheaper allocation is returned.
 
     Raises:
-        ValueError: If even the lowest ranks take more than `budget`.
+        ValueError: If even the lowest ranks spend more than `budget`.
     """
+
+    def amount(name, rank):
+        if spend is not None:
+            return spend[name][rank]
+        return int(rank) * int(unit_params[name])
+
     frontier = {0: (0.0, {})}
     for name, curve in costs.items():
         options = {}
         for used, (cost, ranks) in frontier.items():
             for rank, layer_cost in curve.items():
-                spent = used + int(rank) * int(unit_params[name])
+                spent = used + amount(name, rank)
                 total = cost + float(layer_cost)
                 if spent <= budget and (spent not in options or total < options[spent][0]):
                     options[spent] = (total, {**ranks, name: int(rank)})
         if not options:
-            lowest = sum(min(c) * int(unit_params[n]) for n, c in costs.items())
+            lowest = sum(min(amount(n, r) for r in c) for n, c in costs.items())
             raise ValueError(
-                f"Expected `budget` >= {lowest} parameters (every layer at its lowest "
-                f"candidate rank). Received: budget={budget}"
+                f"Expected `budget` >= {lowest} (every layer at its cheapest candidate "
+                f"rank). Received: budget={budget}"
             )
         frontier, best = {}, math.inf
         for spent in sorted(options):
