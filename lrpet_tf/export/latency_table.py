@@ -315,6 +315,12 @@ def _paired_ms(files, reference, num_threads, rounds, runs):
     return base, {name: float(ratio * base) for name, ratio in ratios.items()}
 
 
+def _floor_model(input_shape):
+    """One cheap element-wise op on the layer's input: the interpreter's fixed cost per invoke."""
+    inputs = keras.Input(tuple(input_shape[1:]))
+    return keras.Model(inputs, keras.layers.Rescaling(2.0, name="floor")(inputs))
+
+
 def _measure_layer(layer, input_shape, num_threads, rounds, runs, tolerance, log):
     shape = matrix_shape(layer.kernel.shape)
     k = min(shape)
@@ -322,24 +328,29 @@ def _measure_layer(layer, input_shape, num_threads, rounds, runs, tolerance, log
     dense, factorized = _single_layer_models(layer, input_shape)
     with tempfile.TemporaryDirectory() as folder:
         reference = _tflite_bytes(dense(), folder, "dense")
-        dense_ms = None
+        floor = _tflite_bytes(_floor_model(input_shape), folder, "floor")
+        base = {}
         measured = {}
 
         def cost(rank):
-            nonlocal dense_ms
             content = _tflite_bytes(factorized(rank), folder, f"r{rank}")
-            base, ms = _paired_ms({rank: content}, reference, num_threads, rounds, runs)
-            dense_ms = base if dense_ms is None else dense_ms
-            measured[rank] = ms[rank]
-            return ms[rank]
+            files = {rank: content, "floor": floor}
+            dense_ms, ms = _paired_ms(files, reference, num_threads, rounds, runs)
+            base.setdefault("dense", dense_ms)
+            base.setdefault("floor", ms["floor"])
+            # A layer inside a model does not pay the interpreter's fixed cost
+            # per invoke that a one-layer file does: it is subtracted.
+            measured[rank] = max(ms[rank] - base["floor"], 1e-6)
+            return measured[rank]
 
         def same(a, b):
             return abs(a - b) <= tolerance * max(a, b)
 
         steps = find_steps(cost, 1, top, same)
+    dense_ms = max(base["dense"] - base["floor"], 1e-6)
     log(
-        f"  {layer.name}: dense {dense_ms:.3f} ms, {len(steps)} steps over ranks 1-{top} "
-        f"({len(measured)} ranks timed)"
+        f"  {layer.name}: dense {dense_ms:.4f} ms (+{base['floor']:.4f} invoke floor), "
+        f"{len(steps)} steps over ranks 1-{top} ({len(measured)} ranks timed)"
     )
     return dense_ms, [[a, b, ms] for a, b, ms in steps], k
 
@@ -367,7 +378,9 @@ def latency_table(
     in interleaved rounds (the median per-round ratio times the dense
     median), at the ranks where the time steps: `find_steps` over ranks 1 up
     to the MAC break-even, so a staircase costs a few timings, not one per
-    rank. Layers with the same signature (shape, kernel, strides, padding,
+    rank. The time of a one-op file (the interpreter's fixed cost per invoke,
+    which a layer inside a model does not pay) is subtracted. Layers with
+    the same signature (shape, kernel, strides, padding,
     dilation, threads, runtime, CPU) are measured once, and each result is
     cached on disk under `cache_dir` by that signature, so a second call on
     the same machine times nothing. With `model_latency`, the whole

@@ -1,0 +1,394 @@
+"""Ranks chosen by measured latency against uniform g (issue 18).
+
+Part 1, speed (random weights; latency does not depend on them): for a CIFAR
+ResNet-20 (32x32x3) and MobileNetV2 (224x224, keras.applications,
+`weights=None`), `lrpet_tf.latency_table` measures every conv; then
+
+* uniform: every conv at `r = int(K - K*0.5)`, factorized where it pays in
+  MACs (plain `factorize`);
+* latency-aware: the ranks with the least predicted latency among those with
+  at least uniform's parameters (the same capacity), found exactly with
+  `lrpet_tf.ops.budget_ranks` over the table's staircase, factorized with
+  `factorize(..., latency_table=...)` (dense where the pair is not faster).
+
+Both compact files (and the dense one) are exported as an app gets them and
+timed interleaved, one XNNPACK thread; the report gives the measured
+speedups, the table's prediction for the latency-aware path and their ratio.
+
+Part 2, accuracy (Fashion-MNIST, the accuracy study's committed dense
+ResNet-20): ranks for a latency budget of 0.6x the dense model
+(`allocate_ranks(cost="latency")` on 3,000 training images) against uniform g
+at the same predicted latency, each fine-tuned with LRPET for 8 epochs (the
+study's scenario-B recipe), then both measured: test accuracy on all 10,000
+images and interleaved latency.
+
+    PYTHONPATH=. python benchmarks/latency_aware.py            # both parts (~1 h here)
+    PYTHONPATH=. python benchmarks/latency_aware.py --part=speed
+    PYTHONPATH=. python benchmarks/latency_aware.py --smoke    # a tiny CNN, seconds
+
+Resumable: tables are cached by `latency_table`, fine-tunings keep their
+BackupAndRestore state under `saved_models/latency_aware/`.
+"""
+
+import json
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+try:
+    import bench_models
+    import bench_training
+    import bench_utils
+except ImportError:  # pragma: no cover
+    from benchmarks import bench_models
+    from benchmarks import bench_training
+    from benchmarks import bench_utils
+
+import lrpet_tf  # noqa: E402
+from lrpet_tf import keras  # noqa: E402
+
+NAME = "latency_aware"
+_ROOT = os.path.dirname(bench_utils.BENCHMARKS_DIR)
+FLAGS = flags.FLAGS
+
+
+def _conv_ranks(model, prune_ratio, exclude=None):
+    cb = lrpet_tf.LRPET(prune_ratio=prune_ratio, exclude=exclude, verbose=0)
+    cb.prepare(model)
+    return dict(cb.ranks)
+
+
+def _params(model, ranks, table=None):
+    """Weights of the low-rank layers at `ranks` as factorize builds them.
+
+    Factorized below the MAC break-even (and, given a latency table, only
+    where the measured pair is faster); dense otherwise.
+    """
+    total = 0
+    for name, rank in ranks.items():
+        rows, cols = lrpet_tf.ops.matrix_shape(model.get_layer(name).kernel.shape)
+        factorized = rank < lrpet_tf.ops.break_even_rank((rows, cols))
+        if table is not None:
+            factorized = factorized and table.pays(name, rank)
+        total += rank * (rows + cols) if factorized else rows * cols
+    return total
+
+
+def fastest_at_params(model, table, layers, params):
+    """Ranks with the least predicted latency whose factorized weights are >= `params`."""
+    latency, spend, top_params = {}, {}, 0
+    for name in layers:
+        k = min(lrpet_tf.ops.matrix_shape(model.get_layer(name).kernel.shape))
+        ranks = [*range(1, table.layers[name].steps[-1][1] + 1), k]  # k: left dense
+        latency[name] = {r: table.layer_ms(name, r) for r in ranks}
+        weights = {r: _params(model, {name: r}, table) for r in ranks}
+        most = max(weights.values())
+        top_params += most
+        spend[name] = {r: most - w for r, w in weights.items()}  # weights given up
+    ranks, _ = lrpet_tf.ops.budget_ranks(latency, None, top_params - params, spend=spend)
+    return ranks
+
+
+def _export(model, folder, name):
+    path = os.path.join(folder, f"{name}.tflite")
+    lrpet_tf.export_tflite(lrpet_tf.fold_batchnorm(model), path, verify=False)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _interleaved_ms(files, rounds, runs):
+    """Median over rounds of each file's `measure_latency` median, and per-round ratios to dense."""
+    times = {name: [] for name in files}
+    names = list(files)
+    for i in range(rounds + 1):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            ms = lrpet_tf.measure_latency(files[name], num_threads=1, runs=runs).median_ms
+            if i:
+                times[name].append(ms)
+    median = {name: float(np.median(t)) for name, t in times.items()}
+    speedup = {
+        name: bench_utils.paired_ratio(times["dense"], t)
+        for name, t in times.items()
+        if name != "dense"
+    }
+    return median, speedup
+
+
+def speed_case(name, model, exclude, rounds, runs, log):
+    table = lrpet_tf.latency_table(model, exclude=exclude, layer_types=("conv",), verbose=True)
+    uniform = _conv_ranks(model, 0.5, exclude)
+    aware = fastest_at_params(model, table, list(uniform), _params(model, uniform))
+    with tempfile.TemporaryDirectory() as folder:
+        files = {
+            "dense": _export(model, folder, "dense"),
+            "uniform": _export(lrpet_tf.factorize(model, ranks=uniform), folder, "uniform"),
+            "aware": _export(
+                lrpet_tf.factorize(model, ranks=aware, latency_table=table), folder, "aware"
+            ),
+        }
+        median, speedup = _interleaved_ms(files, rounds, runs)
+    predicted = {
+        "uniform": table.model_ms / table.predicted_ms(uniform),
+        "aware": table.model_ms / table.predicted_ms(aware),
+    }
+    row = {
+        "model": name,
+        "layers": len(uniform),
+        "table_model_ms": table.model_ms,
+        "ms": median,
+        "speedup": speedup,
+        "predicted_speedup": predicted,
+        "measured_over_predicted": {k: speedup[k]["median"] / predicted[k] for k in predicted},
+        "params": {"uniform": _params(model, uniform), "aware": _params(model, aware, table)},
+        "ranks": {"uniform": uniform, "aware": aware},
+        "kept_dense": sorted(n for n, r in aware.items() if not table.pays(n, r)),
+    }
+    log(
+        f"{name}: uniform {speedup['uniform']['median']:.2f}x, latency-aware "
+        f"{speedup['aware']['median']:.2f}x (predicted {predicted['aware']:.2f}x) "
+        f"at {row['params']['aware']:,} vs {row['params']['uniform']:,} params"
+    )
+    return row
+
+
+def _uniform_g_for_latency(model, table, target_ms, exclude):
+    """The uniform g whose predicted latency is closest to `target_ms` (a 0.01 grid)."""
+    best = None
+    for g in np.arange(0.05, 0.96, 0.01):
+        ranks = _conv_ranks(model, float(g), exclude)
+        ms = table.predicted_ms({n: r for n, r in ranks.items() if n in table})
+        if best is None or abs(ms - target_ms) < abs(best[1] - target_ms):
+            best = (float(round(g, 2)), ms, ranks)
+    return best
+
+
+def accuracy_case(study_dir, fraction, epochs, rounds, runs, log, smoke=False):
+    """A latency budget of `fraction` x dense: latency-allocated ranks vs uniform g, fine-tuned."""
+    if smoke:
+        images = bench_training.load_images("digits")
+        keras.utils.set_random_seed(0)
+        dense = bench_models.cifar_resnet(1, images.input_shape, 10, width=4, shortcut="zeros")
+        dense = bench_training.load_model(
+            bench_training.fit_stage(
+                dense, images, bench_training.RECIPES["sgd"], 1, study_dir, "dense", 0
+            )
+        )
+    else:
+        images = bench_training.load_images("fashion_mnist", 20_000)
+        dense = bench_training.load_model(
+            os.path.join(_ROOT, "saved_models", "fashion_mnist_resnet20_dense.keras")
+        )
+    exclude = ["stem"]
+    table = lrpet_tf.latency_table(dense, exclude=exclude, layer_types=("conv",), verbose=True)
+    rest = table.model_ms - sum(table.dense_ms(n) for n in table.layers)
+    target_ms = fraction * table.model_ms
+    uniform_g, uniform_ms, uniform = _uniform_g_for_latency(dense, table, target_ms, exclude)
+    n = 256 if smoke else 3000
+    aware = lrpet_tf.allocate_ranks(
+        dense,
+        images.x_train[:n],
+        images.y_train[:n],
+        uniform,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        cost="latency",
+        latency_table=table,
+        budget=target_ms - rest,
+    )
+    results = {"target_ms": target_ms, "uniform_g": uniform_g, "rest_ms": rest}
+    compact = {}
+    for label, ranks in (("uniform", uniform), ("aware", aware)):
+        model = (
+            bench_training.load_model(
+                os.path.join(_ROOT, "saved_models", "fashion_mnist_resnet20_dense.keras")
+            )
+            if not smoke
+            else keras.models.clone_model(dense)
+        )
+        if smoke:
+            model.set_weights(dense.get_weights())
+        cb = lrpet_tf.LRPET(ranks=ranks, verbose=0)
+        path = bench_training.fit_stage(
+            model,
+            images,
+            bench_training.RECIPES["finetune"],
+            epochs,
+            os.path.join(study_dir, label),
+            "finetune",
+            0,
+            callbacks=[cb],
+        )
+        trained = bench_training.load_model(path)
+        table_arg = table if label == "aware" else None
+        compact[label] = lrpet_tf.fold_batchnorm(
+            lrpet_tf.factorize(trained, ranks=ranks, latency_table=table_arg)
+        )
+        results[label] = {
+            "ranks": ranks,
+            "accuracy": bench_training.accuracy(compact[label], images),
+            "predicted_ms": table.predicted_ms(ranks),
+            "params": int(compact[label].count_params()),
+            "macs": int(lrpet_tf.model_report(compact[label]).total_macs),
+        }
+    with tempfile.TemporaryDirectory() as folder:
+        files = {"dense": _export(dense, folder, "dense")}
+        files.update({k: _export(m, folder, k) for k, m in compact.items()})
+        median, speedup = _interleaved_ms(files, rounds, runs)
+    for label in ("uniform", "aware"):
+        results[label]["ms"] = median[label]
+        results[label]["speedup"] = speedup[label]
+    results["dense"] = {"ms": median["dense"], "accuracy": bench_training.accuracy(dense, images)}
+    log(
+        f"latency budget {fraction}x: uniform g={uniform_g} "
+        f"{100 * results['uniform']['accuracy']:.2f}% "
+        f"at {speedup['uniform']['median']:.2f}x, latency-aware "
+        f"{100 * results['aware']['accuracy']:.2f}% at {speedup['aware']['median']:.2f}x"
+    )
+    return results
+
+
+def render(payload):
+    lines = [
+        f"Command: `{payload['command']}`",
+        "",
+        bench_utils.machine_markdown(payload["machine"]),
+        "",
+    ]
+    speed = payload.get("speed")
+    if speed:
+        rows = []
+        for r in speed:
+            rows.append(
+                [
+                    r["model"],
+                    f"{r['params']['uniform']:,} / {r['params']['aware']:,}",
+                    "{:.2f}x [{:.2f}-{:.2f}]".format(
+                        *(r["speedup"]["uniform"][k] for k in ("median", "q25", "q75"))
+                    ),
+                    "{:.2f}x [{:.2f}-{:.2f}]".format(
+                        *(r["speedup"]["aware"][k] for k in ("median", "q25", "q75"))
+                    ),
+                    f"{r['predicted_speedup']['aware']:.2f}x",
+                    f"{r['measured_over_predicted']['aware']:.2f}",
+                    len(r["kept_dense"]),
+                ]
+            )
+        lines += [
+            "Speed at the same parameter count (random weights, one XNNPACK thread, speedup over "
+            "the dense file: median of the per-round ratios [quartiles]):",
+            "",
+            bench_utils.markdown_table(
+                [
+                    "model",
+                    "params uniform / aware",
+                    "uniform g=0.5",
+                    "latency-aware",
+                    "predicted (aware)",
+                    "measured / predicted",
+                    "convs kept dense",
+                ],
+                rows,
+            ),
+            "",
+        ]
+    accuracy = payload.get("accuracy")
+    if accuracy:
+        rows = [
+            [
+                "dense",
+                "-",
+                f"{100 * accuracy['dense']['accuracy']:.2f}",
+                f"{accuracy['dense']['ms']:.3f}",
+                "1.00x",
+                "-",
+                "-",
+            ]
+        ]
+        for label, title in (
+            ("uniform", f"uniform g={accuracy['uniform_g']}"),
+            ("aware", "latency-aware"),
+        ):
+            r = accuracy[label]
+            rows.append(
+                [
+                    title,
+                    f"{r['predicted_ms']:.3f}",
+                    f"{100 * r['accuracy']:.2f}",
+                    f"{r['ms']:.3f}",
+                    f"{r['speedup']['median']:.2f}x",
+                    f"{r['params']:,}",
+                    f"{r['macs']:,}",
+                ]
+            )
+        lines += [
+            f"Fashion-MNIST ResNet-20 at a latency budget of {payload['fraction']}x dense "
+            f"({accuracy['target_ms']:.3f} ms predicted), LRPET fine-tuning "
+            f"{payload['epochs']} epochs from the committed dense model:",
+            "",
+            bench_utils.markdown_table(
+                [
+                    "model",
+                    "predicted ms",
+                    "test acc. %",
+                    "measured ms",
+                    "speedup",
+                    "params",
+                    "MACs",
+                ],
+                rows,
+            ),
+        ]
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    log = print
+    payload = {
+        "command": bench_utils.command_line(),
+        "machine": bench_utils.machine_info(),
+        "fraction": 1.0 if FLAGS.smoke else FLAGS.fraction,
+        "epochs": 1 if FLAGS.smoke else FLAGS.epochs,
+    }
+    folder = os.path.join(_ROOT, "saved_models", NAME + ("_smoke" if FLAGS.smoke else ""))
+    if FLAGS.part in ("all", "speed"):
+        if FLAGS.smoke:
+            cases = [("tiny", bench_models.tiny_cnn(), None)]
+        else:
+            cases = [
+                ("ResNet-20 (32x32x3)", bench_models.cifar_resnet(3), None),
+                ("MobileNetV2 (224)", bench_models.mobilenet_v2(), None),
+            ]
+        payload["speed"] = [
+            speed_case(name, model, exclude, FLAGS.rounds, FLAGS.runs, log)
+            for name, model, exclude in cases
+        ]
+    if FLAGS.part in ("all", "accuracy"):
+        payload["accuracy"] = accuracy_case(
+            folder,
+            1.0 if FLAGS.smoke else FLAGS.fraction,  # the tiny model's layers are all noise
+            1 if FLAGS.smoke else FLAGS.epochs,
+            FLAGS.rounds,
+            FLAGS.runs,
+            log,
+            FLAGS.smoke,
+        )
+    markdown = render(payload)
+    if not FLAGS.smoke:
+        bench_utils.write_results(NAME, json.loads(json.dumps(payload, default=str)), markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    flags.DEFINE_bool("smoke", False, "A tiny CNN and the digits.")
+    flags.DEFINE_enum("part", "all", ("all", "speed", "accuracy"), "Which part.")
+    flags.DEFINE_float("fraction", 0.6, "Latency budget, a fraction of the dense model's.")
+    flags.DEFINE_integer("epochs", 8, "LRPET fine-tuning epochs of part 2.")
+    flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds.")
+    flags.DEFINE_integer("runs", 30, "measure_latency runs per sample.")
+    sys.exit(app.run(main))
