@@ -70,6 +70,12 @@ class CompressConfig(
         method: `"lrpet"` or `"svd"` (see the module docstring).
         macs_target: If given, the fraction of the model's MACs the compact
             model may keep (e.g. 0.5); the prune ratio is chosen for it.
+        latency_budget: If given, the fraction of the dense model's measured
+            LiteRT latency (one XNNPACK thread) the compact model may take:
+            `lrpet_tf.latency_table` times the layers on this machine and
+            `allocate_ranks(cost="latency")` picks the per-layer ranks on
+            3,000 training images; layers whose factorized pair is not
+            faster stay dense.
         epochs: Fine-tuning epochs.
     """
 
@@ -77,6 +83,7 @@ class CompressConfig(
     method: str = "lrpet"
     prune_ratio: float = 0.5
     macs_target: float = None
+    latency_budget: float = None
     recipe: object = "finetune"
     epochs: int = 5
 
@@ -134,8 +141,23 @@ def run(config=None, callbacks=(), **changes):
         ranks=given,
         exclude=exclude,
     )
+    table = None
+    if config.latency_budget:
+        table = lrpet_tf.latency_table(original, ranks=ranks, verbose=True)
+        rest = table.model_ms - sum(table.dense_ms(n) for n in ranks)
+        x, y = data.x_train[:3000], data.y_train[:3000]
+        ranks = lrpet_tf.allocate_ranks(
+            original,
+            x,
+            y,
+            ranks,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            cost="latency",
+            latency_table=table,
+            budget=config.latency_budget * table.model_ms - rest,
+        )
     with strategy.scope():
-        truncated = lrpet_tf.factorize(original, ranks=ranks)
+        truncated = lrpet_tf.factorize(original, ranks=ranks, latency_table=table)
     if config.macs_target:
         macs_fraction = lrpet_tf.model_report(truncated).total_macs / total_macs
     truncated_accuracy = example_training.accuracy(truncated, data)  # before fine-tuning
@@ -182,7 +204,9 @@ def run(config=None, callbacks=(), **changes):
     factor_report = None
     if config.method == "lrpet":
         with strategy.scope():
-            compact, factor_report = lrpet_tf.factorize(model, ranks=ranks, return_report=True)
+            compact, factor_report = lrpet_tf.factorize(
+                model, ranks=ranks, return_report=True, latency_table=table
+            )
     else:
         compact = model
     compact_path = os.path.join(run_dir, "compact.keras")
@@ -260,6 +284,11 @@ def define_flags():
     flags.DEFINE_float("prune_ratio", 0.5, "g: each conv keeps r = int(K - K*g).")
     flags.DEFINE_string("ranks", None, 'Instead: "8", "18,43*12" (per conv) or "conv1=4,..."')
     flags.DEFINE_float("macs_target", None, "Instead: keep at most this fraction of the MACs.")
+    flags.DEFINE_float(
+        "latency_budget",
+        None,
+        "Instead: at most this fraction of the dense model's measured latency (per-layer ranks).",
+    )
     flags.DEFINE_string("frequency", "epoch", '"epoch" or a step count (LRPET).')
     flags.DEFINE_enum(
         "energy_transfer", "scale", ("scale", "additive", "none"), "LRPET energy transfer."

@@ -293,6 +293,24 @@ def _saved_dense_model(path, width=4):
     return model
 
 
+def test_compress_to_a_latency_budget(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model_path = tmp_path / "dense.keras"
+    _saved_dense_model(model_path, width=8)
+    results = compress.run(
+        model_path=str(model_path),
+        dataset="synthetic",
+        latency_budget=1.0,  # tiny layers: only the budget of the dense model is sure to fit
+        epochs=1,
+        output_dir=str(tmp_path / "out"),
+        verbose=0,
+        plots=False,
+        validate=False,
+    )
+    assert results["ranks"] and results["tflite"]["float32"]["max_error"] < 1e-4
+    assert (tmp_path / "cache" / "lrpet_tf" / "latency").is_dir()
+
+
 @pytest.mark.parametrize("method", ["lrpet", "svd"])
 def test_compress_to_a_macs_target(tmp_path, method):
     model_path = tmp_path / "dense.keras"
