@@ -160,6 +160,7 @@ def read_targets(root):
                     "names, a glob([...], exclude = [...]) or a sum of those, so "
                     "tests/build_sync_test.py can check it."
                 ) from None
+            deps = evaluate_strings(keywords.get("deps")) if "deps" in keywords else []
             targets.append(
                 {
                     "rule": rule,
@@ -168,6 +169,7 @@ def read_targets(root):
                     "where": where,
                     "srcs": set(srcs),
                     "listed": listed,
+                    "deps": [d for d in deps if d.startswith(":")],
                 }
             )
     return targets
@@ -281,3 +283,87 @@ def test_targets_are_read_from_literal_lists_globs_and_sums(tmp_path):
         ("py_library", ["lib/a.py", "lib/b.py"]),
         ("pytest_test", ["lib/c_test.py"]),
     ]
+
+
+# Folders whose modules are imported by their bare name (tests, examples and
+# benchmarks put their own folder on sys.path), and the package.
+SCRIPT_FOLDERS = ("tests", "examples", "benchmarks")
+
+
+def module_file(root, module):
+    """The repository file an import of `module` loads, or None for third-party code."""
+    parts = module.split(".")
+    if parts[0] == "lrpet_tf":
+        base = os.path.join(*parts)
+        for path in (base + ".py", os.path.join(base, "__init__.py")):
+            if os.path.isfile(os.path.join(root, path)):
+                return path.replace(os.sep, "/")
+        return None
+    if parts[0] in SCRIPT_FOLDERS and len(parts) > 1:  # from benchmarks import bench_utils
+        parts = parts[1:]
+    for folder in SCRIPT_FOLDERS:
+        path = f"{folder}/{parts[0]}.py"
+        if os.path.isfile(os.path.join(root, path)):
+            return path
+    return None
+
+
+def imported_files(root, path):
+    """Repository files the Python file at `path` imports (anywhere in it)."""
+    with open(os.path.join(root, path), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    found = set()
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            # `from m import n`: the module n if it is one, else the names of m.
+            for alias in node.names:
+                names.append(
+                    f"{node.module}.{alias.name}"
+                    if module_file(root, f"{node.module}.{alias.name}")
+                    else node.module
+                )
+        for name in names:
+            target = module_file(root, name)
+            if target is not None:
+                found.add(target)
+    return found
+
+
+def transitive_srcs(targets, target):
+    by_name = {(t["package"], t["name"]): t for t in targets}
+    seen, todo, srcs = set(), [target], set()
+    while todo:
+        current = todo.pop()
+        key = (current["package"], current["name"])
+        if key in seen:
+            continue
+        seen.add(key)
+        srcs |= current["srcs"]
+        todo += [by_name[(current["package"], d[1:])] for d in current["deps"]]
+    return srcs
+
+
+def test_every_target_depends_on_what_its_files_import(targets):
+    """A file importing a module its target's deps do not provide fails only under Bazel."""
+    problems = []
+    for target in targets:
+        provided = transitive_srcs(targets, target)
+        for path in sorted(p for p in target["srcs"] if p.endswith(".py")):
+            missing = sorted(imported_files(ROOT, path) - provided)
+            if missing:
+                problems.append(f"{target['where']}: {path} imports {missing}")
+    assert not problems, "Add the targets that provide these to `deps`:\n" + "\n".join(problems)
+
+
+def test_the_import_check_catches_a_missing_dep(tmp_path):
+    (tmp_path / "lrpet_tf").mkdir()
+    (tmp_path / "lrpet_tf" / "__init__.py").write_text("")
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "helper.py").write_text("import lrpet_tf\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "x_test.py").write_text("import helper\nimport numpy\n")
+    assert imported_files(str(tmp_path), "tests/x_test.py") == {"examples/helper.py"}
+    assert imported_files(str(tmp_path), "examples/helper.py") == {"lrpet_tf/__init__.py"}
