@@ -164,12 +164,12 @@ class StudyConfig:
     """
 
     dataset: str = "fashion_mnist"
-    train_images: int = 20_000
+    train_images: int = 10_000
     blocks: int = 3
     width: int = 16
     batch_size: int = 128
-    epochs: int = 30
-    finetune_epochs: int = 8
+    epochs: int = 60
+    finetune_epochs: int = 15
     levels: tuple = (0.5, 0.75)
     seeds: tuple = (0, 1, 2)
     methods: tuple = tuple(METHODS)
@@ -910,6 +910,10 @@ def define_flags():
     flags.DEFINE_string("smoke_dir", "/tmp/accuracy_study_smoke", "Output folder of --smoke.")
     flags.DEFINE_bool("report_only", False, "Rebuild tables and plot from the result files.")
     flags.DEFINE_list("methods", list(defaults.methods), "Methods to run.")
+    flags.DEFINE_string("runs_dir", defaults.runs_dir, "Run folders (models, backups).")
+    flags.DEFINE_string("results_dir", defaults.results_dir, "Result files.")
+    flags.DEFINE_string("plot_dir", defaults.plot_dir, "The plot's folder.")
+    flags.DEFINE_string("dense_model", defaults.dense_model, "Scenario B's starting model.")
     flags.DEFINE_integer("max_runs", None, "Stop after this many runs.")
 
 
@@ -918,7 +922,13 @@ def main(argv):
     if FLAGS.smoke:
         study = smoke_config(FLAGS.smoke_dir)
     else:
-        study = StudyConfig(methods=tuple(FLAGS.methods))
+        study = StudyConfig(
+            methods=tuple(FLAGS.methods),
+            runs_dir=FLAGS.runs_dir,
+            results_dir=FLAGS.results_dir,
+            plot_dir=FLAGS.plot_dir,
+            dense_model=FLAGS.dense_model,
+        )
     markdown, payload = run(study, report_only=FLAGS.report_only, max_runs=FLAGS.max_runs)
     print(markdown)
     if payload["pending"]:
