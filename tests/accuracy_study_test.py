@@ -86,6 +86,12 @@ def test_aggregate_mean_sample_sd_and_spread_comparison():
     assert row["sd"] is None and study_module.compare(rows["lrpet"], row)[1] is None
 
 
+keras_3_only = pytest.mark.skipif(
+    not study_module.keras.__version__.startswith("3."),
+    reason="the study runs in Keras 3 mode; its smoke run once per suite is enough",
+)
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     folder = tmp_path_factory.mktemp("accuracy_study")
@@ -95,6 +101,7 @@ def smoke(tmp_path_factory):
     return study, markdown, payload, lines
 
 
+@keras_3_only
 def test_smoke_study_runs_every_method_and_reports(smoke):
     study, markdown, payload, lines = smoke
     results = study_module.load_results(study)
@@ -129,6 +136,7 @@ def test_smoke_study_runs_every_method_and_reports(smoke):
     assert len([line for line in lines if line.endswith("...")]) == len(expected)
 
 
+@keras_3_only
 def test_smoke_study_second_call_skips_finished_runs(smoke):
     study = smoke[0]
     lines = []
