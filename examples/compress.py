@@ -36,6 +36,12 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import example_console  # noqa: E402
+
+if __name__ == "__main__":
+    # Before TensorFlow is imported: keeps its C++ start-up lines off the console.
+    example_console.quiet_tensorflow_startup()
+
 import example_config  # noqa: E402
 import example_export  # noqa: E402
 import example_flags  # noqa: E402
@@ -252,6 +258,7 @@ def run(config=None, callbacks=(), **changes):
 
 def define_flags():
     """The script's flags (defined only when run as a script)."""
+    example_console.define_flags()  # --tf_logs
     flags.DEFINE_string("model_path", None, "The trained dense .keras model.", required=True)
     flags.DEFINE_enum("method", "lrpet", METHODS, "LRPET fine-tuning or SVD + fine-tuning.")
     example_flags.define_data_flags(model_flags=False)

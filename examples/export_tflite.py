@@ -58,6 +58,12 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import example_console  # noqa: E402
+
+if __name__ == "__main__":
+    # Before TensorFlow is imported: keeps its C++ start-up lines off the console.
+    example_console.quiet_tensorflow_startup()
+
 import example_config  # noqa: E402
 import example_export  # noqa: E402
 import example_flags  # noqa: E402
@@ -404,6 +410,7 @@ def _table(results):
 
 def define_flags():
     """The script's flags (defined only when run as a script)."""
+    example_console.define_flags()  # --tf_logs
     flags.DEFINE_string("model_path", None, "The .keras model to export.", required=True)
     flags.DEFINE_string("output", None, "The .tflite path (default: next to the model).")
     flags.DEFINE_enum("quantization", "float32", QUANTIZATIONS, "Quantization of the file.")

@@ -28,6 +28,12 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import example_console  # noqa: E402
+
+if __name__ == "__main__":
+    # Before TensorFlow is imported: keeps its C++ start-up lines off the console.
+    example_console.quiet_tensorflow_startup()
+
 import example_data  # noqa: E402
 import example_models  # noqa: E402
 import numpy as np  # noqa: E402
@@ -199,6 +205,7 @@ def define_flags():
     So the module imports next to the other scripts (tests, benchmarks)
     without absl's duplicate-flag errors.
     """
+    example_console.define_flags()  # --tf_logs
     flags.DEFINE_float("prune_ratio", 0.6, "LRPET's global prune ratio g: r = int(K - K*g).")
     flags.DEFINE_integer("epochs", 30, "Training epochs for each model.")
     flags.DEFINE_integer("batch_size", 64, "Batch size.")

@@ -37,6 +37,12 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import example_console  # noqa: E402
+
+if __name__ == "__main__":
+    # Before TensorFlow is imported: keeps its C++ start-up lines off the console.
+    example_console.quiet_tensorflow_startup()
+
 import example_config  # noqa: E402
 import example_export  # noqa: E402
 import example_flags  # noqa: E402
@@ -306,6 +312,7 @@ def run(config=None, callbacks=(), **changes):
 
 def define_flags():
     """The script's flags (defined only when run as a script)."""
+    example_console.define_flags()  # --tf_logs
     example_flags.define_data_flags()
     example_flags.define_recipe_flags(default_recipe="svd_paper", epochs_flag=False)
     example_flags.define_output_flags()
