@@ -4,12 +4,13 @@
   as a script, before TensorFlow is imported. TensorFlow prints about nine
   C++ lines while it loads (oneDNN, "Could not find cuda drivers", CPU
   instructions, half of them twice, and on a machine without a GPU
-  "failed call to cuInit ... UNKNOWN ERROR (303)"), and most of them come
-  before it reads `TF_CPP_MIN_LOG_LEVEL`. So this sets that variable (to
+  "failed call to cuInit ... UNKNOWN ERROR (303)"), and most of them
+  ignore `TF_CPP_MIN_LOG_LEVEL` (they come before TensorFlow's logging is
+  set up). So this sets that variable (to
   2: errors only) unless the user did, imports TensorFlow and lists its
   devices with the process's stderr captured, and writes back every
-  captured line but those known start-up messages. `--tf_logs` turns all
-  of that off. Nothing here touches Python's logging.
+  captured line but those known start-up messages, and it sets the
+  "tensorflow" Python logger to WARNING. `--tf_logs` turns all of that off.
 * `Stages`: "stage 2/5: sparsity training, 10 epochs" before each stage of
   a run and a table of the time per stage at the end.
 * `Progress`: one line per item of a long step that Keras does not report
@@ -19,6 +20,7 @@ This module imports no TensorFlow at import time: it has to run before it.
 """
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -85,6 +87,8 @@ def quiet_tensorflow_startup(argv=None):
     devices listed (which is when CUDA is tried) with stderr captured; the
     captured lines are written back except `STARTUP_MESSAGES`. If a "failed
     call to cuInit" was among them, one line says TensorFlow found no GPU.
+    The "tensorflow" Python logger is set to WARNING (its INFO lines off).
+    A script is the program, so it may set these; the library never does.
 
     Args:
         argv: The command line (default `sys.argv`).
@@ -103,6 +107,10 @@ def quiet_tensorflow_startup(argv=None):
         import tensorflow as tf
 
         tf.config.list_physical_devices()
+    # TensorFlow's Python INFO lines too (absl's handler, which the scripts
+    # run under, would print e.g. tf_keras's "Sharding callback duration"
+    # at every checkpoint); its warnings stay.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     if any(_NO_GPU in line for line in dropped):
         print(
             "TensorFlow found no GPU and runs on the CPU "
@@ -226,8 +234,10 @@ class Progress:
 
     The line is printed when an item starts, so a slow one shows what runs:
     "  [2/3] compact_float16.tflite: convert, verify, accuracy (about 4 s left)".
-    The estimate is the mean time of the finished items times the items left
-    (this one included); the first item has none.
+    The estimate (for items that take about as long as each other; turn it
+    off with `estimate=False` for unlike steps) is the mean time of the
+    finished items times the items left, this one included; the first item
+    has none.
 
     Example:
 
@@ -237,8 +247,9 @@ class Progress:
             export(name)
     """
 
-    def __init__(self, total, out=None):
+    def __init__(self, total, estimate=True, out=None):
         self.total = total
+        self.estimate = estimate
         self.count = 0
         self._out = out
         self._begin = None
@@ -249,7 +260,7 @@ class Progress:
         if self._begin is None:
             self._begin = now
         estimate = ""
-        if self.count:
+        if self.count and self.estimate:
             left = (now - self._begin) / self.count * (self.total - self.count)
             estimate = f" (about {_seconds(left)} left)"
         self.count += 1

@@ -110,47 +110,59 @@ def run(
     data = example_data.load_dataset(dataset, seed=seed)
     os.makedirs(output_dir, exist_ok=True)
     start = time.perf_counter()
-    dense = train(data, epochs, batch_size, learning_rate, width, seed, verbose=verbose)
+    stages = example_console.Stages(3)
+    with stages.stage("dense training (the baseline)", example_console.plural(epochs, "epoch")):
+        dense = train(data, epochs, batch_size, learning_rate, width, seed, verbose=verbose)
     lrpet = lrpet_tf.LRPET(prune_ratio=prune_ratio)
-    projected = train(
-        data, epochs, batch_size, learning_rate, width, seed, [lrpet], verbose=verbose
-    )
-    compact, factor_report = lrpet_tf.factorize(projected, ranks=lrpet, return_report=True)
-    compact = lrpet_tf.fold_batchnorm(compact)
-    dense_folded = lrpet_tf.fold_batchnorm(dense)
-    dense.save(os.path.join(output_dir, "dense.keras"))
-    compact.save(os.path.join(output_dir, "compact.keras"))
-
-    results = {"prune_ratio": prune_ratio, "ranks": lrpet.ranks, "models": {}}
-    for label, model, keras_model in (
-        ("dense", dense_folded, dense),
-        ("compact", compact, projected),
+    with stages.stage(
+        f"LRPET training (prune_ratio={prune_ratio})", example_console.plural(epochs, "epoch")
     ):
-        exported = lrpet_tf.export_tflite(
-            model,
-            os.path.join(output_dir, f"{label}.tflite"),
-            verify_data=data.x_test,
-            metadata=digits_metadata(f"digits_{label}") if dataset == "digits" else None,
+        projected = train(
+            data, epochs, batch_size, learning_rate, width, seed, [lrpet], verbose=verbose
         )
-        report = lrpet_tf.model_report(model)
-        results["models"][label] = {
-            "accuracy": accuracy(keras_model, data.x_test, data.y_test),
-            "tflite_accuracy": float(
-                np.mean(
-                    np.argmax(lrpet_tf.TFLiteModel(exported.path)(data.x_test), -1) == data.y_test
-                )
-            ),
-            "params": report.total_params,
-            "conv_macs": report.conv_macs,
-            "macs": report.total_macs,
-            "tflite_bytes": exported.size_bytes,
-            "tflite_max_error": exported.max_error,
-            "conv2d_ops": exported.op_count("CONV_2D"),
-            "tflite_metadata": exported.metadata is not None,
-        }
+    with stages.stage("factorize, fold BN, export and verify", "2 .tflite files"):
+        compact, factor_report = lrpet_tf.factorize(projected, ranks=lrpet, return_report=True)
+        compact = lrpet_tf.fold_batchnorm(compact)
+        dense_folded = lrpet_tf.fold_batchnorm(dense)
+        dense.save(os.path.join(output_dir, "dense.keras"))
+        compact.save(os.path.join(output_dir, "compact.keras"))
+
+        results = {"prune_ratio": prune_ratio, "ranks": lrpet.ranks, "models": {}}
+        progress = example_console.Progress(2)
+        for label, model, keras_model in (
+            ("dense", dense_folded, dense),
+            ("compact", compact, projected),
+        ):
+            progress.start(f"{label}.tflite: convert, verify against Keras, accuracy")
+            exported = lrpet_tf.export_tflite(
+                model,
+                os.path.join(output_dir, f"{label}.tflite"),
+                verify_data=data.x_test,
+                metadata=digits_metadata(f"digits_{label}") if dataset == "digits" else None,
+            )
+            report = lrpet_tf.model_report(model)
+            results["models"][label] = {
+                "accuracy": accuracy(keras_model, data.x_test, data.y_test),
+                "tflite_accuracy": float(
+                    np.mean(
+                        np.argmax(lrpet_tf.TFLiteModel(exported.path)(data.x_test), -1)
+                        == data.y_test
+                    )
+                ),
+                "params": report.total_params,
+                "conv_macs": report.conv_macs,
+                "macs": report.total_macs,
+                "tflite_bytes": exported.size_bytes,
+                "tflite_max_error": exported.max_error,
+                "conv2d_ops": exported.op_count("CONV_2D"),
+                "tflite_metadata": exported.metadata is not None,
+            }
     results["seconds"] = time.perf_counter() - start
     with open(os.path.join(output_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
+    print()
+    print(stages.summary())
+    print()
     print(factor_report)
     print()
     print(results_table(results, data))
