@@ -110,10 +110,15 @@ def _conv_ranks(model, prune_ratio=None, ranks=None, exclude=None):
 def run(config=None, callbacks=(), **changes):
     """Compresses `config.model_path`, fine-tunes, factorizes and exports.
 
+    Prints a header per stage (ranks and truncation, fine-tuning, export)
+    and, at the end, the report and the time per stage.
+
     Returns:
         The dict written to `<run_dir>/results.json`; `accuracy` holds
-        `original` (the model given), `truncated` (its rank-r SVD truncation
-        without fine-tuning), `trained` and `compact`.
+        `original` (the model given, also as `trained`: the report's first
+        row), `truncated` (its rank-r SVD truncation without fine-tuning),
+        `finetuned` (trained.keras), `compact_keras` (compact.keras) and
+        `compact` (BN folded, as in the .tflite files).
     """
     if config is None:
         config = CompressConfig(model_path=changes.pop("model_path", None))

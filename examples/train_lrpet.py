@@ -380,7 +380,9 @@ def sweep(config=None, prune_ratios=(0.3, 0.5, 0.7), include_dense=True, callbac
     )
     runs = []
     baseline = None
+    count = len(prune_ratios) + bool(include_dense)
     if include_dense:
+        print(f"\nrun 1/{count} of the sweep: the dense baseline", flush=True)
         dense = run(
             dataclasses.replace(config, method="dense", output_dir=os.path.join(base, "dense")),
             callbacks=callbacks,
@@ -392,6 +394,7 @@ def sweep(config=None, prune_ratios=(0.3, 0.5, 0.7), include_dense=True, callbac
         }
     points = []
     for ratio in prune_ratios:
+        print(f"\nrun {len(runs) + 1}/{count} of the sweep: LRPET at g={ratio}", flush=True)
         result = run(
             dataclasses.replace(
                 config,
