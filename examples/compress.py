@@ -310,7 +310,8 @@ def _plots(config, results, original, lrpet, run_dir):
 
 def define_flags():
     """The script's flags (defined only when run as a script)."""
-    example_console.define_flags()  # --tf_logs
+    example_console.define_flags()
+    flags.declare_key_flag("tf_logs")  # listed in this script's --help
     flags.DEFINE_string("model_path", None, "The trained dense .keras model.", required=True)
     flags.DEFINE_enum("method", "lrpet", METHODS, "LRPET fine-tuning or SVD + fine-tuning.")
     example_flags.define_data_flags(model_flags=False)

@@ -448,7 +448,8 @@ def _table(results):
 
 def define_flags():
     """The script's flags (defined only when run as a script)."""
-    example_console.define_flags()  # --tf_logs
+    example_console.define_flags()
+    flags.declare_key_flag("tf_logs")  # listed in this script's --help
     flags.DEFINE_string("model_path", None, "The .keras model to export.", required=True)
     flags.DEFINE_string("output", None, "The .tflite path (default: next to the model).")
     flags.DEFINE_enum("quantization", "float32", QUANTIZATIONS, "Quantization of the file.")

@@ -217,7 +217,8 @@ def define_flags():
     So the module imports next to the other scripts (tests, benchmarks)
     without absl's duplicate-flag errors.
     """
-    example_console.define_flags()  # --tf_logs
+    example_console.define_flags()
+    flags.declare_key_flag("tf_logs")  # listed in this script's --help
     flags.DEFINE_float("prune_ratio", 0.6, "LRPET's global prune ratio g: r = int(K - K*g).")
     flags.DEFINE_integer("epochs", 30, "Training epochs for each model.")
     flags.DEFINE_integer("batch_size", 64, "Batch size.")

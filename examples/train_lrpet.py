@@ -436,7 +436,8 @@ def sweep(config=None, prune_ratios=(0.3, 0.5, 0.7), include_dense=True, callbac
 
 def define_flags():
     """The script's flags (defined only when run as a script)."""
-    example_console.define_flags()  # --tf_logs
+    example_console.define_flags()
+    flags.declare_key_flag("tf_logs")  # listed in this script's --help
     example_flags.define_data_flags()
     example_flags.define_recipe_flags()
     example_flags.define_lrpet_flags()

@@ -359,7 +359,8 @@ def run(config=None, callbacks=(), **changes):
 
 def define_flags():
     """The script's flags (defined only when run as a script)."""
-    example_console.define_flags()  # --tf_logs
+    example_console.define_flags()
+    flags.declare_key_flag("tf_logs")  # listed in this script's --help
     example_flags.define_data_flags()
     example_flags.define_recipe_flags(default_recipe="svd_paper", epochs_flag=False)
     example_flags.define_output_flags()
