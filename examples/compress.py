@@ -36,6 +36,12 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import example_console  # noqa: E402
+
+if __name__ == "__main__":
+    # Before TensorFlow is imported: keeps its C++ start-up lines off the console.
+    example_console.quiet_tensorflow_startup()
+
 import example_config  # noqa: E402
 import example_export  # noqa: E402
 import example_flags  # noqa: E402
@@ -111,10 +117,15 @@ def _conv_ranks(model, prune_ratio=None, ranks=None, exclude=None):
 def run(config=None, callbacks=(), **changes):
     """Compresses `config.model_path`, fine-tunes, factorizes and exports.
 
+    Prints a header per stage (ranks and truncation, fine-tuning, export)
+    and, at the end, the report and the time per stage.
+
     Returns:
         The dict written to `<run_dir>/results.json`; `accuracy` holds
-        `original` (the model given), `truncated` (its rank-r SVD truncation
-        without fine-tuning), `trained` and `compact`.
+        `original` (the model given, also as `trained`: the report's first
+        row), `truncated` (its rank-r SVD truncation without fine-tuning),
+        `finetuned` (trained.keras), `compact_keras` (compact.keras) and
+        `compact` (BN folded, as in the .tflite files).
     """
     if config is None:
         config = CompressConfig(model_path=changes.pop("model_path", None))
@@ -128,43 +139,56 @@ def run(config=None, callbacks=(), **changes):
     strategy = example_training.make_strategy(config.strategy)
     original = example_training.load_model(config.model_path, strategy)
 
-    exclude = config.excluded_layers(original) or None
-    prune_ratio, macs_fraction = config.prune_ratio, None
-    total_macs = lrpet_tf.model_report(original).total_macs
-    if config.macs_target:
-        budget = int(config.macs_target * total_macs)
-        prune_ratio = lrpet_tf.prune_ratio_for_macs(original, budget, exclude=exclude)
-    given = config.rank_argument(original)
-    ranks = _conv_ranks(
-        original,
-        prune_ratio=None if given is not None else prune_ratio,
-        ranks=given,
-        exclude=exclude,
+    stages = example_console.Stages(3)
+    fine_tuning = (
+        "LRPET fine-tuning" if config.method == "lrpet" else "fine-tuning the truncated model"
     )
-    table = None
-    if config.latency_budget:
-        table = lrpet_tf.latency_table(original, ranks=ranks, verbose=True)
-        rest = table.model_ms - sum(table.dense_ms(n) for n in ranks)
-        x, y = data.x_train[:3000], data.y_train[:3000]
-        ranks = lrpet_tf.allocate_ranks(
+    given = config.rank_argument(original)
+    if given is not None:
+        plan = "given ranks"
+    elif config.macs_target:
+        plan = f"smallest prune ratio keeping at most {config.macs_target:g} of the MACs"
+    elif config.latency_budget:
+        plan = f"per-layer ranks for {config.latency_budget:g}x the measured latency"
+    else:
+        plan = f"prune ratio {config.prune_ratio:g}"
+    with stages.stage("ranks and truncated SVD", plan):
+        exclude = config.excluded_layers(original) or None
+        prune_ratio, macs_fraction = config.prune_ratio, None
+        total_macs = lrpet_tf.model_report(original).total_macs
+        if config.macs_target:
+            budget = int(config.macs_target * total_macs)
+            prune_ratio = lrpet_tf.prune_ratio_for_macs(original, budget, exclude=exclude)
+        ranks = _conv_ranks(
             original,
-            x,
-            y,
-            ranks,
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            cost="latency",
-            latency_table=table,
-            budget=config.latency_budget * table.model_ms - rest,
+            prune_ratio=None if given is not None else prune_ratio,
+            ranks=given,
+            exclude=exclude,
         )
-    with strategy.scope():
-        truncated = lrpet_tf.factorize(original, ranks=ranks, latency_table=table)
-    if config.macs_target:
-        macs_fraction = lrpet_tf.model_report(truncated).total_macs / total_macs
-    truncated_accuracy = example_training.accuracy(truncated, data)  # before fine-tuning
+        table = None
+        if config.latency_budget:
+            table = lrpet_tf.latency_table(original, ranks=ranks, verbose=True)
+            rest = table.model_ms - sum(table.dense_ms(n) for n in ranks)
+            ranks = lrpet_tf.allocate_ranks(
+                original,
+                data.x_train[:3000],
+                data.y_train[:3000],
+                ranks,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                cost="latency",
+                latency_table=table,
+                budget=config.latency_budget * table.model_ms - rest,
+            )
+        with strategy.scope():
+            truncated = lrpet_tf.factorize(original, ranks=ranks, latency_table=table)
+        if config.macs_target:
+            macs_fraction = lrpet_tf.model_report(truncated).total_macs / total_macs
+        truncated_accuracy = example_training.accuracy(truncated, data)  # before fine-tuning
     trained_path = os.path.join(run_dir, "trained.keras")
     resumed = os.path.exists(trained_path)
     lrpet = None
     if resumed:
+        stages.skip(fine_tuning, f"{trained_path} exists, reusing it")
         model = example_training.load_model(trained_path, strategy)
         history = example_training.read_history(os.path.join(run_dir, "history.csv"))
         epochs_run = 0
@@ -182,63 +206,77 @@ def run(config=None, callbacks=(), **changes):
             )
         else:
             model = truncated
-        stage = example_training.fit_stage(
-            model,
-            data,
-            config.make_recipe(),
-            config.epochs,
-            config.batch_size,
-            run_dir,
-            trained_path,
-            strategy=strategy,
-            callbacks=[lrpet] if lrpet is not None else [],
-            extra_callbacks=callbacks,
-            log_dir=config.log_dir,
-            seed=config.seed,
-            verbose=config.verbose,
-            validate=config.validate,
-        )
+        with stages.stage(fine_tuning, example_training.epochs_detail(config.epochs, run_dir)):
+            stage = example_training.fit_stage(
+                model,
+                data,
+                config.make_recipe(),
+                config.epochs,
+                config.batch_size,
+                run_dir,
+                trained_path,
+                strategy=strategy,
+                callbacks=[lrpet] if lrpet is not None else [],
+                extra_callbacks=callbacks,
+                log_dir=config.log_dir,
+                seed=config.seed,
+                verbose=config.verbose,
+                validate=config.validate,
+            )
         history, epochs_run = stage["history"], stage["epochs_run"]
 
     export_start = time.perf_counter()
-    factor_report = None
-    if config.method == "lrpet":
-        with strategy.scope():
-            compact, factor_report = lrpet_tf.factorize(
-                model, ranks=ranks, return_report=True, latency_table=table
-            )
-    else:
-        compact = model
-    compact_path = os.path.join(run_dir, "compact.keras")
-    example_training.save_model(compact, compact_path, strategy)
-    folded, files, tflite_accuracies = example_export.export_compact(
-        compact, data, run_dir, config.quantization
-    )
-    costs = {
-        "dense": example_reports.cost_row(original, config.model_path),
-        "trained": example_reports.cost_row(model, trained_path),
-        "compact": example_reports.cost_row(folded, compact_path),
-    }
+    quantizations = ("float32", *config.quantization)
+    with stages.stage(
+        "factorize, fold BN, export and evaluate"
+        if config.method == "lrpet"
+        else "fold BN, export and evaluate",
+        example_console.plural(len(quantizations), ".tflite file")
+        + f" ({', '.join(quantizations)})",
+    ):
+        factor_report = None
+        if config.method == "lrpet":
+            with strategy.scope():
+                compact, factor_report = lrpet_tf.factorize(
+                    model, ranks=ranks, return_report=True, latency_table=table
+                )
+        else:
+            compact = model
+        compact_path = os.path.join(run_dir, "compact.keras")
+        example_training.save_model(compact, compact_path, strategy)
+        folded, files, tflite_accuracies = example_export.export_compact(
+            compact, data, run_dir, config.quantization
+        )
+        original_accuracy = example_training.accuracy(original, data)
+        accuracy = {
+            "original": original_accuracy,
+            # The summary table compares the model given with the compact one.
+            "trained": original_accuracy,
+            "truncated": truncated_accuracy,
+            "finetuned": example_training.accuracy(model, data),
+            "compact_keras": example_training.accuracy(compact, data),
+            "compact": example_training.accuracy(folded, data),
+            **tflite_accuracies,
+        }
+        # "trained" is the model given (the table's first row).
+        costs = example_reports.run_costs(
+            original, original, config.model_path, compact, compact_path, folded
+        )
+        costs["finetuned"] = example_reports.cost_row(model, trained_path)
     results = {
         "script": "compress",
         "method": config.method,
-        "trained_label": "original (given)",
+        "trained_label": f"{os.path.basename(config.model_path)} (given)",
+        "compact_label": "compact.keras (factorized, fine-tuned)",
+        "reference_label": "the model given",
         "run_dir": run_dir,
         "config": dataclasses.asdict(config),
         "dataset": data.info(),
         "prune_ratio": None if given is not None else prune_ratio,
         "macs_fraction_planned": macs_fraction,
-        "accuracy": {
-            "original": example_training.accuracy(original, data),
-            "truncated": truncated_accuracy,
-            "finetuned": example_training.accuracy(model, data),
-            "compact": example_training.accuracy(folded, data),
-            **tflite_accuracies,
-        },
+        "accuracy": accuracy,
         "costs": costs,
-        "macs_ratio": costs["dense"]["macs"] / costs["compact"]["macs"],
-        "conv_macs_ratio": costs["dense"]["conv_macs"] / costs["compact"]["conv_macs"],
-        "params_ratio": costs["dense"]["params"] / costs["compact"]["params"],
+        **example_reports.compression_ratios(costs),
         "ranks": ranks,
         "layers": example_reports.layer_rows(
             model if config.method == "lrpet" else original, ranks
@@ -248,34 +286,57 @@ def run(config=None, callbacks=(), **changes):
         "epochs_run": epochs_run,
         "history": history,
     }
-    # The summary table compares the model given with the compact one.
-    results["accuracy"]["trained"] = results["accuracy"]["original"]
-    costs["trained"] = costs["dense"]
     results["seconds"] = {
         "train": float(sum(row.get("epoch_seconds", 0.0) for row in history)),
         "export": time.perf_counter() - export_start,
         "total": time.perf_counter() - start,
     }
     if config.plots:
-        what = f"{os.path.basename(config.model_path)} compressed by {config.method}"
-        results["plots"] = {
-            "ranks": example_plots.plot_ranks(
-                results["layers"], os.path.join(run_dir, "ranks.png"), f"Rank per layer: {what}"
-            ),
-            "spectra": example_plots.plot_spectra(
-                example_plots.kernel_spectra(original, list(ranks)),
-                ranks,
-                os.path.join(run_dir, "spectra.png"),
-                f"Singular values of the original conv kernels (dots: rank kept); {what}",
-            ),
-        }
+        results["plots"] = _plots(config, results, original, lrpet, run_dir)
+    results["stages"] = stages.rows
     example_reports.write_json(os.path.join(run_dir, "results.json"), results)
     print(example_reports.write_report(run_dir, results, [factor_report]))
+    print()
+    print(stages.summary())
     return results
+
+
+def _plots(config, results, original, lrpet, run_dir):
+    what = f"{os.path.basename(config.model_path)} compressed by {config.method}"
+    ranks = results["ranks"]
+    columns = [
+        example_plots.spectra_column(
+            "original kernels (the model given)",
+            example_plots.kernel_spectra(original, list(ranks)),
+            ranks,
+        )
+    ]
+    stats = lrpet.last_stats if lrpet is not None else None
+    if stats is not None and stats.singular_values:
+        kernels = "BN-merged kernels" if config.bn_rectification else "kernels"
+        columns.append(
+            example_plots.spectra_column(
+                f"{kernels} at the end of fine-tuning, before the last projection",
+                dict(stats.singular_values),
+                ranks,
+            )
+        )
+    return {
+        "ranks": example_plots.plot_ranks(
+            results["layers"], os.path.join(run_dir, "ranks.png"), f"Rank per layer: {what}"
+        ),
+        "spectra": example_plots.plot_spectra(
+            columns,
+            os.path.join(run_dir, "spectra.png"),
+            f"Singular values per conv layer; {what}",
+        ),
+    }
 
 
 def define_flags():
     """The script's flags (defined only when run as a script)."""
+    example_console.define_flags()
+    flags.declare_key_flag("tf_logs")  # listed in this script's --help
     flags.DEFINE_string("model_path", None, "The trained dense .keras model.", required=True)
     flags.DEFINE_enum("method", "lrpet", METHODS, "LRPET fine-tuning or SVD + fine-tuning.")
     example_flags.define_data_flags(model_flags=False)

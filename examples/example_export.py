@@ -21,6 +21,7 @@ import os
 import shutil
 import time
 
+import example_console
 import example_recipes
 import example_training
 import numpy as np
@@ -72,9 +73,15 @@ def export_compact(
     folded = lrpet_tf.fold_batchnorm(model)
     verify_data = data.sample(verify_count)
     files, accuracies = {}, {}
+    progress = example_console.Progress(1 + len(quantizations))
+    test_images = min(data.num_test, eval_limit) if eval_limit else data.num_test
     for quantization in (None, *quantizations):
         label = quantization or "float32"
         path = os.path.join(run_dir, f"{name}_{label}.tflite")
+        progress.start(
+            f"{os.path.basename(path)}: convert, verify against Keras on {len(verify_data)} "
+            f"test images, accuracy on {test_images}"
+        )
         start = time.perf_counter()
         info = export_file(folded, path, quantization, data, verify_data=verify_data)
         accuracies[f"tflite_{label}"] = example_training.tflite_accuracy(path, data, eval_limit)

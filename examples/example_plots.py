@@ -1,7 +1,9 @@
 """PNG plots of the example scripts (matplotlib, no display needed).
 
 * `plot_spectra`: each layer's singular values (normalized by the largest)
-  and the share of energy its top singular values hold, with the rank kept.
+  and the share of energy its top singular values hold, with the rank kept,
+  at one or more moments side by side (`spectra_column`), e.g. before
+  LRPET's first projection and at the end of training.
 * `plot_ranks`: per layer, the max rank K, the rank kept and the break-even
   rank below which the factorized form is cheaper.
 * `plot_sweep`: accuracy against MACs for runs at several prune ratios, with
@@ -17,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["kernel_spectra", "plot_ranks", "plot_spectra", "plot_sweep"]
+__all__ = ["kernel_spectra", "plot_ranks", "plot_spectra", "plot_sweep", "spectra_column"]
 
 _MANY_LAYERS = 10
 
@@ -46,59 +48,103 @@ def kernel_spectra(model, names=None):
     return spectra
 
 
-def _layer_colors(count):
-    return plt.cm.viridis(np.linspace(0.0, 0.9, max(count, 1)))
+def _layer_colors(names):
+    """Layer name -> colour: a qualitative palette up to 10 layers, else a colour map."""
+    if len(names) <= _MANY_LAYERS:
+        return {name: plt.cm.tab10(i) for i, name in enumerate(names)}
+    return dict(zip(names, plt.cm.viridis(np.linspace(0.0, 0.92, len(names)))))
 
 
-def plot_spectra(spectra, ranks, path, title):
-    """Plots singular-value spectra per layer and the energy the kept rank holds.
+def spectra_column(title, spectra, marks=None, mark_label="rank kept r"):
+    """One column of `plot_spectra`.
 
     Args:
-        spectra: Layer name -> singular values (any order; sorted here), in
-            layer order (input to output).
-        ranks: Layer name -> rank kept (or None / missing: not marked).
+        title: What the spectra are (e.g. "before the first projection").
+        spectra: Layer name -> singular values (any order), in layer order.
+        marks: Layer name -> a rank to mark with a dot (missing: none).
+        mark_label: What the dots mean (None: no dots).
+    """
+    return {"title": title, "spectra": spectra, "marks": marks or {}, "mark_label": mark_label}
+
+
+def plot_spectra(columns, path, title):
+    """Plots singular-value spectra per layer at one or more moments, side by side.
+
+    Each column is one moment (e.g. before the first projection, end of
+    training): on top each layer's singular values normalized by the
+    largest, below the share of the energy its top r singular values hold;
+    a dot marks each layer's rank (the rank kept, or the break-even rank of a
+    dense model). A layer has the same colour in every column.
+
+    Args:
+        columns: `spectra_column(...)` dicts, left to right.
         path: Output PNG path.
         title: Figure title.
 
     Returns:
         `path`.
     """
-    ranks = ranks or {}
-    names = [n for n, s in spectra.items() if len(s) and np.max(s) > 0]
-    colors = _layer_colors(len(names))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
-    for color, name in zip(colors, names):
-        s = np.sort(np.asarray(spectra[name], np.float64))[::-1]
-        position = np.arange(1, len(s) + 1) / len(s)
-        label = name if len(names) <= _MANY_LAYERS else None
-        left.plot(
-            position, np.maximum(s / s[0], 1e-8), color=color, lw=1.2, alpha=0.85, label=label
+    names = []
+    for column in columns:
+        for name, s in column["spectra"].items():
+            if name not in names and len(s) and np.max(s) > 0:
+                names.append(name)
+    colors = _layer_colors(names)
+    many = len(names) > _MANY_LAYERS
+    fig, axes = plt.subplots(
+        2,
+        len(columns),
+        figsize=(6.4 * len(columns) + (1.0 if many else 2.2), 9.0),
+        squeeze=False,
+        sharey="row",
+        layout="constrained",
+    )
+    for index, column in enumerate(columns):
+        top, bottom = axes[0, index], axes[1, index]
+        marks, dots = column["marks"], column["mark_label"] is not None
+        for name in names:
+            s = np.asarray(column["spectra"].get(name, ()), np.float64)
+            if not len(s) or np.max(s) <= 0:
+                continue
+            s = np.sort(s)[::-1]
+            position = np.arange(1, len(s) + 1) / len(s)
+            normalized = np.maximum(s / s[0], 1e-8)
+            energy = np.cumsum(s**2) / np.sum(s**2)
+            color = colors[name]
+            top.plot(position, normalized, color=color, lw=1.4, alpha=0.9)
+            bottom.plot(position, energy, color=color, lw=1.4, alpha=0.9)
+            rank = marks.get(name)
+            if dots and rank:
+                at = min(int(rank), len(s)) - 1
+                style = dict(color=color, ms=7, mec="black", mew=0.6, zorder=3)
+                top.plot((at + 1) / len(s), normalized[at], "o", **style)
+                bottom.plot((at + 1) / len(s), energy[at], "o", **style)
+        top.set_yscale("log")
+        top.set_title(column["title"], fontsize=11)
+        top.set_xlabel("singular value index i / K (K = max rank of the layer)")
+        bottom.set_xlabel("rank r / K")
+        bottom.set_title(
+            "energy in the top r singular values"
+            + (f"; dots: {column['mark_label']}" if dots and marks else ""),
+            fontsize=10,
         )
-        energy = np.cumsum(s**2) / np.sum(s**2)
-        right.plot(position, energy, color=color, lw=1.2, alpha=0.85, label=label)
-        rank = ranks.get(name)
-        if rank:
-            left.plot(rank / len(s), max(s[min(rank, len(s)) - 1] / s[0], 1e-8), "o", color=color)
-            right.plot(rank / len(s), energy[min(rank, len(s)) - 1], "o", color=color)
-    left.set_yscale("log")
-    left.set_xlabel("singular value index i / K (K = max rank of the layer)")
-    left.set_ylabel("singular value s_i / s_1 (log scale)")
-    left.set_title("Normalized singular values")
-    right.set_xlabel("rank r / K")
-    right.set_ylabel("energy in the top r singular values (fraction of sum s_i^2)")
-    right.set_title("Cumulative energy; dots: rank kept")
-    right.set_ylim(0, 1.02)
-    for ax in (left, right):
-        ax.set_xlim(0, 1.0)
-        ax.grid(True, which="both", alpha=0.3)
-    if len(names) <= _MANY_LAYERS:
-        right.legend(fontsize=8, loc="lower right", title="layer")
-    else:
+        bottom.set_ylim(0, 1.02)
+        for ax in (top, bottom):
+            ax.set_xlim(0, 1.0)
+            ax.grid(True, which="both", alpha=0.3)
+    axes[0, 0].set_ylabel("singular value s_i / s_1 (log scale)")
+    axes[1, 0].set_ylabel("fraction of sum s_i^2")
+    if many:
         mappable = plt.cm.ScalarMappable(
             cmap=plt.cm.viridis, norm=matplotlib.colors.Normalize(0, len(names) - 1)
         )
-        bar = fig.colorbar(mappable, ax=[left, right], fraction=0.03, pad=0.02)
+        bar = fig.colorbar(mappable, ax=axes, fraction=0.03, pad=0.02)
         bar.set_label(f"layer index (0 = {names[0]}, {len(names) - 1} = {names[-1]})")
+    else:
+        handles = [
+            matplotlib.lines.Line2D([], [], color=colors[name], lw=2, label=name) for name in names
+        ]
+        fig.legend(handles=handles, title="layer", loc="outside right center", fontsize=9)
     fig.suptitle(title)
     return _save(fig, path, tight=True)
 

@@ -5,11 +5,17 @@ benchmarks can compare runs of different methods:
 
     script, method, run_dir, config, dataset
     accuracy   {"trained": top-1 of the trained (dense or dense-projected)
-                model, "compact": of the factorized, BN-folded Keras model,
+                model, "compact": of the factorized, BN-folded Keras model
+                (what the .tflite files hold), "compact_keras": of
+                compact.keras (factorized, BN not folded),
                 "tflite_<quantization>": of each .tflite file, ...}
-    costs      {"trained" | "compact": {"params", "macs", "conv_macs",
-                "keras_bytes"}}
-    macs_ratio, conv_macs_ratio, params_ratio   trained / compact
+    costs      {"dense" | "dense_folded" | "trained" | "compact" |
+                "compact_folded": {"params", "macs", "conv_macs",
+                "keras_bytes", "file"}}, each of one model: the dense
+                architecture, with BN folded, the trained model
+                (`file`, its bytes), compact.keras and the model the
+                .tflite files hold (BN folded)
+    macs_ratio, conv_macs_ratio, params_ratio   dense_folded / compact_folded
     ranks      {layer: rank} of the compressed layers
     layers     per layer: max_rank (K), rank, break_even, energy_kept, macs
     tflite     {quantization: {"path", "bytes", "max_error", "ops", ...}}
@@ -28,10 +34,12 @@ import lrpet_tf
 from lrpet_tf.graph import format_table  # re-exported for the scripts
 
 __all__ = [
+    "compression_ratios",
     "cost_row",
     "format_table",
     "layer_rows",
     "results_table",
+    "run_costs",
     "write_json",
     "write_report",
 ]
@@ -60,13 +68,59 @@ def write_json(path, value):
 
 
 def cost_row(model, path=None):
-    """`{"params", "macs", "conv_macs", "keras_bytes"}` of a model (MACs per example)."""
+    """`{"params", "macs", "conv_macs", "keras_bytes", "file"}` of one model (MACs per example).
+
+    Args:
+        model: The model counted.
+        path: The `.keras` file that holds exactly this model, if any
+            (`keras_bytes` is its size, `file` its name).
+    """
     report = lrpet_tf.model_report(model)
+    exists = bool(path) and os.path.exists(path)
     return {
         "params": report.total_params,
         "macs": report.total_macs,
         "conv_macs": report.conv_macs,
-        "keras_bytes": os.path.getsize(path) if path and os.path.exists(path) else None,
+        "keras_bytes": os.path.getsize(path) if exists else None,
+        "file": os.path.basename(path) if exists else None,
+    }
+
+
+def run_costs(dense, trained, trained_path, compact, compact_path, folded):
+    """The `costs` of results.json: each entry counts one model, and its file holds that model.
+
+    Args:
+        dense: The dense architecture (the model compressed, or its untrained
+            twin).
+        trained: The trained model, saved at `trained_path`.
+        compact: The compact model as saved at `compact_path` (factorized,
+            BN not folded).
+        folded: `compact` with BN folded: what the .tflite files hold.
+
+    Returns:
+        A dict with `dense`, `dense_folded` (BN folded), `trained`,
+        `compact` and `compact_folded`, each a `cost_row`.
+    """
+    return {
+        "dense": cost_row(dense),
+        "dense_folded": cost_row(lrpet_tf.fold_batchnorm(dense)),
+        "trained": cost_row(trained, trained_path),
+        "compact": cost_row(compact, compact_path),
+        "compact_folded": cost_row(folded),
+    }
+
+
+def compression_ratios(costs):
+    """`macs_ratio`, `conv_macs_ratio`, `params_ratio`: dense over compact, both BN-folded.
+
+    Both models as the .tflite files hold them, so folding BN (which removes
+    its parameters from both) does not count as compression.
+    """
+    dense, compact = costs["dense_folded"], costs["compact_folded"]
+    return {
+        "macs_ratio": dense["macs"] / compact["macs"],
+        "conv_macs_ratio": dense["conv_macs"] / compact["conv_macs"],
+        "params_ratio": dense["params"] / compact["params"],
     }
 
 
@@ -105,23 +159,45 @@ def layer_rows(model, ranks=None):
 
 
 def results_table(results):
-    """The summary table of a run (accuracy, params, MACs, file sizes)."""
+    """The summary table of a run: one row per model file, then one summary line.
+
+    Each row's accuracy, params, MACs and bytes describe one model: the
+    trained model (its `.keras` file), compact.keras (factorized, BN not
+    folded; left out when it is the trained model itself) and each .tflite
+    file (the compact model with BN folded). The summary line compares the
+    BN-folded dense and compact models; a dense baseline claims no
+    compression.
+    """
     costs, accuracy = results["costs"], results["accuracy"]
-    rows = []
-    trained_label = results.get("trained_label", "trained")
-    for label, key in ((trained_label, "trained"), ("compact (Keras)", "compact")):
-        c = costs[key]
+    trained, compact, folded = costs["trained"], costs["compact"], costs["compact_folded"]
+    rows = [
+        [
+            results.get("trained_label", "trained"),
+            _percent(accuracy.get("trained")),
+            trained["params"],
+            trained["macs"],
+            trained["keras_bytes"],
+            None,
+        ]
+    ]
+    if results.get("compact_label"):
         rows.append(
-            [label, _percent(accuracy.get(key)), c["params"], c["macs"], c["keras_bytes"], None]
+            [
+                results["compact_label"],
+                _percent(accuracy.get("compact_keras")),
+                compact["params"],
+                compact["macs"],
+                compact["keras_bytes"],
+                None,
+            ]
         )
-    compact = costs["compact"]
     for quantization, info in results.get("tflite", {}).items():
         rows.append(
             [
-                f"compact .tflite {quantization}",
+                f"{os.path.basename(info['path'])} (BN folded)",
                 _percent(accuracy.get(f"tflite_{quantization}")),
-                compact["params"],
-                compact["macs"],
+                folded["params"],
+                folded["macs"],
                 info["bytes"],
                 info.get("max_error"),
             ]
@@ -138,16 +214,21 @@ def results_table(results):
         rows,
         title=title,
     )
-    change = None
-    if accuracy.get("trained") is not None and accuracy.get("compact") is not None:
-        change = 100 * (accuracy["compact"] - accuracy["trained"])
+    seconds = f"({results['seconds']['total']:.0f} s)"
+    if results["method"] == "dense":
+        return (
+            f"{table}\ndense baseline, nothing compressed: {folded['macs']:,} MACs, "
+            f"{folded['params']:,} params with BN folded {seconds}"
+        )
     summary = (
         f"{results['macs_ratio']:.2f}x fewer MACs ({results['conv_macs_ratio']:.2f}x conv), "
-        f"{results['params_ratio']:.2f}x fewer params"
+        f"{results['params_ratio']:.2f}x fewer params than "
+        f"{results.get('reference_label', 'the dense model')}, both with BN folded"
     )
-    if change is not None:
+    if accuracy.get("trained") is not None and accuracy.get("compact") is not None:
+        change = 100 * (accuracy["compact"] - accuracy["trained"])
         summary = f"accuracy change {change:+.2f} points, " + summary
-    return f"{table}\n{summary} ({results['seconds']['total']:.0f} s)"
+    return f"{table}\n{summary} {seconds}"
 
 
 def _percent(value):

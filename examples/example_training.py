@@ -33,6 +33,7 @@ from lrpet_tf import keras
 __all__ = [
     "STRATEGIES",
     "accuracy",
+    "epochs_detail",
     "fit_stage",
     "load_model",
     "make_strategy",
@@ -144,6 +145,20 @@ def fit_stage(
     }
 
 
+def epochs_detail(epochs, stage_dir):
+    """`"10 epochs"` for a stage's header, plus `", resuming after epoch 3"` when it resumes.
+
+    A stage resumes when its folder holds a backup (`BackupAndRestore`) of
+    an interrupted run; its history.csv has a row per epoch done.
+    """
+    text = f"{epochs} epoch{'' if epochs == 1 else 's'}"
+    if os.path.isdir(os.path.join(stage_dir, "backup")):
+        done = len(read_history(os.path.join(stage_dir, "history.csv")))
+        if done:
+            text += f", resuming after epoch {done}"
+    return text
+
+
 def read_history(path):
     """The rows of a CSVLogger file as dicts of floats (empty if missing; "NA" dropped)."""
     if not os.path.exists(path):
@@ -208,15 +223,25 @@ def load_model(path, strategy=None):
 
 
 def accuracy(model, data, batch_size=256):
-    """Top-1 accuracy of a logits model on the test set (inference mode)."""
+    """Top-1 accuracy of a logits model on the test set (inference mode).
+
+    Calls the model on batches (`model(x, training=False)`) rather than
+    `model.predict`, which builds and traces a new predict function for
+    every model: a script that evaluates five models or more would get
+    TensorFlow's "retracing" warning.
+    """
     if data.x_test is not None:
-        logits = model.predict(data.x_test, batch_size=batch_size, verbose=0)
-        return float(np.mean(np.argmax(logits, -1) == data.y_test))
+        batches = (
+            (data.x_test[i : i + batch_size], data.y_test[i : i + batch_size])
+            for i in range(0, len(data.x_test), batch_size)
+        )
+    else:
+        batches = data.test_dataset(batch_size)
     correct = total = 0
-    for x, y in data.test_dataset(batch_size):
+    for x, y in batches:
         logits = model(x, training=False)
-        correct += int(np.sum(np.argmax(logits, -1) == y.numpy()))
-        total += int(y.shape[0])
+        correct += int(np.sum(np.argmax(logits, -1) == np.asarray(y)))
+        total += len(y)
     return correct / max(total, 1)
 
 

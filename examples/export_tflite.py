@@ -58,6 +58,12 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import example_console  # noqa: E402
+
+if __name__ == "__main__":
+    # Before TensorFlow is imported: keeps its C++ start-up lines off the console.
+    example_console.quiet_tensorflow_startup()
+
 import example_config  # noqa: E402
 import example_export  # noqa: E402
 import example_flags  # noqa: E402
@@ -71,6 +77,7 @@ __all__ = ["ExportConfig", "export_and_time", "quantize_for_android", "run"]
 
 FLAGS = flags.FLAGS
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
+_ACCURACY_LIMIT = 10_000  # test images a file's accuracy is measured on, at most
 IO_TYPES = ("float32", "int8", "uint8")
 
 
@@ -216,6 +223,9 @@ def export_and_time(model, path, quantization, config, data=None, macs_model=Non
     """
     converter_quantization = {"float32": None, "qat_int8": "int8"}.get(quantization, quantization)
     name = os.path.splitext(os.path.basename(config.model_path))[0]
+    steps = example_console.Progress(2 if data is None else 3, estimate=False)
+    checked_on = "random inputs" if data is None else f"{min(64, data.num_test)} test images"
+    steps.start(f"convert to {os.path.basename(path)} and verify against Keras on {checked_on}")
     info = example_export.export_file(
         model,
         path,
@@ -225,6 +235,10 @@ def export_and_time(model, path, quantization, config, data=None, macs_model=Non
         **config.export_options(quantization, name),
     )
     info["quantization"] = quantization
+    steps.start(
+        f"latency: {config.runs} runs after {config.warmup} warm-up, "
+        f"{example_console.plural(config.num_threads, 'thread')}"
+    )
     latency = lrpet_tf.measure_latency(
         path,
         num_threads=config.num_threads,
@@ -238,7 +252,8 @@ def export_and_time(model, path, quantization, config, data=None, macs_model=Non
         macs=lrpet_tf.model_report(macs_model or model).total_macs,
     )
     if data is not None:
-        info["accuracy"] = example_training.tflite_accuracy(path, data)
+        steps.start(f"accuracy on {min(data.num_test, _ACCURACY_LIMIT)} test images")
+        info["accuracy"] = example_training.tflite_accuracy(path, data, _ACCURACY_LIMIT)
     return info
 
 
@@ -272,35 +287,51 @@ def run(config=None, **changes):
     data = config.load_data() if config.dataset else None
     path = config.output_path()
     folded = lrpet_tf.fold_batchnorm(compact)
+    compare = config.compare and kind == "low-rank"
+    stages = example_console.Stages(
+        1 + compare + (3 if config.quantization != "int8" else 2) * bool(config.qat_epochs)
+    )
     results = {
         "model_path": config.model_path,
         "config": dataclasses.asdict(config),
         "kind": kind,
         "factorized": factorized,
-        "tflite": export_and_time(folded, path, config.quantization, config, data),
     }
-    if config.compare and kind == "low-rank":
+    compact_name = (
+        f"compact model ({example_console.plural(len(factorized), 'layer')} factorized, BN folded)"
+    )
+    with stages.stage(compact_name, config.quantization):
+        results["tflite"] = export_and_time(folded, path, config.quantization, config, data)
+    if compare:
         # The same model unfactorized (an SVD-form model has no dense form to compare).
-        reference = lrpet_tf.fold_batchnorm(model)
-        with tempfile.TemporaryDirectory() as tmp:
-            results["reference"] = export_and_time(
-                reference, os.path.join(tmp, "reference.tflite"), config.quantization, config, data
-            )
+        with stages.stage("reference model (unfactorized, BN folded)", config.quantization):
+            reference = lrpet_tf.fold_batchnorm(model)
+            with tempfile.TemporaryDirectory() as tmp:
+                results["reference"] = export_and_time(
+                    reference,
+                    os.path.join(tmp, "reference.tflite"),
+                    config.quantization,
+                    config,
+                    data,
+                )
         results["reference"]["path"] = None
         results["speedup"] = (
             results["reference"]["latency_ms"]["median_ms"]
             / results["tflite"]["latency_ms"]["median_ms"]
         )
     if config.qat_epochs:
-        results.update(quantize_for_android(folded, config, data))
+        results.update(quantize_for_android(folded, config, data, stages))
+    results["stages"] = stages.rows
     example_reports.write_json(os.path.splitext(path)[0] + ".json", results)
     print(str(report))
     print()
     print(_table(results))
+    print()
+    print(stages.summary())
     return results
 
 
-def quantize_for_android(folded, config, data):
+def quantize_for_android(folded, config, data, stages=None):
     """Post-training int8 and quantization-aware int8 files of the compact model.
 
     Args:
@@ -308,39 +339,52 @@ def quantize_for_android(folded, config, data):
         config: The `ExportConfig` (`qat_epochs` >= 1, `qat_learning_rate`, ...).
         data: The `example_data.Dataset` (training images for calibration and
             fine-tuning, test images for verification and accuracy).
+        stages: The run's `example_console.Stages` (the headers of the
+            post-training int8 file, the QAT fine-tuning and the QAT file);
+            default: headers numbered from 1.
 
     Returns:
         A dict with `qat_int8` and `qat` (and `ptq_int8` unless the run's
         main file is already post-training int8), as `run` returns them.
     """
+    if stages is None:
+        stages = example_console.Stages(3 if config.quantization != "int8" else 2)
     results = {}
     if config.quantization != "int8":
-        results["ptq_int8"] = export_and_time(
-            folded, config.output_path("int8"), "int8", config, data
-        )
+        with stages.stage(
+            "compact model, post-training int8",
+            f"calibrated on {min(256, data.num_train)} training images",
+        ):
+            results["ptq_int8"] = export_and_time(
+                folded, config.output_path("int8"), "int8", config, data
+            )
     stage_dir = os.path.splitext(config.output_path("qat_int8"))[0]
     start = time.perf_counter()
-    qat_model, stage = example_export.quantization_aware_training(
-        folded,
-        data,
-        config.qat_epochs,
-        stage_dir,
-        learning_rate=config.qat_learning_rate,
-        batch_size=config.qat_batch_size,
-        seed=config.seed,
-        verbose=config.verbose,
-    )
-    results["qat"] = {
-        "epochs": config.qat_epochs,
-        "learning_rate": config.qat_learning_rate,
-        "train_images": data.num_train,
-        "seconds": time.perf_counter() - start,
-        "keras_accuracy": example_training.accuracy(qat_model, data),  # fake-quantized
-        "history": stage["history"],
-    }
-    results["qat_int8"] = export_and_time(
-        qat_model, stage_dir + ".tflite", "qat_int8", config, data, macs_model=folded
-    )
+    with stages.stage(
+        "quantization-aware training", example_console.plural(config.qat_epochs, "epoch")
+    ):
+        qat_model, stage = example_export.quantization_aware_training(
+            folded,
+            data,
+            config.qat_epochs,
+            stage_dir,
+            learning_rate=config.qat_learning_rate,
+            batch_size=config.qat_batch_size,
+            seed=config.seed,
+            verbose=config.verbose,
+        )
+        results["qat"] = {
+            "epochs": config.qat_epochs,
+            "learning_rate": config.qat_learning_rate,
+            "train_images": data.num_train,
+            "seconds": time.perf_counter() - start,
+            "keras_accuracy": example_training.accuracy(qat_model, data),  # fake-quantized
+            "history": stage["history"],
+        }
+    with stages.stage("compact model, QAT int8"):
+        results["qat_int8"] = export_and_time(
+            qat_model, stage_dir + ".tflite", "qat_int8", config, data, macs_model=folded
+        )
     return results
 
 
@@ -404,6 +448,8 @@ def _table(results):
 
 def define_flags():
     """The script's flags (defined only when run as a script)."""
+    example_console.define_flags()
+    flags.declare_key_flag("tf_logs")  # listed in this script's --help
     flags.DEFINE_string("model_path", None, "The .keras model to export.", required=True)
     flags.DEFINE_string("output", None, "The .tflite path (default: next to the model).")
     flags.DEFINE_enum("quantization", "float32", QUANTIZATIONS, "Quantization of the file.")

@@ -28,6 +28,12 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import example_console  # noqa: E402
+
+if __name__ == "__main__":
+    # Before TensorFlow is imported: keeps its C++ start-up lines off the console.
+    example_console.quiet_tensorflow_startup()
+
 import example_data  # noqa: E402
 import example_models  # noqa: E402
 import numpy as np  # noqa: E402
@@ -104,47 +110,59 @@ def run(
     data = example_data.load_dataset(dataset, seed=seed)
     os.makedirs(output_dir, exist_ok=True)
     start = time.perf_counter()
-    dense = train(data, epochs, batch_size, learning_rate, width, seed, verbose=verbose)
+    stages = example_console.Stages(3)
+    with stages.stage("dense training (the baseline)", example_console.plural(epochs, "epoch")):
+        dense = train(data, epochs, batch_size, learning_rate, width, seed, verbose=verbose)
     lrpet = lrpet_tf.LRPET(prune_ratio=prune_ratio)
-    projected = train(
-        data, epochs, batch_size, learning_rate, width, seed, [lrpet], verbose=verbose
-    )
-    compact, factor_report = lrpet_tf.factorize(projected, ranks=lrpet, return_report=True)
-    compact = lrpet_tf.fold_batchnorm(compact)
-    dense_folded = lrpet_tf.fold_batchnorm(dense)
-    dense.save(os.path.join(output_dir, "dense.keras"))
-    compact.save(os.path.join(output_dir, "compact.keras"))
-
-    results = {"prune_ratio": prune_ratio, "ranks": lrpet.ranks, "models": {}}
-    for label, model, keras_model in (
-        ("dense", dense_folded, dense),
-        ("compact", compact, projected),
+    with stages.stage(
+        f"LRPET training (prune_ratio={prune_ratio})", example_console.plural(epochs, "epoch")
     ):
-        exported = lrpet_tf.export_tflite(
-            model,
-            os.path.join(output_dir, f"{label}.tflite"),
-            verify_data=data.x_test,
-            metadata=digits_metadata(f"digits_{label}") if dataset == "digits" else None,
+        projected = train(
+            data, epochs, batch_size, learning_rate, width, seed, [lrpet], verbose=verbose
         )
-        report = lrpet_tf.model_report(model)
-        results["models"][label] = {
-            "accuracy": accuracy(keras_model, data.x_test, data.y_test),
-            "tflite_accuracy": float(
-                np.mean(
-                    np.argmax(lrpet_tf.TFLiteModel(exported.path)(data.x_test), -1) == data.y_test
-                )
-            ),
-            "params": report.total_params,
-            "conv_macs": report.conv_macs,
-            "macs": report.total_macs,
-            "tflite_bytes": exported.size_bytes,
-            "tflite_max_error": exported.max_error,
-            "conv2d_ops": exported.op_count("CONV_2D"),
-            "tflite_metadata": exported.metadata is not None,
-        }
+    with stages.stage("factorize, fold BN, export and verify", "2 .tflite files"):
+        compact, factor_report = lrpet_tf.factorize(projected, ranks=lrpet, return_report=True)
+        compact = lrpet_tf.fold_batchnorm(compact)
+        dense_folded = lrpet_tf.fold_batchnorm(dense)
+        dense.save(os.path.join(output_dir, "dense.keras"))
+        compact.save(os.path.join(output_dir, "compact.keras"))
+
+        results = {"prune_ratio": prune_ratio, "ranks": lrpet.ranks, "models": {}}
+        progress = example_console.Progress(2)
+        for label, model, keras_model in (
+            ("dense", dense_folded, dense),
+            ("compact", compact, projected),
+        ):
+            progress.start(f"{label}.tflite: convert, verify against Keras, accuracy")
+            exported = lrpet_tf.export_tflite(
+                model,
+                os.path.join(output_dir, f"{label}.tflite"),
+                verify_data=data.x_test,
+                metadata=digits_metadata(f"digits_{label}") if dataset == "digits" else None,
+            )
+            report = lrpet_tf.model_report(model)
+            results["models"][label] = {
+                "accuracy": accuracy(keras_model, data.x_test, data.y_test),
+                "tflite_accuracy": float(
+                    np.mean(
+                        np.argmax(lrpet_tf.TFLiteModel(exported.path)(data.x_test), -1)
+                        == data.y_test
+                    )
+                ),
+                "params": report.total_params,
+                "conv_macs": report.conv_macs,
+                "macs": report.total_macs,
+                "tflite_bytes": exported.size_bytes,
+                "tflite_max_error": exported.max_error,
+                "conv2d_ops": exported.op_count("CONV_2D"),
+                "tflite_metadata": exported.metadata is not None,
+            }
     results["seconds"] = time.perf_counter() - start
     with open(os.path.join(output_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
+    print()
+    print(stages.summary())
+    print()
     print(factor_report)
     print()
     print(results_table(results, data))
@@ -199,6 +217,8 @@ def define_flags():
     So the module imports next to the other scripts (tests, benchmarks)
     without absl's duplicate-flag errors.
     """
+    example_console.define_flags()
+    flags.declare_key_flag("tf_logs")  # listed in this script's --help
     flags.DEFINE_float("prune_ratio", 0.6, "LRPET's global prune ratio g: r = int(K - K*g).")
     flags.DEFINE_integer("epochs", 30, "Training epochs for each model.")
     flags.DEFINE_integer("batch_size", 64, "Batch size.")

@@ -24,6 +24,7 @@ that results.json holds; `sweep(config, prune_ratios)` runs several.
 """
 
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -33,6 +34,12 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import example_console  # noqa: E402
+
+if __name__ == "__main__":
+    # Before TensorFlow is imported: keeps its C++ start-up lines off the console.
+    example_console.quiet_tensorflow_startup()
+
 import example_config  # noqa: E402
 import example_export  # noqa: E402
 import example_flags  # noqa: E402
@@ -40,7 +47,6 @@ import example_models  # noqa: E402
 import example_plots  # noqa: E402
 import example_reports  # noqa: E402
 import example_training  # noqa: E402
-from absl import logging  # noqa: E402
 
 import lrpet_tf  # noqa: E402
 from lrpet_tf import keras  # noqa: E402
@@ -98,8 +104,59 @@ class TrainConfig(
         return self.output_dir or os.path.join("saved_models", self.run_name())
 
 
+_METHOD_STAGES = {
+    "lrpet": "LRPET training",
+    "dense": "dense training (the baseline)",
+    "scratch": "training the factorized model from scratch",
+}
+_FIRST_SPECTRA = "first_projection.json"
+
+
+class _FirstProjectionSpectra(keras.callbacks.Callback):
+    """Saves the spectra LRPET's first projection cut (before it), for spectra.png.
+
+    Placed after the `LRPET` callback, it looks after every step and epoch
+    whether a projection has run and, the first time, writes the (BN-merged)
+    singular values it saw and the ranks it projected to. An existing file
+    means the run's first projection happened before a restart: kept as is.
+    """
+
+    def __init__(self, lrpet, path):
+        super().__init__()
+        self.lrpet, self.path = lrpet, path
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def _record(self):
+        stats = self.lrpet.last_stats
+        if stats is None or os.path.exists(self.path):
+            return
+        example_reports.write_json(
+            self.path,
+            {
+                "epoch": self.epoch + 1,
+                "ranks": stats.ranks,
+                "singular_values": stats.singular_values,
+            },
+        )
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._record()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._record()
+
+    def on_train_end(self, logs=None):
+        self._record()
+
+
 def run(config=None, callbacks=(), **changes):
     """Trains, factorizes and exports one model; returns the results dict.
+
+    Prints a header per stage (training, BN re-estimation if asked,
+    export) and, at the end, the report and the time per stage.
 
     Args:
         config: A `TrainConfig` (default: the defaults).
@@ -120,6 +177,7 @@ def run(config=None, callbacks=(), **changes):
     data = config.load_data()
     strategy = example_training.make_strategy(config.strategy)
     trained_path = os.path.join(run_dir, "trained.keras")
+    stages = example_console.Stages(3 if config.recalibrate_bn else 2)
 
     with strategy.scope():
         dense = example_models.build_model(
@@ -135,7 +193,7 @@ def run(config=None, callbacks=(), **changes):
 
     resumed = os.path.exists(trained_path)
     if resumed:
-        logging.info("%s exists: reusing the trained model.", trained_path)
+        stages.skip(_METHOD_STAGES[config.method], f"{trained_path} exists, reusing it")
         model = example_training.load_model(trained_path, strategy)
         stage = {
             "history": example_training.read_history(os.path.join(run_dir, "history.csv")),
@@ -147,66 +205,82 @@ def run(config=None, callbacks=(), **changes):
                 model = lrpet_tf.factorize(dense, ranks=ranks)
         else:
             model = dense
-        stage = example_training.fit_stage(
-            model,
-            data,
-            config.make_recipe(),
-            config.epochs,
-            config.batch_size,
-            run_dir,
-            trained_path,
-            strategy=strategy,
-            callbacks=[lrpet] if config.method == "lrpet" else [],
-            extra_callbacks=callbacks,
-            log_dir=config.log_dir,
-            seed=config.seed,
-            verbose=config.verbose,
-            validate=config.validate,
-        )
+        stage_callbacks = []
+        if config.method == "lrpet":
+            first = _FirstProjectionSpectra(lrpet, os.path.join(run_dir, _FIRST_SPECTRA))
+            stage_callbacks = [lrpet, first]
+        with stages.stage(
+            _METHOD_STAGES[config.method],
+            example_training.epochs_detail(config.epochs, run_dir),
+        ):
+            stage = example_training.fit_stage(
+                model,
+                data,
+                config.make_recipe(),
+                config.epochs,
+                config.batch_size,
+                run_dir,
+                trained_path,
+                strategy=strategy,
+                callbacks=stage_callbacks,
+                extra_callbacks=callbacks,
+                log_dir=config.log_dir,
+                seed=config.seed,
+                verbose=config.verbose,
+                validate=config.validate,
+            )
     stage["seconds"] = sum(row.get("epoch_seconds", 0.0) for row in stage["history"])
     if config.method == "lrpet":
         lrpet.prepare(model)
     recalibration = None
     if config.recalibrate_bn:
-        train_images = data.train_dataset(config.batch_size, augment=None, seed=config.seed)
-        recalibration = lrpet_tf.recalibrate_batchnorm(model, train_images)
+        with stages.stage("BN statistics re-estimated on the training images"):
+            train_images = data.train_dataset(config.batch_size, augment=None, seed=config.seed)
+            recalibration = lrpet_tf.recalibrate_batchnorm(model, train_images)
     train_seconds = time.perf_counter() - start
 
     export_start = time.perf_counter()
-    factor_report = None
-    if config.method == "lrpet":
-        compact, factor_report = lrpet_tf.factorize(model, ranks=lrpet, return_report=True)
-    else:
-        compact = model  # dense: nothing to factorize; scratch: already compact
-    compact_path = os.path.join(run_dir, "compact.keras")
-    example_training.save_model(compact, compact_path, strategy)
-    folded, files, tflite_accuracies = example_export.export_compact(
-        compact, data, run_dir, config.quantization
-    )
-    accuracy = {
-        "trained": example_training.accuracy(model, data),
-        "compact": example_training.accuracy(folded, data),
-        **tflite_accuracies,
-    }
-    costs = {
-        "dense": example_reports.cost_row(dense),
-        "trained": example_reports.cost_row(model, trained_path),
-        "compact": example_reports.cost_row(folded, compact_path),
-    }
+    quantizations = ("float32", *config.quantization)
+    with stages.stage(
+        "factorize, fold BN, export and evaluate"
+        if config.method == "lrpet"
+        else "fold BN, export and evaluate",
+        example_console.plural(len(quantizations), ".tflite file")
+        + f" ({', '.join(quantizations)})",
+    ):
+        factor_report = None
+        if config.method == "lrpet":
+            compact, factor_report = lrpet_tf.factorize(model, ranks=lrpet, return_report=True)
+        else:
+            compact = model  # dense: nothing to factorize; scratch: already compact
+        compact_path = os.path.join(run_dir, "compact.keras")
+        example_training.save_model(compact, compact_path, strategy)
+        folded, files, tflite_accuracies = example_export.export_compact(
+            compact, data, run_dir, config.quantization
+        )
+        accuracy = {
+            "trained": example_training.accuracy(model, data),
+            "compact": example_training.accuracy(folded, data),
+            **tflite_accuracies,
+        }
+        if compact is not model:
+            accuracy["compact_keras"] = example_training.accuracy(compact, data)
+        costs = example_reports.run_costs(dense, model, trained_path, compact, compact_path, folded)
     results = {
         "script": "train_lrpet",
         "method": config.method,
-        "trained_label": {"lrpet": "trained (dense-projected)", "dense": "dense"}.get(
-            config.method, "trained (compact)"
-        ),
+        "trained_label": {
+            "lrpet": "trained.keras (dense-projected)",
+            "dense": "trained.keras (dense)",
+        }.get(config.method, "trained.keras (compact)"),
+        # dense and scratch: compact.keras is the trained model itself.
+        "compact_label": "compact.keras (factorized)" if compact is not model else None,
         "run_dir": run_dir,
         "config": dataclasses.asdict(config),
         "dataset": data.info(),
         "accuracy": accuracy,
         "costs": costs,
-        "macs_ratio": costs["dense"]["macs"] / costs["compact"]["macs"],
-        "conv_macs_ratio": costs["dense"]["conv_macs"] / costs["compact"]["conv_macs"],
-        "params_ratio": costs["dense"]["params"] / costs["compact"]["params"],
+        **example_reports.compression_ratios(costs),
         "ranks": ranks or {},
         "layers": example_reports.layer_rows(dense if config.method == "scratch" else model, ranks),
         "tflite": files,
@@ -224,8 +298,11 @@ def run(config=None, callbacks=(), **changes):
     }
     if config.plots:
         results["plots"] = _plots(config, results, model, lrpet, run_dir)
+    results["stages"] = stages.rows
     example_reports.write_json(os.path.join(run_dir, "results.json"), results)
     print(example_reports.write_report(run_dir, results, [factor_report]))
+    print()
+    print(stages.summary())
     return results
 
 
@@ -233,28 +310,58 @@ def _plots(config, results, model, lrpet, run_dir):
     what = f"{config.model} on {config.dataset}, {config.method}"
     if config.method != "dense":
         what += f", g={config.prune_ratio}" if config.ranks is None else ", given ranks"
-    stats = lrpet.last_stats if lrpet is not None else None
-    if stats is not None and stats.singular_values:
-        spectra = dict(stats.singular_values)
-        source = "BN-merged kernels before the last projection"
+    convs = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    if config.method == "dense":
+        break_even = {row["name"]: row["break_even"] for row in results["layers"]}
+        columns = [
+            example_plots.spectra_column(
+                "trained kernels",
+                example_plots.kernel_spectra(model, convs),
+                {name: int(value) for name, value in break_even.items()},
+                "break-even rank (factorizing pays below it)",
+            )
+        ]
+        title = f"Singular values per conv layer; {what}"
     else:
-        convs = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-        spectra = example_plots.kernel_spectra(model, convs)
-        source = "trained kernels"
-    paths = {
-        "spectra": example_plots.plot_spectra(
-            spectra,
-            results["ranks"],
-            os.path.join(run_dir, "spectra.png"),
-            f"Singular values per conv layer ({source}); {what}",
-        ),
+        # LRPET's statistics are of the kernels with the next BN merged in.
+        kernels = "BN-merged kernels" if config.bn_rectification else "kernels"
+        columns = []
+        first_path = os.path.join(run_dir, _FIRST_SPECTRA)
+        if os.path.exists(first_path):
+            with open(first_path) as f:
+                first = json.load(f)
+            columns.append(
+                example_plots.spectra_column(
+                    f"{kernels} before the first projection (end of epoch {first['epoch']})",
+                    first["singular_values"],
+                    first["ranks"],
+                    "rank projected to",
+                )
+            )
+        stats = lrpet.last_stats if lrpet is not None else None
+        if stats is not None and stats.singular_values:
+            columns.append(
+                example_plots.spectra_column(
+                    f"{kernels} at the end of training, before the last projection",
+                    dict(stats.singular_values),
+                    results["ranks"],
+                )
+            )
+        else:  # a reused run (or scratch): the kernels as trained
+            columns.append(
+                example_plots.spectra_column(
+                    "trained kernels", example_plots.kernel_spectra(model, convs), results["ranks"]
+                )
+            )
+        title = f"Singular values per conv layer; {what}"
+    return {
+        "spectra": example_plots.plot_spectra(columns, os.path.join(run_dir, "spectra.png"), title),
         "ranks": example_plots.plot_ranks(
             results["layers"],
             os.path.join(run_dir, "ranks.png"),
             f"Rank per layer: {what}",
         ),
     }
-    return paths
 
 
 def sweep(config=None, prune_ratios=(0.3, 0.5, 0.7), include_dense=True, callbacks=()):
@@ -273,7 +380,9 @@ def sweep(config=None, prune_ratios=(0.3, 0.5, 0.7), include_dense=True, callbac
     )
     runs = []
     baseline = None
+    count = len(prune_ratios) + bool(include_dense)
     if include_dense:
+        print(f"\nrun 1/{count} of the sweep: the dense baseline", flush=True)
         dense = run(
             dataclasses.replace(config, method="dense", output_dir=os.path.join(base, "dense")),
             callbacks=callbacks,
@@ -285,6 +394,7 @@ def sweep(config=None, prune_ratios=(0.3, 0.5, 0.7), include_dense=True, callbac
         }
     points = []
     for ratio in prune_ratios:
+        print(f"\nrun {len(runs) + 1}/{count} of the sweep: LRPET at g={ratio}", flush=True)
         result = run(
             dataclasses.replace(
                 config,
@@ -326,6 +436,8 @@ def sweep(config=None, prune_ratios=(0.3, 0.5, 0.7), include_dense=True, callbac
 
 def define_flags():
     """The script's flags (defined only when run as a script)."""
+    example_console.define_flags()
+    flags.declare_key_flag("tf_logs")  # listed in this script's --help
     example_flags.define_data_flags()
     example_flags.define_recipe_flags()
     example_flags.define_lrpet_flags()

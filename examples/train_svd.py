@@ -37,6 +37,12 @@ from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import example_console  # noqa: E402
+
+if __name__ == "__main__":
+    # Before TensorFlow is imported: keeps its C++ start-up lines off the console.
+    example_console.quiet_tensorflow_startup()
+
 import example_config  # noqa: E402
 import example_export  # noqa: E402
 import example_flags  # noqa: E402
@@ -45,7 +51,6 @@ import example_plots  # noqa: E402
 import example_reports  # noqa: E402
 import example_training  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import logging  # noqa: E402
 
 import lrpet_tf  # noqa: E402
 from lrpet_tf import keras  # noqa: E402
@@ -113,8 +118,21 @@ def stage_path(run_dir, index):
     return os.path.join(run_dir, f"stage{index + 1}_{STAGES[index]}.keras")
 
 
+def _svd_spectra(model):
+    """Layer name -> |s| (descending) of each SVD-form layer."""
+    return {
+        layer.name: np.sort(np.abs(layer.s.numpy()))[::-1]
+        for layer in model.layers
+        if isinstance(layer, svd_training.SVDLayer)
+    }
+
+
 def run(config=None, callbacks=(), **changes):
     """Runs the four stages (skipping finished ones), factorizes and exports.
+
+    Prints a header per stage ("stage 2/5: sparsity training, 10 epochs";
+    the fifth is the export) and, at the end, the report and the time per
+    stage.
 
     Args:
         config: An `SVDConfig` (default: the defaults).
@@ -125,7 +143,8 @@ def run(config=None, callbacks=(), **changes):
     Returns:
         The dict written to `<run_dir>/results.json`; `stages` says, per
         stage, whether it was `"run"` or `"skipped"` (finished before) and
-        how many epochs this call ran.
+        how many epochs this call ran; `stage_times` holds the printed
+        headers' rows (number, name, status, seconds).
     """
     config = dataclasses.replace(config or SVDConfig(), **changes)
     start = time.perf_counter()
@@ -141,31 +160,39 @@ def run(config=None, callbacks=(), **changes):
             config.model, data.input_shape, data.num_classes, config.width
         )
     stages, history = {}, []
+    headers = example_console.Stages(len(STAGES) + 1)
+    names = {
+        "decomposed": "decomposed training",
+        "sparsity": "sparsity training",
+        "pruned": "pruning",
+        "finetune": "fine-tuning",
+    }
 
     def train(model, index, epochs, stage_recipe):
         path = stage_path(run_dir, index)
         stage_dir = os.path.join(run_dir, f"stage{index + 1}_{STAGES[index]}")
-        result = example_training.fit_stage(
-            model,
-            data,
-            stage_recipe,
-            epochs,
-            config.batch_size,
-            stage_dir,
-            path,
-            strategy=strategy,
-            extra_callbacks=callbacks,
-            log_dir=os.path.join(config.log_dir, STAGES[index]) if config.log_dir else None,
-            seed=config.seed + index,
-            verbose=config.verbose,
-            validate=config.validate,
-        )
+        with headers.stage(names[STAGES[index]], example_training.epochs_detail(epochs, stage_dir)):
+            result = example_training.fit_stage(
+                model,
+                data,
+                stage_recipe,
+                epochs,
+                config.batch_size,
+                stage_dir,
+                path,
+                strategy=strategy,
+                extra_callbacks=callbacks,
+                log_dir=os.path.join(config.log_dir, STAGES[index]) if config.log_dir else None,
+                seed=config.seed + index,
+                verbose=config.verbose,
+                validate=config.validate,
+            )
         stages[STAGES[index]] = {"status": "run", "epochs_run": result["epochs_run"]}
         return model
 
     def load(index, energy=config.energy):
         path = stage_path(run_dir, index)
-        logging.info("%s exists: stage %d (%s) is done.", path, index + 1, STAGES[index])
+        headers.skip(names[STAGES[index]], f"done before ({os.path.basename(path)})")
         stages[STAGES[index]] = {"status": "skipped", "epochs_run": 0}
         model = example_training.load_model(path, strategy)
         return svd_training.attach_svd_metrics(model, energy=energy)
@@ -185,6 +212,7 @@ def run(config=None, callbacks=(), **changes):
                 rank_energy=config.energy,
             )
         train(model, 0, config.decomposed_epochs, recipe)
+    stage1_spectra = _svd_spectra(model)
     # 2. Sparsity training.
     if os.path.exists(stage_path(run_dir, 1)):
         model = load(1)
@@ -192,27 +220,37 @@ def run(config=None, callbacks=(), **changes):
         svd_training.set_regularization(model, sparsity_weight=config.sparsity_weight)
         train(model, 1, config.sparsity_epochs, recipe)
     decomposed = model
-    decomposed_accuracy = example_training.accuracy(decomposed, data)
-    spectra = {
-        layer.name: np.sort(np.abs(layer.s.numpy()))[::-1]
-        for layer in decomposed.layers
-        if isinstance(layer, svd_training.SVDLayer)
-    }
+    spectra = _svd_spectra(decomposed)
     # 3. Pruning at energy e (the report is recomputed when the stage is skipped).
-    energy = config.energy
-    if config.macs_target:
-        dense_macs = lrpet_tf.model_report(dense).total_macs
-        energy = svd_training.energy_for_macs(decomposed, int(config.macs_target * dense_macs))
-    with strategy.scope():
-        pruned, prune_report = svd_training.prune(decomposed, energy=energy, return_report=True)
-    # prune() attaches svd_rank at energy 0.01; count it at the pruning energy.
-    svd_training.attach_svd_metrics(pruned, energy=energy)
-    if os.path.exists(stage_path(run_dir, 2)):
-        pruned = load(2, energy)
-    else:
-        example_training.save_model(pruned, stage_path(run_dir, 2), strategy)
-        stages[STAGES[2]] = {"status": "run", "epochs_run": 0}
-    pruned_accuracy = example_training.accuracy(pruned, data)
+    pruning = (
+        f"to {config.macs_target:g} of the dense MACs"
+        if config.macs_target
+        else f"at energy {config.energy:g}"
+    )
+    pruned_path = stage_path(run_dir, 2)
+    done_before = os.path.exists(pruned_path)
+    if done_before:
+        pruning += f"; the pruned model is {os.path.basename(pruned_path)}, done before"
+    with headers.stage(f"{names['pruned']} {pruning}") as row:
+        decomposed_accuracy = example_training.accuracy(decomposed, data)
+        energy = config.energy
+        if config.macs_target:
+            dense_macs = lrpet_tf.model_report(dense).total_macs
+            energy = svd_training.energy_for_macs(decomposed, int(config.macs_target * dense_macs))
+        with strategy.scope():
+            pruned, prune_report = svd_training.prune(decomposed, energy=energy, return_report=True)
+        # prune() attaches svd_rank at energy 0.01; count it at the pruning energy.
+        svd_training.attach_svd_metrics(pruned, energy=energy)
+        if done_before:
+            row["status"] = "reused"
+            stages[STAGES[2]] = {"status": "skipped", "epochs_run": 0}
+            pruned = svd_training.attach_svd_metrics(
+                example_training.load_model(pruned_path, strategy), energy=energy
+            )
+        else:
+            example_training.save_model(pruned, pruned_path, strategy)
+            stages[STAGES[2]] = {"status": "run", "epochs_run": 0}
+        pruned_accuracy = example_training.accuracy(pruned, data)
     # 4. Fine-tuning: sparsity off, orthogonality on.
     if os.path.exists(stage_path(run_dir, 3)):
         model = load(3, energy)
@@ -228,13 +266,30 @@ def run(config=None, callbacks=(), **changes):
     train_seconds = sum(row.get("epoch_seconds", 0.0) for row in history)
 
     export_start = time.perf_counter()
-    with strategy.scope():
-        compact, factor_report = lrpet_tf.factorize(model, return_report=True)
-    compact_path = os.path.join(run_dir, "compact.keras")
-    example_training.save_model(compact, compact_path, strategy)
-    folded, files, tflite_accuracies = example_export.export_compact(
-        compact, data, run_dir, config.quantization
-    )
+    quantizations = ("float32", *config.quantization)
+    with headers.stage(
+        "factorize, fold BN, export and evaluate",
+        example_console.plural(len(quantizations), ".tflite file")
+        + f" ({', '.join(quantizations)})",
+    ):
+        with strategy.scope():
+            compact, factor_report = lrpet_tf.factorize(model, return_report=True)
+        compact_path = os.path.join(run_dir, "compact.keras")
+        example_training.save_model(compact, compact_path, strategy)
+        folded, files, tflite_accuracies = example_export.export_compact(
+            compact, data, run_dir, config.quantization
+        )
+        accuracy = {
+            "decomposed": decomposed_accuracy,
+            "pruned": pruned_accuracy,
+            "trained": example_training.accuracy(model, data),
+            "compact_keras": example_training.accuracy(compact, data),
+            "compact": example_training.accuracy(folded, data),
+            **tflite_accuracies,
+        }
+        costs = example_reports.run_costs(
+            dense, model, stage_path(run_dir, 3), compact, compact_path, folded
+        )
     ranks = {c.layer: c.rank for c in prune_report.changes}
     layers = [
         {
@@ -250,29 +305,17 @@ def run(config=None, callbacks=(), **changes):
         }
         for c in prune_report.changes
     ]
-    costs = {
-        "dense": example_reports.cost_row(dense),
-        "trained": example_reports.cost_row(model, stage_path(run_dir, 3)),
-        "compact": example_reports.cost_row(folded, compact_path),
-    }
     results = {
         "script": "train_svd",
         "method": f"svd_{config.scheme}_{config.sparsity}",
-        "trained_label": "trained (SVD form)",
+        "trained_label": f"{os.path.basename(stage_path(run_dir, 3))} (SVD form)",
+        "compact_label": "compact.keras (factorized)",
         "run_dir": run_dir,
         "config": dataclasses.asdict(config),
         "dataset": data.info(),
-        "accuracy": {
-            "decomposed": decomposed_accuracy,
-            "pruned": pruned_accuracy,
-            "trained": example_training.accuracy(model, data),
-            "compact": example_training.accuracy(folded, data),
-            **tflite_accuracies,
-        },
+        "accuracy": accuracy,
         "costs": costs,
-        "macs_ratio": costs["dense"]["macs"] / costs["compact"]["macs"],
-        "conv_macs_ratio": costs["dense"]["conv_macs"] / costs["compact"]["conv_macs"],
-        "params_ratio": costs["dense"]["params"] / costs["compact"]["params"],
+        **example_reports.compression_ratios(costs),
         "energy": energy,
         "ranks": ranks,
         "total_rank": int(sum(ranks.values())),
@@ -288,24 +331,36 @@ def run(config=None, callbacks=(), **changes):
     }
     if config.plots:
         what = f"{config.model} on {config.dataset}, {config.sparsity}, e={energy:.3g}"
+        kept = "rank kept at pruning"
         results["plots"] = {
             "spectra": example_plots.plot_spectra(
-                spectra,
-                ranks,
+                [
+                    example_plots.spectra_column(
+                        "after decomposed training (stage 1)", stage1_spectra, ranks, kept
+                    ),
+                    example_plots.spectra_column(
+                        "after sparsity training (stage 2), as pruned", spectra, ranks, kept
+                    ),
+                ],
                 os.path.join(run_dir, "spectra.png"),
-                f"Singular values |s| after sparsity training (dots: rank kept); {what}",
+                f"Singular values |s| per SVD layer; {what}",
             ),
             "ranks": example_plots.plot_ranks(
                 layers, os.path.join(run_dir, "ranks.png"), f"Rank per layer after pruning: {what}"
             ),
         }
+    results["stage_times"] = headers.rows
     example_reports.write_json(os.path.join(run_dir, "results.json"), results)
     print(example_reports.write_report(run_dir, results, [prune_report, factor_report]))
+    print()
+    print(headers.summary())
     return results
 
 
 def define_flags():
     """The script's flags (defined only when run as a script)."""
+    example_console.define_flags()
+    flags.declare_key_flag("tf_logs")  # listed in this script's --help
     example_flags.define_data_flags()
     example_flags.define_recipe_flags(default_recipe="svd_paper", epochs_flag=False)
     example_flags.define_output_flags()

@@ -25,6 +25,7 @@ PUBLIC_MODULES = {
 }
 EXAMPLE_TESTS = {
     "example_scripts_test.py",
+    "examples_output_test.py",
     "examples_test.py",
     "qat_example_test.py",
     "quickstart_test.py",
