@@ -5,6 +5,7 @@ from lrpet_tf.export.export_tflite import TFLiteVerificationError
 from lrpet_tf.export.export_tflite import export_tflite
 from lrpet_tf.export.flatbuffer_model import FlatbufferModel
 from lrpet_tf.export.latency import LatencyResult
+from lrpet_tf.export.latency import LatencyTimer
 from lrpet_tf.export.latency import measure_latency
 from lrpet_tf.export.metadata import ImageClassifierMetadata
 from lrpet_tf.export.quantization_aware import is_quantization_aware
@@ -16,6 +17,7 @@ __all__ = [
     "FlatbufferModel",
     "ImageClassifierMetadata",
     "LatencyResult",
+    "LatencyTimer",
     "TFLiteModel",
     "TFLiteVerificationError",
     "export_tflite",
