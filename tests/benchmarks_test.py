@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,6 +21,7 @@ import bench_utils  # noqa: E402
 import projection_cost  # noqa: E402
 import rank_allocation  # noqa: E402
 import tflite_latency  # noqa: E402
+import tflite_latency_report  # noqa: E402
 import training_step_cost  # noqa: E402
 
 from lrpet_tf import _keras  # noqa: E402
@@ -82,8 +84,25 @@ def test_tflite_latency_smoke(tmp_path):
     assert results["invoke_floor_us"]["1"] > 0
     for path in results["plots"]:
         assert os.path.getsize(path) > 0
-    assert _load(tmp_path / "tflite_latency.json")["layers"][0]["shape"] == entry["shape"]
     assert "latency break-even" in (tmp_path / "tflite_latency.md").read_text()
+    # The file keeps one timing per rank and thread count; the rows come back.
+    packed = _load(tmp_path / "tflite_latency.json")
+    assert packed["layers"][0]["ranks"] == {"0.5": [32, 32], "0.1": [6, 8]}
+    assert set(packed["layers"][0]["timing"]["1"]) == {"inner", "dense_ms", "r32", "r6", "r8"}
+    reloaded = tflite_latency_report.load(tmp_path / "tflite_latency.json")
+    for before, after in ((entry, reloaded["layers"][0]), (model, reloaded["models"][0])):
+        assert len(after["rows"]) == len(before["rows"])
+        for r, s in zip(after["rows"], before["rows"]):
+            assert {k: r[k] for k in ("ratio", "round_to", "threads", "mac_reduction")} == {
+                k: s[k] for k in ("ratio", "round_to", "threads", "mac_reduction")
+            }
+            assert r["speedup"] == pytest.approx(s["speedup"], rel=1e-5)
+            assert r["efficiency"] == pytest.approx(s["efficiency"], rel=1e-5)
+            assert r.get("rank") == s.get("rank")
+        assert [(r["ratio"], r["round_to"], r["mac_ratio"]) for r in after["rounding"]] == [
+            (r["ratio"], r["round_to"], r["mac_ratio"]) for r in before["rounding"]
+        ]
+    assert reloaded["layers"][0]["candidates"]["r8"]["macs"] == entry["candidates"]["r8"]["macs"]
 
 
 def test_training_step_cost_smoke(tmp_path):
@@ -128,6 +147,72 @@ def test_interleaved_times_and_paired_ratio():
     assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]  # order rotates every round
     assert len(times["a"]) == len(times["b"]) == 3
     assert bench_utils.paired_ratio([2.0, 4.0, 6.0], [1.0, 2.0, 2.0])["median"] == 2.0
+    counter = iter(range(100))
+    values = bench_utils.interleaved({"a": lambda: next(counter), "b": lambda: -1}, 2, warmup=1)
+    assert values == {"a": [1, 2], "b": [-1, -1]}  # the warm-up round's values are dropped
+
+
+def test_interleaved_latency_times_each_file_with_lrpet_tf_timer(tmp_path):
+    import lrpet_tf
+    from lrpet_tf import keras
+
+    inputs = keras.Input((4, 4, 2), name="x")
+    paths = {}
+    for name, filters in (("small", 2), ("large", 8)):
+        model = keras.Model(inputs, keras.layers.Conv2D(filters, 3)(inputs))
+        paths[name] = lrpet_tf.export_tflite(model, tmp_path / f"{name}.tflite").path
+    for reload in (False, True):
+        results = bench_utils.interleaved_latency(
+            paths, 3, warmup_rounds=1, runs=2, warmup=1, repeats=2, clock="cpu", reload=reload
+        )
+        assert set(results) == {"small", "large"}
+        for rounds in results.values():
+            assert len(rounds) == 3
+            for r in rounds:
+                assert (r.runs, r.repeats, r.clock, len(r.cpu_samples_ms)) == (2, 2, "cpu", 2)
+        medians = bench_utils.round_medians(results)
+        assert list(medians["small"]) == [r.median_ms for r in results["small"]]
+
+
+def test_portable_results_round_and_drop_local_paths():
+    payload = {
+        "ms": np.float64(154.28571428),
+        "ratio": 0.72591123456,
+        "tiny": 2.0265579e-06,
+        "count": np.int64(3),
+        "flag": np.bool_(True),
+        "shape": (1, 2),
+        "plot": os.path.join(bench_utils.REPO_DIR, "benchmarks", "plots", "a.png"),
+        "elsewhere": "/somewhere/else/b.png",
+        "command": "python benchmarks/x.py --seed=1",
+    }
+    assert bench_utils.portable(payload) == {
+        "ms": 154.2857,  # at least 4 decimals
+        "ratio": 0.725911,  # 6 significant digits
+        "tiny": 2.02656e-06,
+        "count": 3,
+        "flag": True,
+        "shape": [1, 2],
+        "plot": os.path.join("benchmarks", "plots", "a.png"),
+        "elsewhere": "b.png",
+        "command": "python benchmarks/x.py --seed=1",
+    }
+    text = bench_utils.to_json({"a": [1, 2, 3], "b": {"c": [{"d": 1}] * 40}})
+    assert text.splitlines()[:3] == ["{", ' "a": [1,2,3],', ' "b": {']
+    assert json.loads(text) == {"a": [1, 2, 3], "b": {"c": [{"d": 1}] * 40}}
+
+
+def test_write_run_keeps_every_run_of_a_study(tmp_path):
+    def render(study):
+        return " ".join(f"{name}={run['x']}" for name, run in study["runs"].items())
+
+    bench_utils.write_run("s", "a", {"x": 1}, render, str(tmp_path))
+    bench_utils.write_run("s", "b", {"x": 2}, render, str(tmp_path))
+    study = bench_utils.write_run("s", "a", {"x": 3}, render, str(tmp_path))  # replaced in place
+    assert study == {"study": "s", "runs": {"a": {"x": 3}, "b": {"x": 2}}}
+    assert _load(tmp_path / "s.json") == study
+    assert (tmp_path / "s.md").read_text() == "a=3 b=2\n"
+    assert bench_utils.as_study({"x": 5}, "s") == {"study": "s", "runs": {"main": {"x": 5}}}
 
 
 def test_rank_allocation_smoke(tmp_path):
