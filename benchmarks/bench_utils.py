@@ -334,21 +334,21 @@ def markdown_table(headers, rows, digits=2):
     return "\n".join(lines)
 
 
-def portable(value, significant=6):
+def portable(value, significant=6, decimals=4):
     """A JSON-ready copy of `value` fit to commit: compact and free of local paths.
 
     Floats are rounded to `significant` significant digits, but never to
-    fewer than 4 decimals (so a figure a table prints with 2 or 3 decimals
-    keeps them); NumPy values become Python ones, tuples lists. A string that
-    is an absolute path becomes relative to the repository, or its bare file
-    name outside it.
+    fewer than `decimals` decimals (so a figure a table prints with 2 or 3
+    decimals keeps them); NumPy values become Python ones, tuples lists. A
+    string that is an absolute path becomes relative to the repository, or
+    its bare file name outside it.
     """
     if isinstance(value, dict):
-        return {str(k): portable(v, significant) for k, v in value.items()}
+        return {str(k): portable(v, significant, decimals) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [portable(v, significant) for v in value]
+        return [portable(v, significant, decimals) for v in value]
     if isinstance(value, np.ndarray):
-        return portable(value.tolist(), significant)
+        return portable(value.tolist(), significant, decimals)
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
@@ -357,7 +357,7 @@ def portable(value, significant=6):
         value = float(value)
         if value == 0 or not math.isfinite(value):
             return value
-        return round(value, max(4, significant - 1 - math.floor(math.log10(abs(value)))))
+        return round(value, max(decimals, significant - 1 - math.floor(math.log10(abs(value)))))
     if isinstance(value, str) and os.path.isabs(value) and "\n" not in value:
         if value == REPO_DIR or value.startswith(REPO_DIR + os.sep):
             return os.path.relpath(value, REPO_DIR)
@@ -366,20 +366,36 @@ def portable(value, significant=6):
 
 
 def to_json(value, width=100):
-    """JSON text: one line per entry, but any list or object that fits in
-    `width` columns, and every list of numbers or strings, on one line."""
+    """Compact JSON text that still reads (and diffs) line by line.
+
+    A list or object that fits in `width` columns is written on one line;
+    a larger one gets one line per group of items that fit together, and
+    an item that does not fit on one line starts a line of its own.
+    """
 
     def render(v, level):
         flat = json.dumps(v, separators=(",", ":"))
-        scalars = isinstance(v, list) and not any(isinstance(x, (dict, list)) for x in v)
-        if not isinstance(v, (dict, list)) or not v or scalars or level + len(flat) <= width:
+        if not isinstance(v, (dict, list)) or not v or level + len(flat) <= width:
             return flat
         pad = " " * (level + 1)
         if isinstance(v, dict):
-            items = (f"{pad}{json.dumps(k)}: {render(x, level + 1)}" for k, x in v.items())
-            return "{\n" + ",\n".join(items) + "\n" + " " * level + "}"
-        items = (pad + render(x, level + 1) for x in v)
-        return "[\n" + ",\n".join(items) + "\n" + " " * level + "]"
+            items = [f"{json.dumps(k)}:{render(x, level + 1)}" for k, x in v.items()]
+        else:
+            items = [render(x, level + 1) for x in v]
+        lines, line = [], ""
+        for item in items:
+            if line and ("\n" in item or len(pad) + len(line) + 1 + len(item) > width):
+                lines.append(line)
+                line = ""
+            line = f"{line},{item}" if line else item
+            if "\n" in item:
+                lines.append(line)
+                line = ""
+        if line:
+            lines.append(line)
+        brackets = "{}" if isinstance(v, dict) else "[]"
+        body = ",\n".join(pad + text for text in lines)
+        return brackets[0] + "\n" + body + "\n" + " " * level + brackets[1]
 
     return render(value, 0) + "\n"
 
