@@ -46,8 +46,12 @@ def test_projection_cost_smoke(tmp_path):
     # schedule projects at optimizer step 3 (steps 3-4 of the run).
     assert overhead["projections"] == {"none": 0, "epoch": 1, "every_3_steps": 1}
     assert results["derived_overhead"]["tiny"]["epoch"] > 0
-    assert _load(tmp_path / "projection_cost.json")["projection"]["tiny"]["layers"] == 2
-    assert "per-layer / batched" in (tmp_path / "projection_cost.md").read_text()
+    study = _load(tmp_path / "projection_cost.json")
+    assert list(study["runs"]) == ["smoke"]
+    assert study["runs"]["smoke"]["projection"]["tiny"]["layers"] == 2
+    assert "--output_dir" not in study["runs"]["smoke"]["command"]
+    markdown = (tmp_path / "projection_cost.md").read_text()
+    assert "### Run `smoke`" in markdown and "per-layer / batched" in markdown
     assert os.path.getsize(tmp_path / "projection_cost.png") > 0
 
 
