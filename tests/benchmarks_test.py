@@ -201,9 +201,26 @@ def test_portable_results_round_and_drop_local_paths():
         "elsewhere": "b.png",
         "command": "python benchmarks/x.py --seed=1",
     }
-    text = bench_utils.to_json({"a": [1, 2, 3], "b": {"c": [{"d": 1}] * 40}})
-    assert text.splitlines()[:3] == ["{", ' "a": [1,2,3],', ' "b": {']
-    assert json.loads(text) == {"a": [1, 2, 3], "b": {"c": [{"d": 1}] * 40}}
+    value = {"a": [1, 2, 3], "b": {"c": [{"d": 1}] * 30}, "e": list(range(40))}
+    text = bench_utils.to_json(value, width=40)
+    assert text.splitlines() == [
+        "{",
+        ' "a":[1,2,3],',  # fits: one line
+        ' "b":{',
+        '  "c":[',
+        '   {"d":1},{"d":1},{"d":1},{"d":1},',  # items filled up to the width
+        *['   {"d":1},{"d":1},{"d":1},{"d":1},'] * 6,
+        '   {"d":1},{"d":1}',
+        "  ]",
+        " },",
+        ' "e":[',
+        "  0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,",
+        "  16,17,18,19,20,21,22,23,24,25,26,27,28,",
+        "  29,30,31,32,33,34,35,36,37,38,39",
+        " ]",
+        "}",
+    ]
+    assert json.loads(text) == value
 
 
 def test_write_run_keeps_every_run_of_a_study(tmp_path):
