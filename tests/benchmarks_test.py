@@ -6,8 +6,10 @@ satisfy whatever the machine's speed: keys, positive times, and MAC counts
 equal to the factorization formula `r * (k*k*c + n)` vs `k*k*c*n`.
 """
 
+import hashlib
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -16,8 +18,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
+import android_latency  # noqa: E402
+import applications_report  # noqa: E402
 import bench_models  # noqa: E402
 import bench_utils  # noqa: E402
+import int8_study  # noqa: E402
 import projection_cost  # noqa: E402
 import rank_allocation  # noqa: E402
 import tflite_latency  # noqa: E402
@@ -271,3 +276,55 @@ def test_command_line_names_the_keras_mode_and_drops_arguments():
     command = bench_utils.command_line(argv, drop=("--report_only",))
     prefix = "" if _keras.IS_KERAS_3 else "TF_USE_LEGACY_KERAS=1 "
     assert command == prefix + "PYTHONPATH=. python benchmarks/int8_study.py --seed=1 --epochs=2"
+
+
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+# Study -> markdown of its committed JSON, as each script's --render_from writes it.
+RENDERERS = {
+    "android_latency": lambda path: android_latency.to_markdown(_load(path)),
+    "applications": lambda path: applications_report.markdown(
+        _load(path), _load(path)[0]["prune_ratio"]
+    ),
+    "int8_study": lambda path: int8_study.render(bench_utils.read_study(path, "int8_study")),
+    "projection_cost": lambda path: projection_cost.to_markdown(
+        bench_utils.read_study(path, "projection_cost")
+    ),
+    "rank_allocation": lambda path: rank_allocation.render(_load(path)),
+    "tflite_latency": lambda path: tflite_latency_report.to_markdown(
+        tflite_latency_report.load(path)
+    ),
+    "training_step_cost": lambda path: training_step_cost.to_markdown(_load(path)),
+}
+
+
+def test_committed_results_one_compact_file_per_study_without_local_paths():
+    files = sorted(
+        os.path.relpath(os.path.join(folder, name), RESULTS)
+        for folder, _, names in os.walk(RESULTS)
+        for name in names
+    )
+    studies = {
+        name[: -len(".json")] for name in files if name.endswith(".json") and "/" not in name
+    }
+    assert studies == set(RENDERERS) | {"accuracy_study"}
+    # Besides one JSON and one fragment per study, only the accuracy study's per-run files.
+    extra = [f for f in files if f.split(".")[0] not in studies]
+    assert all(f.startswith("accuracy_study/") for f in extra), extra
+    digests = {}
+    for name in files:
+        with open(os.path.join(RESULTS, name), "rb") as f:
+            content = f.read()
+        digest = hashlib.sha256(content).hexdigest()
+        assert digest not in digests, f"{name} is a copy of {digests.get(digest)}"
+        digests[digest] = name
+        local = re.findall(rb"(?:/work|/tmp|/root|/home)/[^\s\"']*", content)
+        assert not local, (name, local[:3])
+        if name.endswith(".json"):
+            assert len(content) < 100_000, (name, len(content))
+
+
+@pytest.mark.parametrize("study", sorted(RENDERERS))
+def test_committed_results_render_their_committed_tables(study):
+    with open(os.path.join(RESULTS, f"{study}.md"), encoding="utf-8") as f:
+        committed = f.read()
+    assert RENDERERS[study](os.path.join(RESULTS, f"{study}.json")).rstrip() + "\n" == committed
