@@ -468,18 +468,18 @@ def write_run(name, run, payload, render, output_dir=None):
         The study dict written.
     """
     json_path, md_path = _paths(name, output_dir)
-    with open(json_path, "a+", encoding="utf-8") as f:
+    with open(json_path, "a+", encoding="utf-8") as f:  # created if missing, not emptied
         fcntl.flock(f, fcntl.LOCK_EX)
         f.seek(0)
         text = f.read()
         study = as_study(json.loads(text), name) if text.strip() else {"study": name, "runs": {}}
         study["runs"][run] = portable(payload)
         markdown = render(study)
-        f.seek(0)
-        f.truncate()
+        f.truncate(0)  # (appending writes then start at 0)
         f.write(to_json(study))
-    with open(md_path, "w", encoding="utf-8") as f:
-        f.write(markdown.rstrip() + "\n")
+        f.flush()
+        with open(md_path, "w", encoding="utf-8") as md:
+            md.write(markdown.rstrip() + "\n")
     return study
 
 

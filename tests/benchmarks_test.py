@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -239,6 +240,18 @@ def test_write_run_keeps_every_run_of_a_study(tmp_path):
     assert _load(tmp_path / "s.json") == study
     assert (tmp_path / "s.md").read_text() == "a=3 b=2\n"
     assert bench_utils.as_study({"x": 5}, "s") == {"study": "s", "runs": {"main": {"x": 5}}}
+    # Runs that finish at the same time (seeds side by side) all land in the file.
+    threads = [
+        threading.Thread(
+            target=bench_utils.write_run, args=("t", f"seed{i}", {"x": i}, render, str(tmp_path))
+        )
+        for i in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(_load(tmp_path / "t.json")["runs"]) == [f"seed{i}" for i in range(8)]
 
 
 def test_rank_allocation_smoke(tmp_path):
