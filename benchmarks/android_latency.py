@@ -22,8 +22,11 @@ files on one with TFLite's `benchmark_model`.
 Usage:
     PYTHONPATH=. python benchmarks/android_latency.py            # ~10 min
     PYTHONPATH=. python benchmarks/android_latency.py --smoke    # seconds
+    PYTHONPATH=. python benchmarks/android_latency.py \\
+        --render_from=benchmarks/results/android_latency.json     # the table only
 """
 
+import functools
 import json
 import os
 import shutil
@@ -47,7 +50,7 @@ except ImportError:  # pragma: no cover
     from benchmarks import bench_models
     from benchmarks import bench_utils
 
-__all__ = ["export_variants", "litert_benchmark", "run", "time_files"]
+__all__ = ["export_variants", "litert_benchmark", "run", "time_files", "to_markdown"]
 
 FLAGS = flags.FLAGS
 MODELS = ("resnet56", "mobilenet_v2")
@@ -158,27 +161,36 @@ def litert_benchmark(path, runs, warmup, num_threads=1):
 def time_files(paths, rounds, runs, warmup, num_threads=1):
     """Times every file with both timers, interleaved, `rounds` times.
 
+    Each round runs every (timer, file) pair once in the rotated order of
+    `bench_utils.interleaved`: `lrpet_tf.measure_latency` (a fresh
+    interpreter, `warmup` untimed invokes, the median of `runs`) and
+    `litert-benchmark` with the same counts.
+
     Returns:
-        Dict timer -> variant -> list of per-round median ms.
+        `(medians, extra)`: dict timer -> variant -> list of per-round median
+        ms, and dict variant -> `litert-benchmark`'s acceleration report.
     """
-    pairs = [(timer, variant) for variant in paths for timer in TIMERS]
-    medians = {timer: {variant: [] for variant in paths} for timer in TIMERS}
     extra = {}
-    for i in range(rounds):
-        shift = i % len(pairs)
-        for timer, variant in pairs[shift:] + pairs[:shift]:
-            if timer == "measure_latency":
-                result = lrpet_tf.measure_latency(
-                    paths[variant], num_threads=num_threads, runs=runs, warmup=warmup
-                )
-                medians[timer][variant].append(result.median_ms)
-            else:
-                latency = litert_benchmark(paths[variant], runs, warmup, num_threads)
-                medians[timer][variant].append(latency["median_ms"])
-                extra[variant] = {
-                    "fully_accelerated": latency["fully_accelerated"],
-                    "accelerators": latency["accelerators"],
-                }
+
+    def measure(timer, variant):
+        if timer == "measure_latency":
+            return lrpet_tf.measure_latency(
+                paths[variant], num_threads=num_threads, runs=runs, warmup=warmup
+            ).median_ms
+        latency = litert_benchmark(paths[variant], runs, warmup, num_threads)
+        extra[variant] = {
+            "fully_accelerated": latency["fully_accelerated"],
+            "accelerators": latency["accelerators"],
+        }
+        return latency["median_ms"]
+
+    calls = {
+        (timer, variant): functools.partial(measure, timer, variant)
+        for variant in paths
+        for timer in TIMERS
+    }
+    values = bench_utils.interleaved(calls, rounds)
+    medians = {timer: {variant: values[timer, variant] for variant in paths} for timer in TIMERS}
     return medians, extra
 
 
@@ -211,7 +223,14 @@ def summarize(name, ratio, info, medians, extra, load):
     return rows
 
 
+def to_markdown(results):
+    """The fragment: machine, the table, how it was measured, the command."""
+    text = markdown(results["rows"], results["models"], results["command"], results["settings"])
+    return bench_utils.machine_markdown(results["machine"]) + "\n\n" + text
+
+
 def markdown(rows, info, command, settings):
+    """The table, the measurement and the command (without the machine line)."""
     table = bench_utils.markdown_table(
         [
             "model",
@@ -292,9 +311,8 @@ def run(
             rows = summarize(name, ratio, info, medians, extra, load)
             results["models"][name] = {"files": info, "per_round_ms": medians, "litert": extra}
             results["rows"].extend(rows)
-    text = markdown(results["rows"], results["models"], results["command"], settings)
-    text = bench_utils.machine_markdown(results["machine"]) + "\n\n" + text
-    bench_utils.write_results("android_latency", results, text, output_dir)
+    text = to_markdown(results)
+    bench_utils.write_results("android_latency", results, text, output_dir, compact=True)
     print(text)
     return results
 
@@ -308,10 +326,17 @@ def define_flags():
     flags.DEFINE_integer("warmup", 5, "Untimed invokes / warm-up runs per measurement.")
     flags.DEFINE_bool("smoke", False, "A tiny model, 2 rounds: seconds.")
     flags.DEFINE_string("output_dir", None, "Where results go (default benchmarks/results).")
+    flags.DEFINE_string("render_from", None, "Only rewrite the table from this results JSON.")
 
 
 def main(argv):
     del argv
+    if FLAGS.render_from:
+        with open(FLAGS.render_from, encoding="utf-8") as f:
+            results = json.load(f)
+        text = to_markdown(results)
+        bench_utils.write_results("android_latency", results, text, FLAGS.output_dir, compact=True)
+        return
     run(
         models=tuple(FLAGS.models),
         ratio=FLAGS.ratio,

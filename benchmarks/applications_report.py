@@ -10,9 +10,10 @@ max |original| over random inputs (inference mode, logits).
     python benchmarks/applications_report.py                  # all models
     python benchmarks/applications_report.py --models=MobileNetV2 --input_size=32
 
-Writes benchmarks/results/applications.json and .md, and one JSON per model in
-benchmarks/results/applications/ (a model whose JSON exists, for the same
-prune ratio and input size, is not run again: an interrupted report resumes).
+Writes benchmarks/results/applications.json (one entry per model) and .md
+(the table), after each model: a model whose entry exists, for the same
+prune ratio and input size, is not run again, so an interrupted report
+resumes, and a run whose models are all there only rewrites the table.
 """
 
 import contextlib
@@ -28,6 +29,13 @@ from absl import flags
 import lrpet_tf
 from lrpet_tf import keras
 from lrpet_tf import svd_training
+
+try:  # as a script (benchmarks/ on sys.path) or as benchmarks.applications_report
+    import bench_utils
+except ImportError:  # pragma: no cover
+    from benchmarks import bench_utils
+
+NAME = "applications"
 
 ARCHITECTURES = {
     "ResNet50": 32,
@@ -235,21 +243,42 @@ def markdown(rows, prune_ratio):
     return "\n".join(lines)
 
 
-def _model_result(name, input_size, prune_ratio, model_dir):
-    """One model's metrics: from `<model_dir>/<name>.json` if an earlier run wrote it."""
-    path = os.path.join(model_dir, f"{name}.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            result = json.load(f)
-        if result.get("prune_ratio") == prune_ratio and (
-            input_size is None or result["input_size"] == input_size
+def run(models, input_size=None, prune_ratio=0.5, output_dir=None):
+    """Runs the models `applications.json` lacks; rewrites it and the table after each.
+
+    Args:
+        models: keras.applications model names.
+        input_size: Input height and width (None: each model's default).
+        prune_ratio: LRPET's g.
+        output_dir: Where `applications.json` / `.md` are (default
+            benchmarks/results).
+
+    Returns:
+        The entries of every model in the file (earlier ones first, new
+        models appended, re-run ones in place).
+    """
+    path = os.path.join(output_dir or os.path.join(bench_utils.BENCHMARKS_DIR, "results"), NAME)
+    entries = {}
+    if os.path.exists(path + ".json"):
+        with open(path + ".json", encoding="utf-8") as f:
+            entries = {entry["model"]: entry for entry in json.load(f)}
+    for name in models:
+        entry = entries.get(name)
+        if (
+            entry is not None
+            and entry.get("prune_ratio") == prune_ratio
+            and (input_size is None or entry["input_size"] == input_size)
         ):
-            return result
-    result = check_application(name, input_size, prune_ratio)
-    result["prune_ratio"] = prune_ratio
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
-    return result
+            continue
+        entry = check_application(name, input_size, prune_ratio)
+        entry["prune_ratio"] = prune_ratio
+        print(json.dumps(entry), flush=True)
+        entries[name] = entry
+        rows = list(entries.values())
+        bench_utils.write_results(NAME, rows, markdown(rows, prune_ratio), output_dir, compact=True)
+    rows = list(entries.values())
+    bench_utils.write_results(NAME, rows, markdown(rows, prune_ratio), output_dir, compact=True)
+    return rows
 
 
 def define_flags():
@@ -261,25 +290,13 @@ def define_flags():
     flags.DEFINE_list("models", list(ARCHITECTURES), "keras.applications model names.")
     flags.DEFINE_integer("input_size", None, "Input height/width (default: per model).")
     flags.DEFINE_float("prune_ratio", 0.5, "LRPET prune ratio g.")
-    flags.DEFINE_string("output_dir", "benchmarks/results", "Where the JSON and table go.")
+    flags.DEFINE_string("output_dir", None, "Where the JSON and table go (benchmarks/results).")
 
 
 def main(argv):
     del argv
-    # One JSON per model, so an interrupted report continues with the next model.
-    model_dir = os.path.join(FLAGS.output_dir, "applications")
-    os.makedirs(model_dir, exist_ok=True)
-    rows = []
-    for name in FLAGS.models:
-        result = _model_result(name, FLAGS.input_size, FLAGS.prune_ratio, model_dir)
-        print(json.dumps(result), flush=True)
-        rows.append(result)
-    with open(os.path.join(FLAGS.output_dir, "applications.json"), "w") as f:
-        json.dump(rows, f, indent=2)
-    table = markdown(rows, FLAGS.prune_ratio)
-    with open(os.path.join(FLAGS.output_dir, "applications.md"), "w") as f:
-        f.write(table + "\n")
-    print(table)
+    rows = run(FLAGS.models, FLAGS.input_size, FLAGS.prune_ratio, FLAGS.output_dir)
+    print(markdown(rows, FLAGS.prune_ratio))
 
 
 if __name__ == "__main__":

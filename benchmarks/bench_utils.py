@@ -9,8 +9,11 @@ recorded next to every table.
 """
 
 import datetime
+import fcntl
+import functools
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import subprocess
@@ -21,20 +24,30 @@ import numpy as np
 
 __all__ = [
     "BENCHMARKS_DIR",
+    "REPO_DIR",
+    "as_study",
     "command_line",
     "source_revision",
+    "interleaved",
+    "interleaved_latency",
     "interleaved_times",
     "load_average",
     "machine_info",
     "machine_markdown",
     "markdown_table",
     "paired_ratio",
+    "portable",
+    "read_study",
+    "round_medians",
     "save_figure",
     "summarize",
+    "to_json",
     "write_results",
+    "write_run",
 ]
 
 BENCHMARKS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_DIR = os.path.dirname(BENCHMARKS_DIR)
 _PACKAGES = ("tensorflow", "keras", "ai-edge-litert", "numpy")
 
 
@@ -85,7 +98,7 @@ def _cpu_flags():
 
 def source_revision():
     """The git commit of the checkout and whether `lrpet_tf/` has uncommitted changes."""
-    root = os.path.dirname(BENCHMARKS_DIR)
+    root = REPO_DIR
 
     def git(*args):
         return subprocess.run(
@@ -148,21 +161,43 @@ def machine_markdown(info):
     )
 
 
-def interleaved_times(candidates, rounds, warmup=1, inner=1, before=None, cpu_times=None):
-    """Times several callables interleaved: one call of each per round.
+def interleaved(calls, rounds, warmup=0):
+    """Calls several callables round by round, the order rotated every round.
 
-    Each round calls every candidate once (timed: `inner` back-to-back calls,
-    divided by `inner`), rotating the order every round. `warmup` untimed
-    rounds come first (tracing, XNNPACK weight packing, caches).
+    Every round calls each candidate once; the first of them changes every
+    round, so none always runs first (or right after the same neighbour).
+    `warmup` untimed rounds come first.
+
+    Args:
+        calls: Dict name -> zero-argument callable.
+        rounds: Rounds whose return values are kept.
+        warmup: Rounds before them whose return values are dropped.
+
+    Returns:
+        Dict name -> list of the `rounds` return values, in round order.
+    """
+    names = list(calls)
+    values = {name: [] for name in names}
+    for i in range(warmup + rounds):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            value = calls[name]()
+            if i >= warmup:
+                values[name].append(value)
+    return values
+
+
+def interleaved_times(candidates, rounds, warmup=1, before=None, cpu_times=None):
+    """Times several Python callables interleaved: one call of each per round.
+
+    For .tflite files use `interleaved_latency` (lrpet_tf's timer) instead.
 
     Args:
         candidates: Dict name -> zero-argument callable.
         rounds: Timed rounds.
-        warmup: Untimed rounds before them.
-        inner: Calls per timed sample (for very short calls, so the timer's
-            own cost is negligible).
+        warmup: Untimed rounds before them (tracing, caches).
         before: Optional dict name -> zero-argument callable run untimed
-            right before each (warm-up or timed) sample of that candidate,
+            right before each (warm-up or timed) call of that candidate,
             e.g. to restore state the candidate changes.
         cpu_times: Optional dict, filled with name -> float64 array of this
             process's CPU seconds (all threads, `time.process_time`) per call:
@@ -171,28 +206,85 @@ def interleaved_times(candidates, rounds, warmup=1, inner=1, before=None, cpu_ti
     Returns:
         Dict name -> float64 array of `rounds` seconds per call.
     """
-    names = list(candidates)
     before = before or {}
-    times = {name: [] for name in names}
-    cpu = {name: [] for name in names}
-    for i in range(warmup + rounds):
-        shift = i % len(names)
-        for name in names[shift:] + names[:shift]:
+
+    def timed(name):
+        def call():
             if name in before:
                 before[name]()
-            fn = candidates[name]
             start_cpu = time.process_time()
             start = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            elapsed = (time.perf_counter() - start) / inner
-            elapsed_cpu = (time.process_time() - start_cpu) / inner
-            if i >= warmup:
-                times[name].append(elapsed)
-                cpu[name].append(elapsed_cpu)
+            candidates[name]()
+            return time.perf_counter() - start, time.process_time() - start_cpu
+
+        return call
+
+    samples = interleaved({name: timed(name) for name in candidates}, rounds, warmup)
     if cpu_times is not None:
-        cpu_times.update({name: np.asarray(t, np.float64) for name, t in cpu.items()})
-    return {name: np.asarray(t, np.float64) for name, t in times.items()}
+        cpu_times.update({n: np.asarray([s[1] for s in v], np.float64) for n, v in samples.items()})
+    return {n: np.asarray([s[0] for s in v], np.float64) for n, v in samples.items()}
+
+
+def interleaved_latency(
+    files,
+    rounds,
+    warmup_rounds=0,
+    runs=1,
+    warmup=1,
+    repeats=1,
+    num_threads=1,
+    clock="wall",
+    reload=False,
+):
+    """Times .tflite files round by round with lrpet_tf's timer.
+
+    Each round measures every file once, in the rotated order of
+    `interleaved`, with `lrpet_tf.export.LatencyTimer.measure(runs, warmup,
+    repeats, clock)`: `warmup` untimed invokes, then `runs` timed runs of one
+    batch (times `repeats`). So the drift of a shared machine's load hits
+    every file alike, and per-round ratios (`paired_ratio`) cancel most of it.
+
+    Args:
+        files: Dict name -> .tflite path, or (without `reload`) a
+            `LatencyTimer` to reuse, whose own thread count then holds.
+        rounds: Timed rounds.
+        warmup_rounds: Untimed rounds first.
+        runs, warmup, repeats, clock: Of each measurement (see
+            `LatencyTimer.measure`).
+        num_threads: Interpreter threads.
+        reload: Load every file afresh each round (`lrpet_tf.measure_latency`:
+            a new interpreter, whose first warm-up invoke packs the weights).
+            Otherwise each file is loaded once (one `LatencyTimer` per file)
+            and its warm-up invokes re-warm the caches the other files' rounds
+            took over.
+
+    Returns:
+        Dict name -> list of one `lrpet_tf.LatencyResult` per timed round.
+    """
+    import lrpet_tf  # here: the rest of bench_utils needs no TensorFlow
+
+    settings = dict(runs=runs, warmup=warmup, repeats=repeats, clock=clock)
+    if reload:
+        calls = {
+            name: functools.partial(
+                lrpet_tf.measure_latency, path, num_threads=num_threads, **settings
+            )
+            for name, path in files.items()
+        }
+    else:
+        timers = {
+            name: f
+            if isinstance(f, lrpet_tf.export.LatencyTimer)
+            else lrpet_tf.export.LatencyTimer(f, num_threads=num_threads)
+            for name, f in files.items()
+        }
+        calls = {name: functools.partial(t.measure, **settings) for name, t in timers.items()}
+    return interleaved(calls, rounds, warmup_rounds)
+
+
+def round_medians(results):
+    """Dict name -> float64 array of each round's `median_ms` (`interleaved_latency`'s output)."""
+    return {name: np.asarray([r.median_ms for r in rs], np.float64) for name, rs in results.items()}
 
 
 def summarize(seconds):
@@ -242,7 +334,79 @@ def markdown_table(headers, rows, digits=2):
     return "\n".join(lines)
 
 
-def write_results(name, payload, markdown, output_dir=None):
+def portable(value, significant=6, decimals=4):
+    """A JSON-ready copy of `value` fit to commit: compact and free of local paths.
+
+    Floats are rounded to `significant` significant digits, but never to
+    fewer than `decimals` decimals (so a figure a table prints with 2 or 3
+    decimals keeps them); NumPy values become Python ones, tuples lists. A
+    string that is an absolute path becomes relative to the repository, or
+    its bare file name outside it.
+    """
+    if isinstance(value, dict):
+        return {str(k): portable(v, significant, decimals) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v, significant, decimals) for v in value]
+    if isinstance(value, np.ndarray):
+        return portable(value.tolist(), significant, decimals)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if value == 0 or not math.isfinite(value):
+            return value
+        return round(value, max(decimals, significant - 1 - math.floor(math.log10(abs(value)))))
+    if isinstance(value, str) and os.path.isabs(value) and "\n" not in value:
+        if value == REPO_DIR or value.startswith(REPO_DIR + os.sep):
+            return os.path.relpath(value, REPO_DIR)
+        return os.path.basename(value)
+    return value
+
+
+def to_json(value, width=100):
+    """Compact JSON text that still reads (and diffs) line by line.
+
+    A list or object that fits in `width` columns is written on one line;
+    a larger one gets one line per group of items that fit together, and
+    an item that does not fit on one line starts a line of its own.
+    """
+
+    def render(v, level):
+        flat = json.dumps(v, separators=(",", ":"))
+        if not isinstance(v, (dict, list)) or not v or level + len(flat) <= width:
+            return flat
+        pad = " " * (level + 1)
+        if isinstance(v, dict):
+            items = [f"{json.dumps(k)}:{render(x, level + 1)}" for k, x in v.items()]
+        else:
+            items = [render(x, level + 1) for x in v]
+        lines, line = [], ""
+        for item in items:
+            if line and ("\n" in item or len(pad) + len(line) + 1 + len(item) > width):
+                lines.append(line)
+                line = ""
+            line = f"{line},{item}" if line else item
+            if "\n" in item:
+                lines.append(line)
+                line = ""
+        if line:
+            lines.append(line)
+        brackets = "{}" if isinstance(v, dict) else "[]"
+        body = ",\n".join(pad + text for text in lines)
+        return brackets[0] + "\n" + body + "\n" + " " * level + brackets[1]
+
+    return render(value, 0) + "\n"
+
+
+def _paths(name, output_dir):
+    output_dir = output_dir or os.path.join(BENCHMARKS_DIR, "results")
+    os.makedirs(output_dir, exist_ok=True)
+    return os.path.join(output_dir, f"{name}.json"), os.path.join(output_dir, f"{name}.md")
+
+
+def write_results(name, payload, markdown, output_dir=None, compact=False):
     """Writes `<output_dir>/<name>.json` and `<output_dir>/<name>.md`.
 
     Args:
@@ -250,20 +414,73 @@ def write_results(name, payload, markdown, output_dir=None):
         payload: JSON-serializable results.
         markdown: The markdown fragment (tables) for RESULTS.md.
         output_dir: Defaults to `benchmarks/results`.
+        compact: Write `portable(payload)` as `to_json` does (the form of
+            the committed result files) instead of everything indented.
 
     Returns:
         `(json_path, markdown_path)`.
     """
-    output_dir = output_dir or os.path.join(BENCHMARKS_DIR, "results")
-    os.makedirs(output_dir, exist_ok=True)
-    json_path = os.path.join(output_dir, f"{name}.json")
-    md_path = os.path.join(output_dir, f"{name}.md")
+    json_path, md_path = _paths(name, output_dir)
     with open(json_path, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=1, default=_json_default)
-        f.write("\n")
+        if compact:
+            f.write(to_json(portable(payload)))
+        else:
+            json.dump(payload, f, indent=1, default=_json_default)
+            f.write("\n")
     with open(md_path, "w", encoding="utf-8") as f:
         f.write(markdown.rstrip() + "\n")
     return json_path, md_path
+
+
+def as_study(data, name, run="main"):
+    """A study file's content: `{"study": name, "runs": {run name: results}}`.
+
+    A results dict of one run (the form before studies kept several runs)
+    becomes the study's run `run`.
+    """
+    if isinstance(data, dict) and isinstance(data.get("runs"), dict) and "study" in data:
+        return data
+    return {"study": name, "runs": {run: data}}
+
+
+def read_study(path, name, run="main"):
+    """`as_study` of the JSON file at `path`."""
+    with open(path, encoding="utf-8") as f:
+        return as_study(json.load(f), name, run)
+
+
+def write_run(name, run, payload, render, output_dir=None):
+    """Adds one run to a study that keeps several: `<name>.json` and `<name>.md`.
+
+    The JSON holds `{"study": name, "runs": {run name: portable(results)}}`;
+    a run of the same name is replaced in place, a new one appended. The
+    file is locked while it is read and rewritten, so runs that finish side
+    by side (several seeds at once) all land in it.
+
+    Args:
+        name: File stem (the study).
+        run: The run's name, e.g. `e15_nostem_s1`.
+        payload: Its results.
+        render: Function study dict -> the markdown of the whole study.
+        output_dir: Defaults to `benchmarks/results`.
+
+    Returns:
+        The study dict written.
+    """
+    json_path, md_path = _paths(name, output_dir)
+    with open(json_path, "a+", encoding="utf-8") as f:  # created if missing, not emptied
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        text = f.read()
+        study = as_study(json.loads(text), name) if text.strip() else {"study": name, "runs": {}}
+        study["runs"][run] = portable(payload)
+        markdown = render(study)
+        f.truncate(0)  # (appending writes then start at 0)
+        f.write(to_json(study))
+        f.flush()
+        with open(md_path, "w", encoding="utf-8") as md:
+            md.write(markdown.rstrip() + "\n")
+    return study
 
 
 def _json_default(value):

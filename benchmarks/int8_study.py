@@ -28,15 +28,19 @@ The model is `small_cnn` by default (conv stem, two residual blocks with a
 `prepare_qat` quantizes their option-A shortcuts). Optionally (`--exclude`)
 LRPET leaves some convs dense, e.g. the 1-channel stem.
 
-Results: `<output_dir>/int8_study.json` and `int8_study.md` (default
-`benchmarks/results/`); models and files in `<runs_dir>` (default
-`saved_models/int8_study/`). The training runs resume like the examples'
-(a finished run folder is reused; the table says so).
+Results: one entry per run, keyed by its name (`--run_name`, by default
+`<runs_dir>`'s folder name without `int8_study_`), in
+`<output_dir>/int8_study.json`, with `int8_study.md` the tables of every run
+(default `benchmarks/results/`; `--render_from` rewrites the tables from the
+JSON); models and files in `<runs_dir>` (default `saved_models/int8_study/`).
+The training runs resume like the examples' (a finished run folder is
+reused; the table says so).
 
 Usage:
     TF_USE_LEGACY_KERAS=1 PYTHONPATH=. python benchmarks/int8_study.py \\
         --train_limit=12000 --epochs=6 --qat_epochs=2     # the study (~30 min on 2 loaded cores)
     TF_USE_LEGACY_KERAS=1 PYTHONPATH=. python benchmarks/int8_study.py --smoke   # ~1 minute
+    PYTHONPATH=. python benchmarks/int8_study.py --render_from=benchmarks/results/int8_study.json
 """
 
 import dataclasses
@@ -75,8 +79,9 @@ __all__ = [
     "VARIANTS",
     "StudyConfig",
     "acceptance",
-    "interleaved_latency",
+    "file_latency",
     "render",
+    "render_run",
     "run",
     "size_plan",
     "smoke_config",
@@ -133,7 +138,9 @@ class StudyConfig:
         plan_ratios: Prune ratios of the untrained size plan (empty: none).
         seed: Seed of the weights, data order and calibration sample.
         runs_dir: Folder of the run folders.
-        output_dir: Folder of the result files.
+        run_name: The run's entry in the study's results (None: `runs_dir`'s
+            folder name without `int8_study_`, or `default`).
+        output_dir: Folder of the result files (not recorded).
         command: The command line, for the table.
         verbose: Keras fit verbosity.
     """
@@ -162,6 +169,7 @@ class StudyConfig:
     plan_ratios: tuple = (0.5, 0.6, 0.65, 0.7, 0.8)
     seed: int = 0
     runs_dir: str = os.path.join("saved_models", NAME)
+    run_name: str = None
     output_dir: str = None
     command: str = None
     verbose: int = 2
@@ -179,6 +187,13 @@ class StudyConfig:
             raise ValueError(
                 f"Expected `prune_ratio` in [0, 1). Received: prune_ratio={self.prune_ratio}"
             )
+
+    def name(self):
+        """The run's key in `int8_study.json`."""
+        if self.run_name:
+            return self.run_name
+        folder = os.path.basename(os.path.normpath(self.runs_dir))
+        return folder[len(NAME) + 1 :] if folder.startswith(NAME + "_") else "default"
 
     def train_config(self, method):
         """The `train_lrpet.TrainConfig` of the dense or the LRPET run."""
@@ -226,6 +241,7 @@ def smoke_config(output_dir):
         latency_warmup=1,
         plan_ratios=(0.5,),
         runs_dir=os.path.join(output_dir, "runs"),
+        run_name="smoke",
         output_dir=output_dir,
         command="int8_study.py --smoke",
         verbose=0,
@@ -311,13 +327,13 @@ def _with_random_shifts(model, rng):
     return model
 
 
-def interleaved_latency(paths, rounds, runs, warmup, num_threads=1):
+def file_latency(paths, rounds, runs, warmup, num_threads=1):
     """Single-thread latency of several .tflite files, measured side by side.
 
-    Each round calls `lrpet_tf.measure_latency` once per file (a fresh
-    interpreter: `warmup` untimed invokes, then the median of `runs`), in an
-    order rotated every round, so the drift of a shared machine's load hits
-    every file alike.
+    `bench_utils.interleaved_latency` with `reload`: each round calls
+    `lrpet_tf.measure_latency` once per file (a fresh interpreter: `warmup`
+    untimed invokes, then the median of `runs`), in an order rotated every
+    round, so the drift of a shared machine's load hits every file alike.
 
     Args:
         paths: Dict name -> .tflite path; the first is the reference of the
@@ -330,30 +346,22 @@ def interleaved_latency(paths, rounds, runs, warmup, num_threads=1):
         `rounds`, `invokes` and `speedup` (`bench_utils.paired_ratio` of the
         reference's per-round median over this file's: median, q25, q75).
     """
-    names = list(paths)
-    medians = {name: [] for name in names}
-    minimum = {name: np.inf for name in names}
-    for i in range(rounds):
-        shift = i % len(names)
-        for name in names[shift:] + names[:shift]:
-            result = lrpet_tf.measure_latency(
-                paths[name], num_threads=num_threads, runs=runs, warmup=warmup
-            )
-            medians[name].append(result.median_ms)
-            minimum[name] = min(minimum[name], result.min_ms)
-    reference = names[0]
+    results = bench_utils.interleaved_latency(
+        paths, rounds, runs=runs, warmup=warmup, num_threads=num_threads, reload=True
+    )
+    medians = bench_utils.round_medians(results)
+    reference = medians[next(iter(paths))]
     out = {}
-    for name in names:
-        values = np.asarray(medians[name])
+    for name, values in medians.items():
         out[name] = {
             "median_ms": float(np.median(values)),
             "p10_ms": float(np.percentile(values, 10)),
             "p90_ms": float(np.percentile(values, 90)),
-            "min_ms": float(minimum[name]),
+            "min_ms": float(min(r.min_ms for r in results[name])),
             "rounds": rounds,
             "invokes": rounds * runs,
             "num_threads": num_threads,
-            "speedup": bench_utils.paired_ratio(medians[reference], values),
+            "speedup": bench_utils.paired_ratio(reference, values),
         }
     return out
 
@@ -507,7 +515,7 @@ def run(config=None, smoke=False, output_dir=None):
     seconds["accuracy"] = time.perf_counter() - phase
 
     phase = time.perf_counter()
-    latency = interleaved_latency(
+    latency = file_latency(
         {name: info["path"] for name, info in files.items()},
         config.latency_rounds,
         config.latency_runs,
@@ -518,8 +526,9 @@ def run(config=None, smoke=False, output_dir=None):
     seconds["latency"] = time.perf_counter() - phase
     seconds["total"] = time.perf_counter() - start
 
+    recorded = {k: v for k, v in dataclasses.asdict(config).items() if k != "output_dir"}
     results = {
-        "config": dataclasses.asdict(config),
+        "config": recorded,
         "machine": machine,
         "keras": keras.__version__
         if keras.__version__.startswith("3.")
@@ -534,17 +543,24 @@ def run(config=None, smoke=False, output_dir=None):
         "ranks": runs["lrpet"]["ranks"],
         "allocation": allocation,
         "resumed": {method: runs[method]["resumed"] for method in runs},
-        "training_history": {method: runs[method]["history"] for method in runs},
-        "qat_history": stage["history"],
+        "training_history": {method: _columns(runs[method]["history"]) for method in runs},
+        "qat_history": _columns(stage["history"]),
         "variants": variants,
         "acceptance": acceptance(variants),
         "size_plan": plan,
         "seconds": seconds,
     }
-    markdown = render(results)
-    bench_utils.write_results(NAME, results, markdown, config.output_dir)
-    print(markdown)
+    bench_utils.write_run(NAME, config.name(), results, render, config.output_dir)
+    print(render_run(bench_utils.portable(results)))
     return results
+
+
+def _columns(history):
+    """Per-epoch logs (a list of dicts) as one list per metric, to 4 significant digits."""
+    if isinstance(history, list):
+        keys = list(dict.fromkeys(k for epoch in history for k in epoch))
+        history = {k: [epoch.get(k) for epoch in history] for k in keys}
+    return bench_utils.portable(history, significant=4, decimals=2)
 
 
 def _budget(results):
@@ -565,8 +581,67 @@ def _budget(results):
     )
 
 
-def render(results):
-    """The markdown: command, machine, budget, the table, the bar and the size plan."""
+def _overview(study):
+    """One row per run: its settings, accuracies, losses, sizes and speedups."""
+    rows = []
+    for name, results in study["runs"].items():
+        config, variants = results["config"], results["variants"]
+        dense = variants["dense_float32"]
+        ptq = variants["compact_ptq_int8"]
+        rows.append(
+            [
+                f"`{name}`",
+                config["seed"],
+                config["epochs"],
+                "per-layer" if config.get("ranks") is not None else f"g={config['prune_ratio']}",
+                ", ".join(config.get("exclude") or ()) or "-",
+                f"{config['qat_learning_rate']:g}",
+                *(100 * variants[v]["accuracy"] for v in VARIANTS),
+                100 * (dense["accuracy"] - ptq["accuracy"]),
+                dense["bytes"] / ptq["bytes"],
+                " / ".join(
+                    f"{variants[v]['latency']['speedup']['median']:.2f}" for v in list(VARIANTS)[1:]
+                ),
+            ]
+        )
+    return bench_utils.markdown_table(
+        [
+            "run",
+            "seed",
+            "epochs",
+            "ranks",
+            "left dense",
+            "QAT lr",
+            "dense float32 %",
+            "compact float32 %",
+            "compact PTQ int8 %",
+            "compact QAT int8 %",
+            "PTQ int8 loss (points)",
+            "PTQ int8 smaller",
+            "speedup compact / PTQ / QAT",
+        ],
+        rows,
+    )
+
+
+def render(study):
+    """The markdown of the whole study: an overview of every run, then each run's tables."""
+    lines = [
+        "## Low-rank + int8 for Android (issue 5)",
+        "",
+        "Every run of `benchmarks/int8_study.py`, in the order they ran (each an entry of "
+        "`int8_study.json` under its name); accuracy on the whole test set, speedups vs dense "
+        "float32 on 1 XNNPACK thread:",
+        "",
+        _overview(study),
+    ]
+    for name, results in study["runs"].items():
+        lines += ["", f"### Run `{name}`", "", render_run(results)]
+    return "\n".join(lines)
+
+
+def render_run(results):
+    """One run's markdown: command, machine, budget, the table, the bar and the size plan."""
     variants = results["variants"]
     dense = variants["dense_float32"]
     rows = []
@@ -606,8 +681,6 @@ def render(results):
     machine = results["machine"]
     seconds = results["seconds"]
     lines = [
-        "## Low-rank + int8 for Android (issue 5)",
-        "",
         f"Command: `{results['config']['command'] or 'python benchmarks/int8_study.py'}`",
         "",
         bench_utils.machine_markdown(machine) + f" Keras in this run: {results['keras']}.",
@@ -663,9 +736,12 @@ def render(results):
         )
     plan = results.get("size_plan")
     if plan:
+        with_ranks = any(e["prune_ratio"] is None for e in plan["compact_int8"])
         lines += [
             "",
-            "Int8 size by prune ratio (and the study's ranks), from untrained models exported "
+            "Int8 size by prune ratio"
+            + (" (and the study's ranks)" if with_ranks else "")
+            + ", from untrained models exported "
             "before training (the file size follows the ranks, not the weights' values; dense "
             "float32: "
             f"{plan['dense_float32_bytes']:,} bytes):",
@@ -715,13 +791,21 @@ def define_flags():
     flags.DEFINE_list("plan_ratios", list(map(str, defaults.plan_ratios)), "Size plan ratios.")
     flags.DEFINE_integer("seed", defaults.seed, "Seed.")
     flags.DEFINE_string("runs_dir", defaults.runs_dir, "Folder of the models and files.")
+    flags.DEFINE_string(
+        "run_name", None, "The run's name in int8_study.json (default: from runs_dir)."
+    )
     flags.DEFINE_string("output_dir", None, "Results folder (default: benchmarks/results).")
+    flags.DEFINE_string("render_from", None, "Only rewrite the tables from this results JSON.")
     flags.DEFINE_integer("verbose", defaults.verbose, "Keras fit verbosity.")
 
 
 def main(argv):
     del argv
     flag_values = flags.FLAGS
+    if flag_values.render_from:
+        study = bench_utils.read_study(flag_values.render_from, NAME, "default")
+        bench_utils.write_results(NAME, study, render(study), flag_values.output_dir, compact=True)
+        return
     if flag_values.smoke:
         run(smoke=True, output_dir=flag_values.output_dir)
         return
@@ -748,8 +832,9 @@ def main(argv):
         plan_ratios=tuple(float(r) for r in flag_values.plan_ratios),
         seed=flag_values.seed,
         runs_dir=flag_values.runs_dir,
+        run_name=flag_values.run_name,
         output_dir=flag_values.output_dir,
-        command=bench_utils.command_line(),
+        command=bench_utils.command_line(drop=("--output_dir",)),
         verbose=flag_values.verbose,
     )
     run(config)

@@ -18,13 +18,19 @@ epochs and its ratio measures mostly the per-step hook. The overhead of each
 schedule on full-size epochs is derived from the measured ratio (and, as a
 second estimate, from projection and step times), stated as derived.
 
+Results: one entry per run in `benchmarks/results/projection_cost.json`,
+keyed by its name (`--run_name`, default `main`; a re-check with other
+settings gets its own), `projection_cost.md` the tables of every run and
+`benchmarks/plots/projection_cost.png` the plot of the first.
+
 Usage:
     PYTHONPATH=. python benchmarks/projection_cost.py            # full (~15 min)
     PYTHONPATH=. python benchmarks/projection_cost.py --smoke    # seconds
+    PYTHONPATH=. python benchmarks/projection_cost.py \\
+        --render_from=benchmarks/results/projection_cost.json    # tables and plot only
 """
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -52,8 +58,12 @@ __all__ = [
     "projection_times",
     "render",
     "run",
+    "run_markdown",
+    "to_markdown",
     "train_step_seconds",
 ]
+
+NAME = "projection_cost"
 
 # The paper's prune ratios: ResNet-56 on CIFAR-10 0.57, ResNet-50 on ImageNet 0.62.
 PRUNE_RATIOS = {"resnet56": 0.57, "resnet50": 0.62, "tiny": 0.5}
@@ -301,10 +311,12 @@ def run(
     step_time_models=("resnet50",),
     step_time_batch=8,
     smoke=False,
+    run_name=None,
+    command=None,
     output_dir=None,
     plot_dir=None,
 ):
-    """Runs benchmark 2 and writes `projection_cost.json` / `.md` and a plot.
+    """Runs benchmark 2 and adds it to `projection_cost.json` / `.md` (and the plot).
 
     Args:
         models: Models whose full projection is timed.
@@ -316,19 +328,23 @@ def run(
             the full-epoch overhead (too slow to train whole epochs here).
         step_time_batch: Their batch size.
         smoke: A tiny version that runs in seconds (for CI).
+        run_name: The run's entry in the study's JSON (default `main`, or
+            `smoke` for a smoke run).
+        command: The command line to record (default: this process's).
         output_dir: Where the JSON and markdown go (default benchmarks/results).
         plot_dir: Where the PNG goes (default benchmarks/plots).
 
     Returns:
-        The results dict (also written as JSON).
+        The run's results dict (also written to the study's JSON).
     """
     if smoke:
         models, projection_rounds = ("tiny",), 2
         overhead_model, epoch_steps, batch_size, overhead_rounds = "tiny", 2, 4, 1
         step_time_models, step_frequency = (), 3
     results = {
-        "benchmark": "projection_cost",
+        "benchmark": NAME,
         "smoke": smoke,
+        "command": command or bench_utils.command_line(drop=("--output_dir", "--plot_dir")),
         "machine": bench_utils.machine_info(),
         "projection": {},
     }
@@ -397,15 +413,23 @@ def run(
         keras.backend.clear_session()
     results["derived_overhead"] = derived
     results["machine"]["load_average_end"] = bench_utils.load_average()
-    return render(results, output_dir, plot_dir)
-
-
-def render(results, output_dir=None, plot_dir=None):
-    """Writes the PNG and `projection_cost.json` / `.md` of a results dict."""
-    plot_dir = plot_dir or os.path.join(bench_utils.BENCHMARKS_DIR, "plots")
-    results["plot"] = plot_projection(results, os.path.join(plot_dir, "projection_cost.png"))
-    bench_utils.write_results("projection_cost", results, to_markdown(results), output_dir)
+    run_name = run_name or ("smoke" if smoke else "main")
+    study = bench_utils.write_run(NAME, run_name, results, to_markdown, output_dir)
+    _plot(study, plot_dir)
     return results
+
+
+def _plot(study, plot_dir=None):
+    plot_dir = plot_dir or os.path.join(bench_utils.BENCHMARKS_DIR, "plots")
+    first = next(iter(study["runs"].values()))
+    return plot_projection(first, os.path.join(plot_dir, "projection_cost.png"))
+
+
+def render(study, output_dir=None, plot_dir=None):
+    """Rewrites `projection_cost.json` / `.md` and the plot (of the first run) of a study."""
+    bench_utils.write_results(NAME, study, to_markdown(study), output_dir, compact=True)
+    _plot(study, plot_dir)
+    return study
 
 
 def _projection_line(entry):
@@ -416,8 +440,17 @@ def _projection_line(entry):
     )
 
 
-def to_markdown(results):
-    """The markdown tables of benchmark 2."""
+def to_markdown(study):
+    """The markdown of every run of benchmark 2, in the order they ran."""
+    parts = []
+    for name, results in study["runs"].items():
+        command = results.get("command") or "PYTHONPATH=. python benchmarks/projection_cost.py"
+        parts += [f"### Run `{name}`", f"Command: `{command}`", run_markdown(results)]
+    return "\n\n".join(parts)
+
+
+def run_markdown(results):
+    """The markdown tables of one run of benchmark 2."""
     parts = [bench_utils.machine_markdown(results["machine"])]
     rows = []
     for name, e in results["projection"].items():
@@ -608,6 +641,7 @@ def define_flags():
     flags.DEFINE_integer("overhead_rounds", 8, "Timed interleaved epochs per variant.")
     flags.DEFINE_integer("step_frequency", 250, "Frequency of the step schedule.")
     flags.DEFINE_integer("step_time_batch", 8, "Batch size of the ResNet50 step time.")
+    flags.DEFINE_string("run_name", None, "The run's name in the results (default main).")
     flags.DEFINE_string("output_dir", None, "Results folder (default benchmarks/results).")
     flags.DEFINE_string("plot_dir", None, "Plot folder (default benchmarks/plots).")
     flags.DEFINE_string(
@@ -618,8 +652,7 @@ def define_flags():
 def main(argv):
     del argv
     if FLAGS.render_from:
-        with open(FLAGS.render_from, encoding="utf-8") as f:
-            render(json.load(f), FLAGS.output_dir, FLAGS.plot_dir)
+        render(bench_utils.read_study(FLAGS.render_from, NAME), FLAGS.output_dir, FLAGS.plot_dir)
         return
     run(
         models=tuple(FLAGS.models),
@@ -631,6 +664,7 @@ def main(argv):
         step_frequency=FLAGS.step_frequency,
         step_time_batch=FLAGS.step_time_batch,
         smoke=FLAGS.smoke,
+        run_name=FLAGS.run_name,
         output_dir=FLAGS.output_dir,
         plot_dir=FLAGS.plot_dir,
     )

@@ -23,6 +23,8 @@ Usage:
     TF_USE_LEGACY_KERAS=1 PYTHONPATH=. python benchmarks/rank_allocation.py \\
         --run_dir=saved_models/int8_study_e15_nostem/dense --prune_ratio=0.65 --exclude=stem
     PYTHONPATH=. python benchmarks/rank_allocation.py --smoke     # seconds
+    PYTHONPATH=. python benchmarks/rank_allocation.py \\
+        --render_from=benchmarks/results/rank_allocation.json    # the table only
 """
 
 import dataclasses
@@ -177,7 +179,7 @@ def run(config=None, smoke=False, output_dir=None):
     budget = sum(unit[name] * rank for name, rank in uniform_ranks.items())
     total = sum(costs[name][rank] for name, rank in ranks.items())
     results = {
-        "config": dataclasses.asdict(config),
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "output_dir"},
         "machine": bench_utils.machine_info(),
         "dataset": {"name": data.name, "images": int(len(x))},
         "budget_params": budget,
@@ -196,7 +198,7 @@ def run(config=None, smoke=False, output_dir=None):
         "seconds": time.perf_counter() - start,
     }
     markdown = render(results)
-    bench_utils.write_results(NAME, results, markdown, config.output_dir)
+    bench_utils.write_results(NAME, results, markdown, config.output_dir, compact=True)
     print(markdown)
     return results
 
@@ -204,9 +206,14 @@ def run(config=None, smoke=False, output_dir=None):
 def render(results):
     """The markdown: command, the per-layer table and the `--ranks` value."""
     config, uniform, allocated = results["config"], results["uniform"], results["allocated"]
+    # Rank -> cost; a JSON file has the ranks as strings.
+    all_costs = {
+        name: {int(rank): cost for rank, cost in curve.items()}
+        for name, curve in results["costs"].items()
+    }
     rows = []
     for name, rank in uniform["ranks"].items():
-        costs = results["costs"][name]
+        costs = all_costs[name]
         rows.append(
             [
                 name,
@@ -231,8 +238,8 @@ def render(results):
         [
             f"`{config['command']}`",
             "",
-            f"Dense model `{config['run_dir']}` (`lrpet_tf.allocate_ranks`); cost = increase "
-            "of the mean cross-entropy on "
+            f"Dense model `{config['run_dir']}`{_how(results)}; cost = increase "
+            f"of the mean cross-entropy{_base(results)} on "
             f"{results['dataset']['images']:,} training images when that layer alone is "
             "projected. Budget: the "
             f"{results['budget_params']:,} factorized parameters of g={config['prune_ratio']} "
@@ -256,6 +263,17 @@ def render(results):
     )
 
 
+def _how(results):
+    # Runs before 4e74a27 measured with this script's own code (on the BN-folded
+    # model) and recorded the dense model's cross-entropy.
+    return " (`lrpet_tf.allocate_ranks`)" if "base_cross_entropy" not in results else ", BN folded"
+
+
+def _base(results):
+    base = results.get("base_cross_entropy")
+    return f" ({base:.4f})" if base is not None else ""
+
+
 def define_flags():
     """The script's flags (defined only when run as a script)."""
     defaults = AllocationConfig()
@@ -265,11 +283,17 @@ def define_flags():
     flags.DEFINE_list("exclude", [], "Conv layers left dense, e.g. stem.")
     flags.DEFINE_integer("images", defaults.images, "Training images of the cross-entropy.")
     flags.DEFINE_string("output_dir", None, "Results folder (default: benchmarks/results).")
+    flags.DEFINE_string("render_from", None, "Only rewrite the table from this results JSON.")
 
 
 def main(argv):
     del argv
     values = flags.FLAGS
+    if values.render_from:
+        with open(values.render_from, encoding="utf-8") as f:
+            results = json.load(f)
+        bench_utils.write_results(NAME, results, render(results), values.output_dir, compact=True)
+        return
     config = None
     if not values.smoke:
         config = AllocationConfig(
@@ -278,7 +302,7 @@ def main(argv):
             exclude=tuple(values.exclude),
             images=values.images,
             output_dir=values.output_dir,
-            command=bench_utils.command_line(),
+            command=bench_utils.command_line(drop=("--output_dir",)),
         )
     run(config, smoke=values.smoke, output_dir=values.output_dir)
 

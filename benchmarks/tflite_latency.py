@@ -6,7 +6,8 @@ factorizations at rank ratios 0.75 ... 0.1 (`r = round(ratio * K)` per layer,
 optionally rounded up to a multiple of 4 or 8) are built with
 `lrpet_tf.factorize(model, ranks={...})`, BatchNormalization folded, written
 with `lrpet_tf.export_tflite(..., verify=True)` and timed in the LiteRT
-interpreter (`ai_edge_litert`, XNNPACK delegate) with 1 and 2 threads. All
+interpreter (`ai_edge_litert`, XNNPACK delegate) with 1 and 2 threads by
+`lrpet_tf.export.LatencyTimer`, the timer of `lrpet_tf.measure_latency`. All
 candidates of one layer (or model) are timed interleaved, one sample each
 per round after warm-up; a speedup is the median over rounds of the
 per-round ratio dense time / factorized time. The MAC reduction is dense MACs
@@ -23,7 +24,6 @@ Usage:
     PYTHONPATH=. python benchmarks/tflite_latency.py --smoke    # seconds
 """
 
-import json
 import math
 import os
 import tempfile
@@ -92,24 +92,14 @@ def _export(model, path):
     return {"path": path, "ops": result.ops, "max_error": result.max_error}
 
 
-def _interpreter(path, threads):
-    interpreter = lrpet_tf.TFLiteModel(path, num_threads=threads).new_interpreter()
-    interpreter.allocate_tensors()
-    rng = np.random.default_rng(0)
-    for detail in interpreter.get_input_details():
-        interpreter.set_tensor(
-            detail["index"], rng.standard_normal(detail["shape"]).astype(np.float32)
-        )
-    interpreter.invoke()  # XNNPACK packs the weights on the first invoke
-    return interpreter
-
-
 def time_tflite(paths, threads, rounds, warmup=3):
-    """Times .tflite files interleaved in the LiteRT interpreter (XNNPACK).
+    """Times .tflite files interleaved with lrpet_tf's timer (LiteRT, XNNPACK).
 
-    Each sample is preceded by one untimed invoke of the same file, so every
-    sample starts from the warm caches a model running in a loop would have
-    (the other files' invokes in between would otherwise evict its weights).
+    One `lrpet_tf.export.LatencyTimer` per file, all timed round by round
+    (`bench_utils.interleaved_latency`). Each sample is one untimed invoke,
+    then `inner` back-to-back invokes timed together; so every sample starts
+    from the warm caches a model running in a loop would have (the other
+    files' invokes in between would otherwise evict its weights).
 
     Which time is the latency on a shared machine: with 1 thread XNNPACK
     runs on the calling thread, so this process's CPU time per invoke is the
@@ -130,15 +120,21 @@ def time_tflite(paths, threads, rounds, warmup=3):
         (chosen so the slowest file's sample takes about `SAMPLE_MS`; all
         files use the same count).
     """
-    interpreters = {name: _interpreter(path, threads) for name, path in paths.items()}
-    invokes = {name: i.invoke for name, i in interpreters.items()}
-    probe = bench_utils.interleaved_times(invokes, 3, warmup=1)
-    slowest = max(float(np.median(t)) for t in probe.values())
-    inner = max(1, int(math.ceil(SAMPLE_MS / 1e3 / max(slowest, 1e-7))))
-    cpu = {}
-    wall = bench_utils.interleaved_times(
-        invokes, rounds, warmup=warmup, inner=inner, before=invokes, cpu_times=cpu
+    timers = {
+        name: lrpet_tf.export.LatencyTimer(path, num_threads=threads)
+        for name, path in paths.items()
+    }
+    # A first look at each file's time (one invoke, wall clock) sets `inner`.
+    probe = bench_utils.round_medians(
+        bench_utils.interleaved_latency(timers, 3, warmup_rounds=1, warmup=0)
     )
+    slowest_ms = max(float(np.median(t)) for t in probe.values())
+    inner = max(1, int(math.ceil(SAMPLE_MS / max(slowest_ms, 1e-4))))
+    samples = bench_utils.interleaved_latency(
+        timers, rounds, warmup_rounds=warmup, runs=1, warmup=1, repeats=inner
+    )
+    wall = {n: np.asarray([r.wall_samples_ms[0] for r in rs]) / 1e3 for n, rs in samples.items()}
+    cpu = {n: np.asarray([r.cpu_samples_ms[0] for r in rs]) / 1e3 for n, rs in samples.items()}
     return (cpu if threads == 1 else wall), wall, inner
 
 
@@ -149,7 +145,6 @@ def _speedup(times, wall, dense, candidate):
         "speedup": ratio["median"],
         "speedup_q25": ratio["q25"],
         "speedup_q75": ratio["q75"],
-        "speedup_wall_median": bench_utils.paired_ratio(wall[dense], wall[candidate])["median"],
         "speedup_wall_min": float(np.min(wall[dense]) / np.min(wall[candidate])),
     }
 
@@ -553,8 +548,8 @@ def define_flags():
 def main(argv):
     del argv
     if FLAGS.render_from:
-        with open(FLAGS.render_from, encoding="utf-8") as f:
-            tflite_latency_report.render(json.load(f), FLAGS.output_dir, FLAGS.plot_dir)
+        results = tflite_latency_report.load(FLAGS.render_from)
+        tflite_latency_report.render(results, FLAGS.output_dir, FLAGS.plot_dir)
         return
     run(
         ratios=tuple(float(r) for r in FLAGS.ratios),

@@ -3,8 +3,15 @@
 Separate from the measurement so the markdown and PNGs can be re-rendered
 from the results JSON without timing anything again (`tflite_latency.py
 --render_from=benchmarks/results/tflite_latency.json`).
+
+The JSON is the results dict in a packed form (`pack`, `unpack`): a layer's
+rows repeat one measurement per rank and thread count for every rank ratio
+and rounding that gives that rank, and their MAC reductions and
+efficiencies follow from the candidates. So the file keeps one timing per
+candidate and thread count, and `unpack` rebuilds the rows.
 """
 
+import json
 import math
 import os
 
@@ -17,13 +24,186 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "latency_break_even",
+    "load",
     "model_break_even",
+    "pack",
     "plot_efficiency",
     "plot_speedup_vs_macs",
     "plot_sweeps",
     "render",
     "to_markdown",
+    "unpack",
 ]
+
+# Of a candidate's timing at one thread count, in the packed file. The
+# speedup, which every table and plot derives from, keeps 6 significant
+# digits (so the tables render from the file exactly as from the
+# measurement); the others 4.
+TIMING_COLUMNS = ("speedup", "ms", "speedup_q25", "speedup_q75", "speedup_wall_min")
+# Of a single layer's candidate (a factorization rank), in the packed file
+# (its `report_macs`, `model_report`'s count, which the tests check equals
+# `macs`, is left out).
+CANDIDATE_COLUMNS = ("rank", "factorized", "macs", "ops", "max_error")
+
+
+def _four_digits(value):
+    return float(f"{value:.4g}")
+
+
+def _timing(entry, names):
+    """Thread count -> `inner`, `dense_ms` and, per candidate, its `TIMING_COLUMNS`."""
+    timing = {}
+    for row, name in zip(entry["rows"], names):
+        t = timing.setdefault(str(row["threads"]), {"inner": row["inner"]})
+        t["dense_ms"] = row["dense_ms"]
+        t[name] = [row["speedup"]] + [_four_digits(row[c]) for c in TIMING_COLUMNS[1:]]
+    return timing
+
+
+def pack(results):
+    """The results dict as written to `tflite_latency.json` (see the module docstring).
+
+    A layer keeps `ranks` (rank ratio -> the rank at each of
+    `settings["roundings"]`), `candidates` (name -> `CANDIDATE_COLUMNS`),
+    `timing` (threads -> `inner`, `dense_ms`, candidate name ->
+    `TIMING_COLUMNS`) and `rounding` (threads -> `"r<rank>>r<rounded rank>"`
+    -> time ratio of the rounded-up rank over the rank); a whole model its
+    candidate dicts, `timing`, and `rounding` (threads -> rounded candidate
+    -> its time ratio over the unrounded one at the same ratio).
+    """
+    packed = {k: v for k, v in results.items() if k not in ("layers", "models")}
+    packed["columns"] = {"timing": list(TIMING_COLUMNS), "candidates": list(CANDIDATE_COLUMNS)}
+    packed["layers"] = []
+    for e in results["layers"]:
+        layer = {k: v for k, v in e.items() if k not in ("candidates", "rows", "rounding")}
+        ranks = {}
+        for r in e["rows"]:
+            if r["threads"] == e["rows"][0]["threads"]:
+                ranks.setdefault(str(r["ratio"]), []).append(r["rank"])
+        layer["ranks"] = ranks
+        layer["candidates"] = {
+            name: [c[k] for k in CANDIDATE_COLUMNS[:-1]] + [_four_digits(c["max_error"])]
+            for name, c in e["candidates"].items()
+        }
+        layer["timing"] = _timing(e, [f"r{r['rank']}" for r in e["rows"]])
+        layer["rounding"] = {}
+        for r in e["rounding"]:
+            pair = f"r{r['rank']}>r{r['rounded_rank']}"
+            layer["rounding"].setdefault(str(r["threads"]), {})[pair] = r["time_ratio"]
+        packed["layers"].append(layer)
+    packed["models"] = []
+    for e in results["models"]:
+        model = {k: v for k, v in e.items() if k not in ("candidates", "rows", "rounding")}
+        model["candidates"] = {
+            name: {k: v for k, v in c.items() if k != "mac_reduction"}
+            for name, c in e["candidates"].items()
+        }
+        names = [f"g{r['ratio']}_round{r['round_to']}" for r in e["rows"]]
+        model["timing"] = _timing(e, names)
+        model["rounding"] = {}
+        for r in e["rounding"]:
+            name = f"g{r['ratio']}_round{r['round_to']}"
+            model["rounding"].setdefault(str(r["threads"]), {})[name] = r["time_ratio"]
+        packed["models"].append(model)
+    return packed
+
+
+def _unpacked_row(point, candidate, timing, name):
+    """One row of the results dict: a point (ratio, rounding, threads, ...) and its timing."""
+    stats = dict(zip(TIMING_COLUMNS, timing[name]))
+    return {
+        **point,
+        "mac_reduction": candidate["mac_reduction"],
+        "dense_ms": timing["dense_ms"],
+        "ms": stats.pop("ms"),
+        "efficiency": stats["speedup"] / candidate["mac_reduction"],
+        "inner": timing["inner"],
+        **stats,
+    }
+
+
+def unpack(data):
+    """The results dict `pack` wrote (a results dict that is not packed comes back as is)."""
+    if "columns" not in data:
+        return data
+    results = {k: v for k, v in data.items() if k not in ("layers", "models", "columns")}
+    roundings = data["settings"]["roundings"]
+    results["layers"] = []
+    for packed in data["layers"]:
+        e = {k: v for k, v in packed.items() if k not in ("ranks", "candidates", "timing")}
+        e["candidates"] = {}
+        for name, values in packed["candidates"].items():
+            c = dict(zip(CANDIDATE_COLUMNS, values))
+            c["mac_reduction"] = e["dense_macs"] / c["macs"]
+            e["candidates"][name] = c
+        rank_at = {
+            (float(ratio), m): rank
+            for ratio, ranks in packed["ranks"].items()
+            for m, rank in zip(roundings, ranks)
+        }
+        e["rows"] = []
+        for t, timing in packed["timing"].items():
+            for (ratio, m), rank in rank_at.items():
+                c = e["candidates"][f"r{rank}"]
+                point = {"ratio": ratio, "round_to": m, "rank": rank, "threads": int(t)}
+                point["factorized"] = c["factorized"]
+                e["rows"].append(_unpacked_row(point, c, timing, f"r{rank}"))
+        e["rounding"] = []
+        for t, ratios in packed["rounding"].items():
+            for (ratio, m), rounded in rank_at.items():
+                plain = rank_at[(ratio, 1)]
+                if m == 1 or rounded == plain:
+                    continue
+                big, small = e["candidates"][f"r{rounded}"], e["candidates"][f"r{plain}"]
+                e["rounding"].append(
+                    {
+                        "threads": int(t),
+                        "ratio": ratio,
+                        "round_to": m,
+                        "rank": plain,
+                        "rounded_rank": rounded,
+                        "mac_ratio": big["macs"] / small["macs"],
+                        "time_ratio": ratios[f"r{plain}>r{rounded}"],
+                    }
+                )
+        results["layers"].append(e)
+    results["models"] = []
+    for packed in data["models"]:
+        e = {k: v for k, v in packed.items() if k not in ("candidates", "timing")}
+        e["candidates"] = {
+            name: dict(c, mac_reduction=e["dense_macs"] / c["macs"])
+            for name, c in packed["candidates"].items()
+        }
+        e["rows"] = [
+            _unpacked_row(
+                {"ratio": c["ratio"], "round_to": c["round_to"], "threads": int(t)}, c, timing, n
+            )
+            for t, timing in packed["timing"].items()
+            for n, c in e["candidates"].items()
+        ]
+        e["rounding"] = []
+        for t, ratios in packed["rounding"].items():
+            for name, c in e["candidates"].items():
+                if c["round_to"] == 1:
+                    continue
+                plain = e["candidates"][f"g{c['ratio']}_round1"]
+                e["rounding"].append(
+                    {
+                        "threads": int(t),
+                        "ratio": c["ratio"],
+                        "round_to": c["round_to"],
+                        "mac_ratio": c["macs"] / plain["macs"],
+                        "time_ratio": ratios[name],
+                    }
+                )
+        results["models"].append(e)
+    return results
+
+
+def load(path):
+    """The results dict of a `tflite_latency.json`, packed or not."""
+    with open(path, encoding="utf-8") as f:
+        return unpack(json.load(f))
 
 
 def latency_break_even(ratios, speedups, mac_reductions):
@@ -239,42 +419,9 @@ def to_markdown(results):
         for e in results["layers"]
     )
     parts.append(f"Load average (1 min) per layer, start -> end: {loads}.")
-    full = []
-    for e in results["layers"]:
-        for r in e["rows"]:
-            full.append(
-                [
-                    e["shape"],
-                    r["ratio"],
-                    r["round_to"],
-                    r["rank"],
-                    r["threads"],
-                    r["mac_reduction"],
-                    r["dense_ms"],
-                    r["ms"],
-                    r["speedup"],
-                    r["efficiency"],
-                ]
-            )
     parts.append(
-        "<details><summary>All single-layer measurements</summary>\n\n"
-        + bench_utils.markdown_table(
-            [
-                "layer",
-                "r/K",
-                "round to",
-                "rank",
-                "threads",
-                "MAC reduction",
-                "dense ms",
-                "factorized ms",
-                "speedup",
-                "efficiency",
-            ],
-            full,
-            digits=3,
-        )
-        + "\n\n</details>"
+        "Every measurement (each layer's speedup, time and quartiles per rank and thread "
+        "count) is in `tflite_latency.json`."
     )
     return "\n\n".join(parts)
 
@@ -412,7 +559,7 @@ def plot_sweeps(results, path):
 
 
 def render(results, output_dir=None, plot_dir=None):
-    """Writes the PNGs and `tflite_latency.json` / `.md` of a results dict.
+    """Writes the PNGs and `tflite_latency.json` (`pack`ed) / `.md` of a results dict.
 
     Returns:
         The results dict with `plots` (the PNG paths) set.
@@ -423,5 +570,6 @@ def render(results, output_dir=None, plot_dir=None):
         plot_efficiency(results, os.path.join(plot_dir, "tflite_efficiency_vs_rank_ratio.png")),
         plot_sweeps(results, os.path.join(plot_dir, "tflite_rank_sweep.png")),
     ]
-    bench_utils.write_results("tflite_latency", results, to_markdown(results), output_dir)
+    markdown = to_markdown(results)
+    bench_utils.write_results("tflite_latency", pack(results), markdown, output_dir, compact=True)
     return results

@@ -254,13 +254,17 @@ def run(
         print(f"{name}: step time / dense {ratios}", flush=True)
         keras.backend.clear_session()
     results["machine"]["load_average_end"] = bench_utils.load_average()
-    bench_utils.write_results("training_step_cost", results, to_markdown(results), output_dir)
+    bench_utils.write_results(
+        "training_step_cost", results, to_markdown(results), output_dir, compact=True
+    )
     return results
 
 
 def render(results, output_dir=None):
     """Rewrites `training_step_cost.json` / `.md` from a results dict."""
-    bench_utils.write_results("training_step_cost", results, to_markdown(results), output_dir)
+    bench_utils.write_results(
+        "training_step_cost", results, to_markdown(results), output_dir, compact=True
+    )
     return results
 
 

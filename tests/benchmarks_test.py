@@ -6,20 +6,28 @@ satisfy whatever the machine's speed: keys, positive times, and MAC counts
 equal to the factorization formula `r * (k*k*c + n)` vs `k*k*c*n`.
 """
 
+import hashlib
 import json
 import os
+import re
 import sys
+import threading
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
+import android_latency  # noqa: E402
+import applications_report  # noqa: E402
 import bench_models  # noqa: E402
 import bench_utils  # noqa: E402
+import int8_study  # noqa: E402
 import projection_cost  # noqa: E402
 import rank_allocation  # noqa: E402
 import tflite_latency  # noqa: E402
+import tflite_latency_report  # noqa: E402
 import training_step_cost  # noqa: E402
 
 from lrpet_tf import _keras  # noqa: E402
@@ -44,8 +52,12 @@ def test_projection_cost_smoke(tmp_path):
     # schedule projects at optimizer step 3 (steps 3-4 of the run).
     assert overhead["projections"] == {"none": 0, "epoch": 1, "every_3_steps": 1}
     assert results["derived_overhead"]["tiny"]["epoch"] > 0
-    assert _load(tmp_path / "projection_cost.json")["projection"]["tiny"]["layers"] == 2
-    assert "per-layer / batched" in (tmp_path / "projection_cost.md").read_text()
+    study = _load(tmp_path / "projection_cost.json")
+    assert list(study["runs"]) == ["smoke"]
+    assert study["runs"]["smoke"]["projection"]["tiny"]["layers"] == 2
+    assert "--output_dir" not in study["runs"]["smoke"]["command"]
+    markdown = (tmp_path / "projection_cost.md").read_text()
+    assert "### Run `smoke`" in markdown and "per-layer / batched" in markdown
     assert os.path.getsize(tmp_path / "projection_cost.png") > 0
 
 
@@ -82,8 +94,25 @@ def test_tflite_latency_smoke(tmp_path):
     assert results["invoke_floor_us"]["1"] > 0
     for path in results["plots"]:
         assert os.path.getsize(path) > 0
-    assert _load(tmp_path / "tflite_latency.json")["layers"][0]["shape"] == entry["shape"]
     assert "latency break-even" in (tmp_path / "tflite_latency.md").read_text()
+    # The file keeps one timing per rank and thread count; the rows come back.
+    packed = _load(tmp_path / "tflite_latency.json")
+    assert packed["layers"][0]["ranks"] == {"0.5": [32, 32], "0.1": [6, 8]}
+    assert set(packed["layers"][0]["timing"]["1"]) == {"inner", "dense_ms", "r32", "r6", "r8"}
+    reloaded = tflite_latency_report.load(tmp_path / "tflite_latency.json")
+    for before, after in ((entry, reloaded["layers"][0]), (model, reloaded["models"][0])):
+        assert len(after["rows"]) == len(before["rows"])
+        for r, s in zip(after["rows"], before["rows"]):
+            assert {k: r[k] for k in ("ratio", "round_to", "threads", "mac_reduction")} == {
+                k: s[k] for k in ("ratio", "round_to", "threads", "mac_reduction")
+            }
+            assert r["speedup"] == pytest.approx(s["speedup"], rel=1e-5)
+            assert r["efficiency"] == pytest.approx(s["efficiency"], rel=1e-5)
+            assert r.get("rank") == s.get("rank")
+        assert [(r["ratio"], r["round_to"], r["mac_ratio"]) for r in after["rounding"]] == [
+            (r["ratio"], r["round_to"], r["mac_ratio"]) for r in before["rounding"]
+        ]
+    assert reloaded["layers"][0]["candidates"]["r8"]["macs"] == entry["candidates"]["r8"]["macs"]
 
 
 def test_training_step_cost_smoke(tmp_path):
@@ -128,6 +157,101 @@ def test_interleaved_times_and_paired_ratio():
     assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]  # order rotates every round
     assert len(times["a"]) == len(times["b"]) == 3
     assert bench_utils.paired_ratio([2.0, 4.0, 6.0], [1.0, 2.0, 2.0])["median"] == 2.0
+    counter = iter(range(100))
+    values = bench_utils.interleaved({"a": lambda: next(counter), "b": lambda: -1}, 2, warmup=1)
+    assert values == {"a": [1, 2], "b": [-1, -1]}  # the warm-up round's values are dropped
+
+
+def test_interleaved_latency_times_each_file_with_lrpet_tf_timer(tmp_path):
+    import lrpet_tf
+    from lrpet_tf import keras
+
+    inputs = keras.Input((4, 4, 2), name="x")
+    paths = {}
+    for name, filters in (("small", 2), ("large", 8)):
+        model = keras.Model(inputs, keras.layers.Conv2D(filters, 3)(inputs))
+        paths[name] = lrpet_tf.export_tflite(model, tmp_path / f"{name}.tflite").path
+    for reload in (False, True):
+        results = bench_utils.interleaved_latency(
+            paths, 3, warmup_rounds=1, runs=2, warmup=1, repeats=2, clock="cpu", reload=reload
+        )
+        assert set(results) == {"small", "large"}
+        for rounds in results.values():
+            assert len(rounds) == 3
+            for r in rounds:
+                assert (r.runs, r.repeats, r.clock, len(r.cpu_samples_ms)) == (2, 2, "cpu", 2)
+        medians = bench_utils.round_medians(results)
+        assert list(medians["small"]) == [r.median_ms for r in results["small"]]
+
+
+def test_portable_results_round_and_drop_local_paths():
+    payload = {
+        "ms": np.float64(154.28571428),
+        "ratio": 0.72591123456,
+        "tiny": 2.0265579e-06,
+        "count": np.int64(3),
+        "flag": np.bool_(True),
+        "shape": (1, 2),
+        "plot": os.path.join(bench_utils.REPO_DIR, "benchmarks", "plots", "a.png"),
+        "elsewhere": "/somewhere/else/b.png",
+        "command": "python benchmarks/x.py --seed=1",
+    }
+    assert bench_utils.portable(payload) == {
+        "ms": 154.2857,  # at least 4 decimals
+        "ratio": 0.725911,  # 6 significant digits
+        "tiny": 2.02656e-06,
+        "count": 3,
+        "flag": True,
+        "shape": [1, 2],
+        "plot": os.path.join("benchmarks", "plots", "a.png"),
+        "elsewhere": "b.png",
+        "command": "python benchmarks/x.py --seed=1",
+    }
+    value = {"a": [1, 2, 3], "b": {"c": [{"d": 1}] * 30}, "e": list(range(40))}
+    text = bench_utils.to_json(value, width=40)
+    assert text.splitlines() == [
+        "{",
+        ' "a":[1,2,3],',  # fits: one line
+        ' "b":{',
+        '  "c":[',
+        '   {"d":1},{"d":1},{"d":1},{"d":1},',  # items filled up to the width
+        *['   {"d":1},{"d":1},{"d":1},{"d":1},'] * 6,
+        '   {"d":1},{"d":1}',
+        "  ]",
+        " },",
+        ' "e":[',
+        "  0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,",
+        "  16,17,18,19,20,21,22,23,24,25,26,27,28,",
+        "  29,30,31,32,33,34,35,36,37,38,39",
+        " ]",
+        "}",
+    ]
+    assert json.loads(text) == value
+
+
+def test_write_run_keeps_every_run_of_a_study(tmp_path):
+    def render(study):
+        return " ".join(f"{name}={run['x']}" for name, run in study["runs"].items())
+
+    bench_utils.write_run("s", "a", {"x": 1}, render, str(tmp_path))
+    bench_utils.write_run("s", "b", {"x": 2}, render, str(tmp_path))
+    study = bench_utils.write_run("s", "a", {"x": 3}, render, str(tmp_path))  # replaced in place
+    assert study == {"study": "s", "runs": {"a": {"x": 3}, "b": {"x": 2}}}
+    assert _load(tmp_path / "s.json") == study
+    assert (tmp_path / "s.md").read_text() == "a=3 b=2\n"
+    assert bench_utils.as_study({"x": 5}, "s") == {"study": "s", "runs": {"main": {"x": 5}}}
+    # Runs that finish at the same time (seeds side by side) all land in the file.
+    threads = [
+        threading.Thread(
+            target=bench_utils.write_run, args=("t", f"seed{i}", {"x": i}, render, str(tmp_path))
+        )
+        for i in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(_load(tmp_path / "t.json")["runs"]) == [f"seed{i}" for i in range(8)]
 
 
 def test_rank_allocation_smoke(tmp_path):
@@ -165,3 +289,55 @@ def test_command_line_names_the_keras_mode_and_drops_arguments():
     command = bench_utils.command_line(argv, drop=("--report_only",))
     prefix = "" if _keras.IS_KERAS_3 else "TF_USE_LEGACY_KERAS=1 "
     assert command == prefix + "PYTHONPATH=. python benchmarks/int8_study.py --seed=1 --epochs=2"
+
+
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+# Study -> markdown of its committed JSON, as each script's --render_from writes it.
+RENDERERS = {
+    "android_latency": lambda path: android_latency.to_markdown(_load(path)),
+    "applications": lambda path: applications_report.markdown(
+        _load(path), _load(path)[0]["prune_ratio"]
+    ),
+    "int8_study": lambda path: int8_study.render(bench_utils.read_study(path, "int8_study")),
+    "projection_cost": lambda path: projection_cost.to_markdown(
+        bench_utils.read_study(path, "projection_cost")
+    ),
+    "rank_allocation": lambda path: rank_allocation.render(_load(path)),
+    "tflite_latency": lambda path: tflite_latency_report.to_markdown(
+        tflite_latency_report.load(path)
+    ),
+    "training_step_cost": lambda path: training_step_cost.to_markdown(_load(path)),
+}
+
+
+def test_committed_results_one_compact_file_per_study_without_local_paths():
+    files = sorted(
+        os.path.relpath(os.path.join(folder, name), RESULTS)
+        for folder, _, names in os.walk(RESULTS)
+        for name in names
+    )
+    studies = {
+        name[: -len(".json")] for name in files if name.endswith(".json") and "/" not in name
+    }
+    assert studies == set(RENDERERS) | {"accuracy_study"}
+    # Besides one JSON and one fragment per study, only the accuracy study's per-run files.
+    extra = [f for f in files if f.split(".")[0] not in studies]
+    assert all(f.startswith("accuracy_study/") for f in extra), extra
+    digests = {}
+    for name in files:
+        with open(os.path.join(RESULTS, name), "rb") as f:
+            content = f.read()
+        digest = hashlib.sha256(content).hexdigest()
+        assert digest not in digests, f"{name} is a copy of {digests.get(digest)}"
+        digests[digest] = name
+        local = re.findall(rb"(?:/work|/tmp|/root|/home)/[^\s\"']*", content)
+        assert not local, (name, local[:3])
+        if name.endswith(".json"):
+            assert len(content) < 100_000, (name, len(content))
+
+
+@pytest.mark.parametrize("study", sorted(RENDERERS))
+def test_committed_results_render_their_committed_tables(study):
+    with open(os.path.join(RESULTS, f"{study}.md"), encoding="utf-8") as f:
+        committed = f.read()
+    assert RENDERERS[study](os.path.join(RESULTS, f"{study}.json")).rstrip() + "\n" == committed

@@ -199,6 +199,32 @@ def test_measure_latency(compact_model, tmp_path):
         lrpet_tf.measure_latency(pairs, runs=2, batch_size=3)
 
 
+def test_latency_timer_times_one_interpreter_again_by_either_clock(compact_model, tmp_path):
+    _, compact = compact_model
+    path = lrpet_tf.export_tflite(compact, tmp_path / "m.tflite").path
+    timer = lrpet_tf.export.LatencyTimer(path, batch_size=2)
+    first = timer.measure(runs=3, warmup=1)
+    assert first.clock == "wall" and first.samples_ms == first.wall_samples_ms
+    assert len(first.wall_samples_ms) == len(first.cpu_samples_ms) == 3
+    assert first.median_ms == np.median(first.wall_samples_ms)
+    assert first.min_ms == min(first.wall_samples_ms) and first.invokes_per_run == 2
+    again = timer.measure(runs=4, warmup=0, repeats=3, clock="cpu")
+    assert again.clock == "cpu" and again.samples_ms == again.cpu_samples_ms
+    assert again.median_ms == np.median(again.cpu_samples_ms) and len(again.samples_ms) == 4
+    assert again.repeats == 3 and again.invokes_per_run == 6  # 3 batches of 2 invokes
+    one_shot = lrpet_tf.measure_latency(path, runs=2, warmup=0, repeats=2, clock="cpu")
+    assert one_shot.clock == "cpu" and one_shot.invokes_per_run == 2
+    for kwargs, message in (
+        ({"clock": "gpu"}, "clock='gpu'"),
+        ({"repeats": 0}, "repeats=0"),
+        ({"warmup": -1}, "warmup=-1"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            timer.measure(**kwargs)
+        with pytest.raises(ValueError, match=message):
+            lrpet_tf.measure_latency(b"", **kwargs)  # refused before the file is read
+
+
 def _dense_on_images():
     """Dense on a rank-4 tensor, then Flatten -> Dense: shape ops with a dynamic batch."""
     inputs = keras.Input((4, 4, 3), name="image")

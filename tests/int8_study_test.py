@@ -44,7 +44,7 @@ def test_smoke_study_writes_four_measured_files(tmp_path):
         )
     assert variants["dense_float32"]["latency"]["speedup"]["median"] == pytest.approx(1.0)
     assert set(results["acceptance"]) == set(int8_study.INT8_VARIANTS)
-    assert len(results["qat_history"]) == 1 and results["ranks"]
+    assert len(results["qat_history"]["loss"]) == 1 and results["ranks"]
     # The smoke config leaves the stem dense: not projected, one CONV_2D op.
     assert "stem" not in results["ranks"] and "b0_conv1" in results["ranks"]
     compact_convs = lrpet_tf.TFLiteModel(compact["path"]).op_names().count("CONV_2D")
@@ -68,9 +68,19 @@ def test_smoke_study_writes_four_measured_files(tmp_path):
     assert abs(plan_dense - dense["bytes"]) <= 400
     ptq_bytes = variants["compact_ptq_int8"]["bytes"]
     assert abs(entry["int8_bytes"] - ptq_bytes) <= 400
+    # One entry per run in the study's file, without local paths.
     with open(tmp_path / "int8_study.json") as f:
-        assert json.load(f)["config"]["qat_epochs"] == 1
+        study = json.load(f)
+    assert list(study["runs"]) == ["smoke"] and study["study"] == "int8_study"
+    entry = study["runs"]["smoke"]
+    assert entry["config"]["qat_epochs"] == 1 and "output_dir" not in entry["config"]
+    assert entry["variants"]["compact_ptq_int8"]["path"] == "compact_ptq_int8.tflite"
+    assert entry["variants"]["compact_ptq_int8"]["bytes"] == ptq_bytes
+    assert entry["training_history"]["dense"]["loss"] == [
+        pytest.approx(loss, rel=1e-3) for loss in results["training_history"]["dense"]["loss"]
+    ]
     markdown = (tmp_path / "int8_study.md").read_text()
+    assert "### Run `smoke`" in markdown and "| `smoke` | 0 | 1 | per-layer | stem |" in markdown
     assert "compact, QAT int8" in markdown and "Command: `int8_study.py --smoke`" in markdown
     assert "Load average" in markdown and "tf_keras" in markdown
     assert (

@@ -5,6 +5,7 @@ from lrpet_tf.export.export_tflite import TFLiteVerificationError
 from lrpet_tf.export.export_tflite import export_tflite
 from lrpet_tf.export.flatbuffer_model import FlatbufferModel
 from lrpet_tf.export.latency import LatencyResult
+from lrpet_tf.export.latency import LatencyTimer
 from lrpet_tf.export.latency import measure_latency
 from lrpet_tf.export.latency_table import LatencyTable
 from lrpet_tf.export.latency_table import LayerLatency
@@ -21,6 +22,7 @@ __all__ = [
     "ImageClassifierMetadata",
     "LatencyResult",
     "LatencyTable",
+    "LatencyTimer",
     "LayerLatency",
     "TFLiteModel",
     "TFLiteVerificationError",
