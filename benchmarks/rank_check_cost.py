@@ -115,6 +115,19 @@ def main(argv):
         ]
         rounds = FLAGS.rounds
     rows = [measure(name, model, rounds) for name, model in cases]
+    payload = {
+        "command": bench_utils.command_line(),
+        "machine": bench_utils.machine_info(),
+        "rows": rows,
+    }
+    markdown = to_markdown(payload)
+    if not FLAGS.smoke:
+        bench_utils.write_results(NAME, payload, markdown)
+    print(markdown)
+
+
+def to_markdown(payload):
+    """The table of a results payload (`--render_from` of the committed JSON gives the same)."""
     headers = [
         "model",
         "convs",
@@ -140,22 +153,18 @@ def main(argv):
                 f"{100 * r['share_now']:.0f}%",
                 f"{r['speedup']:.2f}x",
             ]
-            for r in rows
+            for r in payload["rows"]
         ],
     )
-    machine = bench_utils.machine_info()
-    markdown = "\n".join(
+    return "\n".join(
         [
-            f"Command: `{bench_utils.command_line()}`",
+            f"Command: `{payload['command']}`",
             "",
-            bench_utils.machine_markdown(machine),
+            bench_utils.machine_markdown(payload["machine"]),
             "",
             table,
         ]
     )
-    if not FLAGS.smoke:
-        bench_utils.write_results(NAME, {"machine": machine, "rows": rows}, markdown)
-    print(markdown)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import bench_utils  # noqa: E402
 import int8_study  # noqa: E402
 import projection_cost  # noqa: E402
 import rank_allocation  # noqa: E402
+import rank_check_cost  # noqa: E402
 import tflite_latency  # noqa: E402
 import tflite_latency_report  # noqa: E402
 import training_step_cost  # noqa: E402
@@ -303,6 +304,7 @@ RENDERERS = {
         bench_utils.read_study(path, "projection_cost")
     ),
     "rank_allocation": lambda path: rank_allocation.render(_load(path)),
+    "rank_check_cost": lambda path: rank_check_cost.to_markdown(_load(path)),
     "tflite_latency": lambda path: tflite_latency_report.to_markdown(
         tflite_latency_report.load(path)
     ),
