@@ -164,10 +164,10 @@ class LRPET(keras.callbacks.Callback):
         self.log_dir = log_dir
         self._summaries = ProjectionSummaries(log_dir) if log_dir else None
         self.projection_count = 0
-        self.last_stats = None
-        self._projector = None
+        self.last_stats: ProjectionStats | None = None
+        self._projector: Projector | None = None
         self._projector_model = None
-        self._messages = []
+        self._messages: list[str] = []
 
     @property
     def skipped_layers(self) -> list[tuple[str, str]]:

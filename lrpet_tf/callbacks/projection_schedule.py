@@ -71,8 +71,8 @@ class ProjectionSchedule:
         self.ramp_epochs = _check_epochs(ramp_epochs, "ramp_epochs")
         self._epoch = 0
         self._step = 0
-        self._steps_per_epoch = None
-        self._projected_step = None
+        self._steps_per_epoch: int | None = None
+        self._projected_step: int | None = None
         self._epoch_done = False
         self._starting = False
         self._in_fit = False

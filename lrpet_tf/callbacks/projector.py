@@ -18,6 +18,7 @@ import dataclasses
 import time
 from collections.abc import Mapping
 from typing import Literal
+from typing import TypeAlias
 
 import numpy as np
 import tensorflow as tf
@@ -45,7 +46,7 @@ __all__ = ["Projector", "ProjectionStats", "ProjectionTarget", "check_on_nonfini
 DEAD_LAYER_THRESHOLD = 1e-4
 NONFINITE_POLICIES = ("skip", "raise")
 # The type of an `on_nonfinite` argument: one of `NONFINITE_POLICIES`.
-OnNonfinite = Literal["skip", "raise"]
+OnNonfinite: TypeAlias = Literal["skip", "raise"]
 
 
 def check_on_nonfinite(value):
@@ -68,10 +69,10 @@ class ProjectionTarget:
         batchnorm: The BatchNormalization used for rectification, or None.
     """
 
-    layer: object
+    layer: keras.layers.Layer
     rank: int
     matrix_shape: tuple
-    batchnorm: object = None
+    batchnorm: keras.layers.BatchNormalization | None = None
 
     @property
     def name(self):

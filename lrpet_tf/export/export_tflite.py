@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from collections.abc import Sequence
 from typing import Any
 from typing import Literal
+from typing import TypeAlias
 
 import numpy as np
 import tensorflow as tf
@@ -28,7 +29,7 @@ QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 IO_TYPES = ("float32", "int8", "uint8")
 # Typical inputs: arrays (a list for several inputs), a dataset of batches, or a
 # function yielding lists of input arrays (TFLite's convention).
-RepresentativeDataset = (
+RepresentativeDataset: TypeAlias = (
     ArrayLike | Sequence[ArrayLike] | tf.data.Dataset | Callable[[], Iterable[list[np.ndarray]]]
 )
 

@@ -87,7 +87,7 @@ def find_steps(
             split(middle + 1, hi)
 
     split(low, high)
-    merged = []
+    merged: list[list[int]] = []
     for lo, hi in steps:
         if merged and same(f(merged[-1][1]), f(hi)):
             merged[-1][1] = hi

@@ -42,7 +42,7 @@ class TFLiteModel:
 
     def __init__(self, model: str | os.PathLike[str] | bytes, num_threads: int = 1) -> None:
         if isinstance(model, (str, os.PathLike)):
-            self.path = os.fspath(model)
+            self.path: str | None = os.fspath(model)
             with open(self.path, "rb") as f:
                 self.content = f.read()
         else:
@@ -142,7 +142,7 @@ class TFLiteModel:
             One array, or a list of arrays in the model's output order.
         """
         if isinstance(inputs, dict):
-            feed = dict(inputs)
+            feed: dict[str, Any] = dict(inputs)
         else:
             arrays = inputs if isinstance(inputs, (list, tuple)) else [inputs]
             names = list(input_names) if input_names else self.input_names

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from typing import Any
+from typing import TypeAlias
 
 import tensorflow as tf
 
@@ -33,9 +34,9 @@ from lrpet_tf._keras import keras
 __all__ = ["CallNode", "LayerGraph", "Replacement", "require_graph_model"]
 
 # What `LayerGraph.rebuild` calls instead of a layer: `(args, kwargs) -> outputs`.
-ReplacementCall = Callable[[tuple, dict], Any]
+ReplacementCall: TypeAlias = Callable[[tuple, dict], Any]
 # `plan(graph) -> {id(layer): replacement}`.
-RebuildPlan = Callable[["LayerGraph"], Mapping[int, ReplacementCall]]
+RebuildPlan: TypeAlias = Callable[["LayerGraph"], Mapping[int, ReplacementCall]]
 
 
 def require_graph_model(model, argument="model"):
@@ -110,7 +111,7 @@ class CallNode:
         inputs: Flat list of the call's symbolic input tensors.
     """
 
-    layer: object
+    layer: Any  # a keras.layers.Layer, or in Keras 3 a stateless op such as `x + 3`
     args: tuple
     kwargs: dict
     outputs: list
@@ -141,9 +142,9 @@ class LayerGraph:
         self.model = model
         self.inputs, self.outputs = _keras.model_io(model)
         self.nodes = []
-        self._producer = {}
-        self._consumers = {}
-        self._calls = {}
+        self._producer: dict[Any, CallNode] = {}
+        self._consumers: dict[Any, list[CallNode]] = {}
+        self._calls: dict[int, list[CallNode]] = {}
         for layer, args, kwargs, outputs in _keras.call_nodes(model):
             inputs = [t for t in tf.nest.flatten((args, kwargs)) if _keras.is_symbolic(t)]
             node = CallNode(layer, args, kwargs, outputs, inputs)

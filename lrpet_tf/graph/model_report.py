@@ -106,7 +106,7 @@ def model_report(model: keras.Model, ranks: Mapping[str, int] | None = None) -> 
         >>> report.total_macs, report.conv_macs
     """
     ranks = dict(ranks or {})
-    rows = []
+    rows: list[LayerCost] = []
     _collect(LayerGraph(model), "", ranks, rows)
     total_macs = sum(r.macs for r in rows)
     conv_macs = sum(r.macs for r in rows if "Conv" in r.layer_type)

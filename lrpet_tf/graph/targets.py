@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Literal
+from typing import TypeAlias
 
 from lrpet_tf import _keras
 from lrpet_tf._keras import keras
@@ -27,9 +28,9 @@ __all__ = [
 ]
 
 # The types of the `layer_types` and `include` / `exclude` arguments of every entry point.
-LayerKind = Literal["conv", "dense"]
-LayerTypes = LayerKind | Iterable[LayerKind]
-LayerSelector = str | Iterable[str] | Callable[[keras.layers.Layer], bool] | None
+LayerKind: TypeAlias = Literal["conv", "dense"]
+LayerTypes: TypeAlias = LayerKind | Iterable[LayerKind]
+LayerSelector: TypeAlias = str | Iterable[str] | Callable[[keras.layers.Layer], bool] | None
 
 
 def layers_by_name(model):

@@ -97,17 +97,17 @@ class SVDConv2D(SVDLayer):
             raise ValueError(
                 f'Expected `padding` to be "valid" or "same". Received: padding={padding!r}'
             )
-        self.filters = int(filters)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.strides = _pair(strides, "strides")
-        self.dilation_rate = _pair(dilation_rate, "dilation_rate")
+        self.filters: int = int(filters)
+        self.kernel_size: tuple[int, int] = _pair(kernel_size, "kernel_size")
+        self.strides: tuple[int, int] = _pair(strides, "strides")
+        self.dilation_rate: tuple[int, int] = _pair(dilation_rate, "dilation_rate")
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
             raise ValueError(
                 "`strides` > 1 and `dilation_rate` > 1 cannot be combined. Received: "
                 f"strides={self.strides}, dilation_rate={self.dilation_rate}"
             )
-        self.padding = padding
-        self.scheme = scheme
+        self.padding: str = padding
+        self.scheme: Literal["channel", "spatial"] = scheme
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     def build(self, input_shape: Sequence[int | None]) -> None:

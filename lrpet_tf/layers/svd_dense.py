@@ -46,7 +46,7 @@ class SVDDense(SVDLayer):
         super().__init__(rank=rank, **kwargs)
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
             raise ValueError(f"Expected `units` to be an int >= 1. Received: units={units!r}")
-        self.units = int(units)
+        self.units: int = int(units)
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         in_dim = int(input_shape[-1])

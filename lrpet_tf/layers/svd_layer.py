@@ -12,6 +12,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable
 from typing import Any
+from typing import TypeAlias
 
 import tensorflow as tf
 from numpy.typing import ArrayLike
@@ -28,8 +29,8 @@ from lrpet_tf.ops.svd_penalties import sparsity_penalty
 __all__ = ["SVDLayer"]
 
 # What `keras.activations.get` / `keras.initializers.get` accept (a dict: a serialized one).
-Activation = str | dict[str, Any] | Callable[[tf.Tensor], tf.Tensor]
-Initializer = str | dict[str, Any] | keras.initializers.Initializer
+Activation: TypeAlias = str | dict[str, Any] | Callable[[tf.Tensor], tf.Tensor]
+Initializer: TypeAlias = str | dict[str, Any] | keras.initializers.Initializer
 
 
 class SVDLayer(keras.layers.Layer):

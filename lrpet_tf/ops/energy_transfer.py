@@ -15,6 +15,7 @@ rank `r`, the pruned values are set to zero and the kept ones become:
 from __future__ import annotations
 
 from typing import Literal
+from typing import TypeAlias
 
 import tensorflow as tf
 from numpy.typing import ArrayLike
@@ -23,7 +24,7 @@ __all__ = ["ENERGY_TRANSFER_MODES", "check_energy_transfer", "transfer_energy"]
 
 ENERGY_TRANSFER_MODES = ("scale", "additive", None)
 # The type of an `energy_transfer` argument: one of `ENERGY_TRANSFER_MODES`.
-EnergyTransfer = Literal["scale", "additive"] | None
+EnergyTransfer: TypeAlias = Literal["scale", "additive"] | None
 
 
 def check_energy_transfer(mode: EnergyTransfer) -> EnergyTransfer:

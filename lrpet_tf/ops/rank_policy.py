@@ -128,10 +128,12 @@ class PruneRatio(RankPolicy):
                 'Expected `latency_table` exactly when round_to="latency". Received: '
                 f"round_to={round_to!r}, latency_table={latency_table!r}"
             )
-        self.prune_ratio = float(prune_ratio)
-        self.round_to = round_to
-        self.min_rank = int(min_rank)
-        self.steps = _rank_steps(latency_table) if latency_table is not None else None
+        self.prune_ratio: float = float(prune_ratio)
+        self.round_to: int | Literal["latency"] | None = round_to
+        self.min_rank: int = int(min_rank)
+        self.steps: dict[str, list[tuple[int, int]]] | None = (
+            _rank_steps(latency_table) if latency_table is not None else None
+        )
 
     def rank(self, name: str | None, matrix_shape: Sequence[int]) -> int:
         k = min(matrix_shape)
@@ -174,7 +176,7 @@ class FixedRank(RankPolicy):
         if isinstance(ranks, dict):
             for name, r in ranks.items():
                 _check_rank(r, f"ranks[{name!r}]")
-            self.ranks = dict(ranks)
+            self.ranks: int | dict[str, int] = dict(ranks)
         else:
             _check_rank(ranks, "ranks")
             self.ranks = int(ranks)

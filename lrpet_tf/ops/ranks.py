@@ -205,9 +205,9 @@ def budget_ranks(
             return spend[name][rank]
         return int(rank) * int(unit_params[name])
 
-    frontier = {0: (0.0, {})}
+    frontier: dict[float, tuple[float, dict[str, int]]] = {0: (0.0, {})}
     for name, curve in costs.items():
-        options = {}
+        options: dict[float, tuple[float, dict[str, int]]] = {}
         for used, (cost, ranks) in frontier.items():
             for rank, layer_cost in curve.items():
                 spent = used + amount(name, rank)

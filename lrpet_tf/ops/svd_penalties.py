@@ -15,6 +15,7 @@ Each is summed over layers (and factors) and multiplied by its weight.
 from __future__ import annotations
 
 from typing import Literal
+from typing import TypeAlias
 
 import tensorflow as tf
 from numpy.typing import ArrayLike
@@ -23,7 +24,7 @@ __all__ = ["SPARSITY_KINDS", "orthogonality_penalty", "sparsity_penalty"]
 
 SPARSITY_KINDS = ("l1", "hoyer", "hoyer_square")
 # The type of a sparsity kind: one of `SPARSITY_KINDS`.
-SparsityKind = Literal["l1", "hoyer", "hoyer_square"]
+SparsityKind: TypeAlias = Literal["l1", "hoyer", "hoyer_square"]
 
 
 def orthogonality_penalty(factor: tf.Tensor | ArrayLike) -> tf.Tensor:
