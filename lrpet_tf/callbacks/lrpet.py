@@ -1,20 +1,36 @@
 """The LRPET Keras callback: low-rank projection with energy transfer."""
 
+from __future__ import annotations
+
 import logging
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Literal
 
 from lrpet_tf import _keras
 from lrpet_tf._keras import keras
 from lrpet_tf.callbacks.projection_schedule import ProjectionSchedule
 from lrpet_tf.callbacks.projection_summaries import ProjectionSummaries
+from lrpet_tf.callbacks.projector import OnNonfinite
+from lrpet_tf.callbacks.projector import ProjectionStats
 from lrpet_tf.callbacks.projector import Projector
 from lrpet_tf.callbacks.projector import check_on_nonfinite
 from lrpet_tf.graph.rank_guard import warn_small_ranks
+from lrpet_tf.graph.targets import LayerSelector
+from lrpet_tf.graph.targets import LayerTypes
 from lrpet_tf.graph.targets import check_layer_types
 from lrpet_tf.graph.targets import check_selector
 from lrpet_tf.graph.targets import select_targets
+from lrpet_tf.ops.energy_transfer import EnergyTransfer
 from lrpet_tf.ops.energy_transfer import check_energy_transfer
+from lrpet_tf.ops.rank_policy import RankPolicy
 from lrpet_tf.ops.rank_policy import get_rank_policy
 from lrpet_tf.ops.ranks import ramp_rank
+
+if TYPE_CHECKING:  # not imported at runtime: the callback needs no part of export/
+    from lrpet_tf.export.latency_table import LatencyTable
 
 __all__ = ["LRPET"]
 
@@ -104,23 +120,23 @@ class LRPET(keras.callbacks.Callback):
 
     def __init__(
         self,
-        prune_ratio=None,
-        ranks=None,
-        frequency="epoch",
-        energy_transfer="scale",
-        bn_rectification=True,
-        layer_types=("conv",),
-        include=None,
-        exclude=None,
-        warmup_epochs=0,
-        ramp_epochs=0,
-        round_to=None,
-        latency_table=None,
-        project_at_end=True,
-        on_nonfinite="skip",
-        log_dir=None,
-        verbose=1,
-    ):
+        prune_ratio: float | None = None,
+        ranks: int | dict[str, int] | RankPolicy | None = None,
+        frequency: Literal["epoch"] | int = "epoch",
+        energy_transfer: EnergyTransfer = "scale",
+        bn_rectification: bool = True,
+        layer_types: LayerTypes = ("conv",),
+        include: LayerSelector = None,
+        exclude: LayerSelector = None,
+        warmup_epochs: int = 0,
+        ramp_epochs: int = 0,
+        round_to: int | Literal["latency"] | None = None,
+        latency_table: LatencyTable | None = None,
+        project_at_end: bool = True,
+        on_nonfinite: OnNonfinite = "skip",
+        log_dir: str | os.PathLike[str] | None = None,
+        verbose: int = 1,
+    ) -> None:
         super().__init__()
         self.policy = get_rank_policy(prune_ratio, ranks, round_to, latency_table)
         self.round_to = round_to
@@ -148,26 +164,26 @@ class LRPET(keras.callbacks.Callback):
         self.log_dir = log_dir
         self._summaries = ProjectionSummaries(log_dir) if log_dir else None
         self.projection_count = 0
-        self.last_stats = None
-        self._projector = None
+        self.last_stats: ProjectionStats | None = None
+        self._projector: Projector | None = None
         self._projector_model = None
-        self._messages = []
+        self._messages: list[str] = []
 
     @property
-    def skipped_layers(self):
+    def skipped_layers(self) -> list[tuple[str, str]]:
         """`(layer name, reason)` for layers of the chosen kinds left out (frozen)."""
         return list(self._projector.skipped_layers) if self._projector else []
 
     @property
-    def frequency(self):
+    def frequency(self) -> Literal["epoch"] | int:
         return self.schedule.frequency
 
     @property
-    def ramp_epochs(self):
+    def ramp_epochs(self) -> int:
         return self.schedule.ramp_epochs
 
     @property
-    def ranks(self):
+    def ranks(self) -> dict[str, int]:
         """Layer name -> target rank of every projected layer (after training starts)."""
         if self._projector is None:
             raise AttributeError(
@@ -178,11 +194,11 @@ class LRPET(keras.callbacks.Callback):
         return self._projector.ranks
 
     @property
-    def current_ranks(self):
+    def current_ranks(self) -> dict[str, int] | None:
         """Layer name -> rank of the last projection (the ramp's point); None before any."""
         return dict(self.last_stats.ranks) if self.last_stats is not None else None
 
-    def prepare(self, model):
+    def prepare(self, model: keras.Model) -> None:
         """Resolves layers, ranks and BN pairs for `model` and traces nothing yet.
 
         Called by `fit` at the start of training; call it yourself to inspect
@@ -232,7 +248,7 @@ class LRPET(keras.callbacks.Callback):
         self._projector_model = model
         self.projection_count = 0
 
-    def project(self, ranks=None):
+    def project(self, ranks: Mapping[str, int] | None = None) -> ProjectionStats:
         """Runs one projection of `self.model` now and returns its `ProjectionStats`.
 
         `fit` calls it on schedule. To project outside training (e.g. a
@@ -284,7 +300,7 @@ class LRPET(keras.callbacks.Callback):
             )
         return stats
 
-    def ramp_ranks(self, progress):
+    def ramp_ranks(self, progress: float) -> dict[str, int]:
         """Layer name -> rank of a projection at ramp progress `progress` (epochs since warm-up)."""
         return {
             t.name: ramp_rank(t.rank, min(t.matrix_shape), progress, self.schedule.ramp_epochs)
@@ -315,7 +331,7 @@ class LRPET(keras.callbacks.Callback):
 
     # -- Keras events: the schedule decides (see ProjectionSchedule) ----------
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self._built(self.model):
             self.prepare(self.model)
         else:
@@ -325,29 +341,29 @@ class LRPET(keras.callbacks.Callback):
         steps = (self.params or {}).get("steps")
         self.schedule.train_begin(self._optimizer_step(), steps)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._flush_messages()
         progress = self.schedule.epoch_begin(epoch)
         if self._projector_model is self.model:
             self._project_at(progress)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._projector_model is not self.model:
             self.prepare(self.model)  # deferred from on_train_begin
         step = self._optimizer_step() if self.schedule.per_step else None
         self._project_at(self.schedule.batch_end(batch, step))
 
-    def on_test_begin(self, logs=None):
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self._projector_model is self.model:
             self._project_at(self.schedule.test_begin())
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._project_at(self.schedule.epoch_end())
         if logs is not None and self.last_stats is not None and self.last_stats.energy_kept:
             # Shown by the progress bar (Keras 3) and recorded in History.
             logs["lrpet_energy_kept"] = _mean_energy(self.last_stats)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         progress = self.schedule.train_end(self._optimizer_step())
         if self.project_at_end:
             self._project_at(progress)
@@ -364,7 +380,7 @@ class LRPET(keras.callbacks.Callback):
         if self._summaries is not None:
             self._summaries.close()
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "prune_ratio": self.prune_ratio if self.round_to is None else None,
             "ranks": None

@@ -6,7 +6,12 @@ of training since the warm-up ended) that sets the ranks of that projection.
 Nothing here knows Keras, so the schedule is tested on its own.
 """
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Mapping
+from typing import Any
+from typing import Literal
 
 __all__ = ["ProjectionSchedule"]
 
@@ -46,7 +51,12 @@ class ProjectionSchedule:
         `train_end(step)`; and `projected(step)` records a projection.
     """
 
-    def __init__(self, frequency="epoch", warmup_epochs=0, ramp_epochs=0):
+    def __init__(
+        self,
+        frequency: Literal["epoch"] | int = "epoch",
+        warmup_epochs: int = 0,
+        ramp_epochs: int = 0,
+    ) -> None:
         if frequency != "epoch" and (
             isinstance(frequency, bool)
             or not isinstance(frequency, numbers.Integral)
@@ -61,8 +71,8 @@ class ProjectionSchedule:
         self.ramp_epochs = _check_epochs(ramp_epochs, "ramp_epochs")
         self._epoch = 0
         self._step = 0
-        self._steps_per_epoch = None
-        self._projected_step = None
+        self._steps_per_epoch: int | None = None
+        self._projected_step: int | None = None
         self._epoch_done = False
         self._starting = False
         self._in_fit = False
@@ -70,18 +80,18 @@ class ProjectionSchedule:
     # -- pure decisions ---------------------------------------------------------
 
     @property
-    def per_step(self):
+    def per_step(self) -> bool:
         """True when projections follow the optimizer's step count."""
         return self.frequency != "epoch"
 
-    def in_warmup(self, epoch):
+    def in_warmup(self, epoch: int) -> bool:
         return epoch < self.warmup_epochs
 
-    def after_epoch(self, epoch):
+    def after_epoch(self, epoch: int) -> bool:
         """Whether to project once epoch `epoch` (0-based) has trained."""
         return not self.per_step and not self.in_warmup(epoch)
 
-    def after_steps(self, epoch, previous_step, step):
+    def after_steps(self, epoch: int, previous_step: int, step: int) -> bool:
         """Whether to project after the optimizer went from `previous_step` to `step`.
 
         True when a multiple of `frequency` lies in `(previous_step, step]`
@@ -91,7 +101,7 @@ class ProjectionSchedule:
             return False
         return step // self.frequency > previous_step // self.frequency
 
-    def due_at_start(self, epoch, step):
+    def due_at_start(self, epoch: int, step: int) -> bool:
         """Whether a projection was due exactly where training (re)starts.
 
         True when training starts at optimizer step `step > 0` and epoch
@@ -104,14 +114,14 @@ class ProjectionSchedule:
             return step % self.frequency == 0 and not self.in_warmup(epoch)
         return epoch > 0 and self.after_epoch(epoch - 1)
 
-    def step_progress(self, step):
+    def step_progress(self, step: int) -> float:
         """Epochs trained since the warm-up at optimizer step `step` (needs the epoch length)."""
         spe = self._steps_per_epoch
         return (step - self.warmup_epochs * spe) / spe
 
     # -- events -----------------------------------------------------------------
 
-    def train_begin(self, step, steps_per_epoch=None):
+    def train_begin(self, step: int, steps_per_epoch: int | None = None) -> None:
         """Training starts at optimizer step `step`.
 
         Raises:
@@ -131,7 +141,7 @@ class ProjectionSchedule:
         self._starting = True
         self._in_fit = True
 
-    def epoch_begin(self, epoch):
+    def epoch_begin(self, epoch: int) -> float | None:
         """Epoch `epoch` starts. On the first epoch of a (resumed) fit, a due projection."""
         self._epoch = int(epoch)
         self._epoch_done = False
@@ -148,7 +158,7 @@ class ProjectionSchedule:
             return self.step_progress(self._step)
         return float(self._epoch - self.warmup_epochs)
 
-    def batch_end(self, batch, step=None):
+    def batch_end(self, batch: int, step: int | None = None) -> float | None:
         """Batch `batch` of the epoch has trained; `step` is the optimizer's count (step mode)."""
         if self.per_step:
             previous, self._step = self._step, int(step)
@@ -161,18 +171,18 @@ class ProjectionSchedule:
             return self.epoch_end()
         return None
 
-    def epoch_end(self):
+    def epoch_end(self) -> float | None:
         """The epoch ends (if its last step did not already project)."""
         if self._epoch_done or not self.after_epoch(self._epoch):
             return None
         self._epoch_done = True
         return float(self._epoch + 1 - self.warmup_epochs)
 
-    def test_begin(self):
+    def test_begin(self) -> float | None:
         """Validation inside `fit` when the epoch length is unknown: project first."""
         return self.epoch_end() if self._in_fit else None
 
-    def train_end(self, step):
+    def train_end(self, step: int) -> float | None:
         """Training ends at optimizer step `step`: a last projection if steps ran since one."""
         self._in_fit = False
         if self._projected_step == int(step):
@@ -181,15 +191,15 @@ class ProjectionSchedule:
             return self.step_progress(int(step))
         return float(self._epoch + 1 - self.warmup_epochs)
 
-    def projected(self, step):
+    def projected(self, step: int) -> None:
         """Records that a projection ran at optimizer step `step`."""
         self._projected_step = int(step)
 
     @property
-    def in_fit(self):
+    def in_fit(self) -> bool:
         return self._in_fit
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "frequency": self.frequency,
             "warmup_epochs": self.warmup_epochs,
@@ -197,5 +207,5 @@ class ProjectionSchedule:
         }
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Mapping[str, Any]) -> ProjectionSchedule:
         return cls(**config)

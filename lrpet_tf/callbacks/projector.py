@@ -11,30 +11,42 @@ back with `variable.assign`, so it works under `tf.distribute` strategies
 first replica computed). Optimizer slots, biases and BN variables are never written.
 """
 
+from __future__ import annotations
+
 import collections
 import dataclasses
 import time
+from collections.abc import Mapping
+from typing import Literal
+from typing import TypeAlias
 
 import numpy as np
 import tensorflow as tf
 
 from lrpet_tf import _keras
+from lrpet_tf._keras import keras
 from lrpet_tf.graph.layer_graph import LayerGraph
+from lrpet_tf.graph.targets import LayerSelector
+from lrpet_tf.graph.targets import LayerTypes
 from lrpet_tf.graph.targets import check_layer_names
 from lrpet_tf.graph.targets import layers_by_name
 from lrpet_tf.graph.targets import select_targets
 from lrpet_tf.ops.batchnorm import batchnorm_scale
+from lrpet_tf.ops.energy_transfer import EnergyTransfer
 from lrpet_tf.ops.energy_transfer import check_energy_transfer
 from lrpet_tf.ops.matrix_view import kernel_to_matrix
 from lrpet_tf.ops.matrix_view import matrix_shape
 from lrpet_tf.ops.matrix_view import matrix_to_kernel
 from lrpet_tf.ops.projection import low_rank_projection
+from lrpet_tf.ops.rank_policy import RankPolicy
 from lrpet_tf.ops.ranks import numerical_rank
 
 __all__ = ["Projector", "ProjectionStats", "ProjectionTarget", "check_on_nonfinite"]
 
 DEAD_LAYER_THRESHOLD = 1e-4
 NONFINITE_POLICIES = ("skip", "raise")
+# The type of an `on_nonfinite` argument: one of `NONFINITE_POLICIES`.
+OnNonfinite: TypeAlias = Literal["skip", "raise"]
 
 
 def check_on_nonfinite(value):
@@ -57,10 +69,10 @@ class ProjectionTarget:
         batchnorm: The BatchNormalization used for rectification, or None.
     """
 
-    layer: object
+    layer: keras.layers.Layer
     rank: int
     matrix_shape: tuple
-    batchnorm: object = None
+    batchnorm: keras.layers.BatchNormalization | None = None
 
     @property
     def name(self):
@@ -87,16 +99,16 @@ class ProjectionStats:
         seconds: Wall time of the projection.
     """
 
-    energy_kept: dict
-    singular_values: dict
-    ranks: dict
-    unchanged: list
-    skipped_dead: list
-    skipped_nonfinite: list
+    energy_kept: dict[str, float]
+    singular_values: dict[str, np.ndarray]
+    ranks: dict[str, int]
+    unchanged: list[str]
+    skipped_dead: list[str]
+    skipped_nonfinite: list[str]
     seconds: float
 
     @property
-    def projected(self):
+    def projected(self) -> int:
         """Number of layers whose kernel was rewritten."""
         left = len(self.unchanged) + len(self.skipped_dead) + len(self.skipped_nonfinite)
         return len(self.energy_kept) - left
@@ -126,16 +138,16 @@ class Projector:
 
     def __init__(
         self,
-        model,
-        policy,
-        energy_transfer="scale",
-        bn_rectification=True,
-        layer_types=("conv",),
-        include=None,
-        exclude=None,
-        batch_by_shape=True,
-        on_nonfinite="skip",
-    ):
+        model: keras.Model,
+        policy: RankPolicy,
+        energy_transfer: EnergyTransfer = "scale",
+        bn_rectification: bool = True,
+        layer_types: LayerTypes = ("conv",),
+        include: LayerSelector = None,
+        exclude: LayerSelector = None,
+        batch_by_shape: bool = True,
+        on_nonfinite: OnNonfinite = "skip",
+    ) -> None:
         check_energy_transfer(energy_transfer)
         check_on_nonfinite(on_nonfinite)
         if policy.layer_names():
@@ -185,11 +197,11 @@ class Projector:
         )
 
     @property
-    def ranks(self):
+    def ranks(self) -> dict[str, int]:
         """Layer name -> kept rank."""
         return {t.name: t.rank for t in self.targets}
 
-    def __call__(self, ranks=None):
+    def __call__(self, ranks: Mapping[str, int] | None = None) -> ProjectionStats:
         """Projects every target once and returns `ProjectionStats`.
 
         Args:

@@ -1,11 +1,20 @@
 """Export a Keras model to a verified .tflite file: `export_tflite`."""
 
+from __future__ import annotations
+
 import dataclasses
 import numbers
 import os
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import Any
+from typing import Literal
+from typing import TypeAlias
 
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from lrpet_tf import _keras
 from lrpet_tf._keras import keras
@@ -18,6 +27,11 @@ __all__ = ["ExportResult", "TFLiteVerificationError", "export_tflite"]
 
 QUANTIZATIONS = (None, "float16", "dynamic", "int8")
 IO_TYPES = ("float32", "int8", "uint8")
+# Typical inputs: arrays (a list for several inputs), a dataset of batches, or a
+# function yielding lists of input arrays (TFLite's convention).
+RepresentativeDataset: TypeAlias = (
+    ArrayLike | Sequence[ArrayLike] | tf.data.Dataset | Callable[[], Iterable[list[np.ndarray]]]
+)
 
 # Allowed max |TFLite - Keras| relative to max(1, max |Keras output|).
 _FLOAT_TOLERANCE = {None: 1e-4, "float16": 2e-2, "dynamic": 1e-1}
@@ -56,35 +70,35 @@ class ExportResult:
 
     path: str
     size_bytes: int
-    quantization: str
-    ops: list
-    batch_size: int = 1
+    quantization: str | None
+    ops: list[str]
+    batch_size: int | None = 1
     io_type: str = "float32"
-    input_names: list = None
-    output_names: list = None
-    metadata: ImageClassifierMetadata = None
-    max_error: float = None
-    tolerance: float = None
-    top1_agreement: float = None
-    max_error_steps: float = None
+    input_names: list[str] | None = None
+    output_names: list[str] | None = None
+    metadata: ImageClassifierMetadata | None = None
+    max_error: float | None = None
+    tolerance: float | None = None
+    top1_agreement: float | None = None
+    max_error_steps: float | None = None
 
-    def op_count(self, name):
+    def op_count(self, name: str) -> int:
         """How many ops of this builtin type the file has."""
         return self.ops.count(name)
 
 
 def export_tflite(
-    model,
-    path,
-    quantization=None,
-    representative_dataset=None,
-    verify=True,
-    verify_data=None,
-    tolerance=None,
-    batch_size=1,
-    io_type="float32",
-    metadata=None,
-):
+    model: keras.Model,
+    path: str | os.PathLike[str],
+    quantization: Literal["float16", "dynamic", "int8"] | None = None,
+    representative_dataset: RepresentativeDataset | None = None,
+    verify: bool = True,
+    verify_data: ArrayLike | Sequence[ArrayLike] | None = None,
+    tolerance: float | None = None,
+    batch_size: int | None = 1,
+    io_type: Literal["float32", "int8", "uint8"] = "float32",
+    metadata: ImageClassifierMetadata | dict[str, Any] | None = None,
+) -> ExportResult:
     """Converts `model` to TFLite, writes it to `path` and checks it against Keras.
 
     Each layer of the model becomes its own op: a factorized layer's two thin

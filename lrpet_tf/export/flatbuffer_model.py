@@ -1,5 +1,11 @@
 """A .tflite file read and edited through the TFLite flatbuffer schema."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
@@ -50,7 +56,7 @@ class FlatbufferModel:
         (['CONV_2D', 'CONV_2D'], {'head': 41})
     """
 
-    def __init__(self, content):
+    def __init__(self, content: bytes | bytearray) -> None:
         self.content = bytes(content)
         if not schema.Model.ModelBufferHasIdentifier(self.content, 0):
             raise ValueError(
@@ -63,7 +69,7 @@ class FlatbufferModel:
     def _subgraph(self, index):
         return self.model.subgraphs[index]
 
-    def op_names(self, subgraph=0):
+    def op_names(self, subgraph: int = 0) -> list[str]:
         """Op names of a subgraph in execution order (`CONV_2D`, ...; custom ops by their code)."""
         codes = self.model.operatorCodes
         names = []
@@ -76,7 +82,7 @@ class FlatbufferModel:
                 names.append(_OP_NAMES.get(builtin, f"BUILTIN_{builtin}"))
         return names
 
-    def tensor(self, index, subgraph=0):
+    def tensor(self, index: int, subgraph: int = 0) -> dict[str, Any]:
         """One tensor's details, as a dict.
 
         Keys: `index`, `name`, `shape` (with 1 for a dynamic dimension, as the
@@ -108,20 +114,20 @@ class FlatbufferModel:
             "zero_points": zero_points,
         }
 
-    def tensors(self, subgraph=0):
+    def tensors(self, subgraph: int = 0) -> list[dict[str, Any]]:
         """Details (see `tensor`) of every tensor of a subgraph."""
         count = len(self._subgraph(subgraph).tensors or [])
         return [self.tensor(i, subgraph) for i in range(count)]
 
-    def input_indices(self, subgraph=0):
+    def input_indices(self, subgraph: int = 0) -> list[int]:
         """Tensor indices of the subgraph's inputs, in the file's order."""
         return [int(i) for i in self._subgraph(subgraph).inputs]
 
-    def output_indices(self, subgraph=0):
+    def output_indices(self, subgraph: int = 0) -> list[int]:
         """Tensor indices of the subgraph's outputs, in the file's order."""
         return [int(i) for i in self._subgraph(subgraph).outputs]
 
-    def signature(self, key=None):
+    def signature(self, key: str | None = None) -> dict[str, Any]:
         """A signature: `{"key", "subgraph", "inputs": {name: index}, "outputs": {...}}`.
 
         Args:
@@ -148,7 +154,7 @@ class FlatbufferModel:
         keys = [_text(s.signatureKey) for s in defs]
         raise ValueError(f"Expected `key` in {keys}. Received: key={key!r}")
 
-    def dequantized_from(self, subgraph=0):
+    def dequantized_from(self, subgraph: int = 0) -> dict[int, int]:
         """Dict: output tensor index of each DEQUANTIZE op -> its (integer) input's index."""
         names = self.op_names(subgraph)
         return {
@@ -157,7 +163,7 @@ class FlatbufferModel:
             if name == "DEQUANTIZE"
         }
 
-    def metadata_buffer(self, name):
+    def metadata_buffer(self, name: str) -> bytes | None:
         """The bytes of the metadata entry `name` (e.g. "TFLITE_METADATA"), or None."""
         for entry in self.model.metadata or []:
             if _text(entry.name) == name:
@@ -165,7 +171,13 @@ class FlatbufferModel:
                 return None if data is None else np.asarray(data, np.uint8).tobytes()
         return None
 
-    def edited(self, tensor_names=None, input_order=None, output_order=None, metadata=None):
+    def edited(
+        self,
+        tensor_names: Mapping[int, str] | None = None,
+        input_order: Sequence[int] | None = None,
+        output_order: Sequence[int] | None = None,
+        metadata: Mapping[str, bytes] | None = None,
+    ) -> bytes:
         """A copy of the flatbuffer with some parts changed, as bytes.
 
         Associated files zipped after the flatbuffer are not carried over.

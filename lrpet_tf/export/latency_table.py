@@ -12,6 +12,8 @@ plan on a workstation). `allocate_ranks(cost="latency")`, `factorize` and
 `PruneRatio(round_to="latency")` use it.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -21,6 +23,11 @@ import numbers
 import os
 import platform
 import tempfile
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Mapping
+from typing import Any
+from typing import Literal
 
 import numpy as np
 
@@ -29,10 +36,13 @@ from lrpet_tf.export.export_tflite import export_tflite
 from lrpet_tf.export.latency import measure_latency
 from lrpet_tf.graph.fold_batchnorm import fold_batchnorm
 from lrpet_tf.graph.layer_graph import LayerGraph
+from lrpet_tf.graph.targets import LayerSelector
+from lrpet_tf.graph.targets import LayerTypes
 from lrpet_tf.graph.targets import check_layer_names
 from lrpet_tf.graph.targets import layers_by_name
 from lrpet_tf.graph.targets import select_targets
 from lrpet_tf.ops.matrix_view import matrix_shape
+from lrpet_tf.ops.rank_policy import HasRanks
 from lrpet_tf.ops.ranks import break_even_rank
 
 __all__ = ["LatencyTable", "LayerLatency", "find_steps", "latency_table"]
@@ -40,7 +50,9 @@ __all__ = ["LatencyTable", "LayerLatency", "find_steps", "latency_table"]
 _FORMAT = "lrpet_tf.latency_table/1"
 
 
-def find_steps(cost, low, high, same):
+def find_steps(
+    cost: Callable[[int], float], low: int, high: int, same: Callable[[float, float], bool]
+) -> list[tuple[int, int, float]]:
     """The steps of a non-decreasing step function on the integers `[low, high]`.
 
     Evaluates `cost` at the ends of a range and splits it in two only where
@@ -75,7 +87,7 @@ def find_steps(cost, low, high, same):
             split(middle + 1, hi)
 
     split(low, high)
-    merged = []
+    merged: list[list[int]] = []
     for lo, hi in steps:
         if merged and same(f(merged[-1][1]), f(hi)):
             merged[-1][1] = hi
@@ -100,17 +112,17 @@ class LayerLatency:
 
     signature: str
     dense_ms: float
-    steps: list
+    steps: list[list[float]]
     max_rank: int
 
-    def factorized_ms(self, rank):
+    def factorized_ms(self, rank: int) -> float | None:
         """The pair's time at `rank`, or None past the measured ranks."""
         for first, last, ms in self.steps:
             if first <= rank <= last:
                 return float(ms)
         return None
 
-    def step_top(self, rank):
+    def step_top(self, rank: int) -> int:
         """The largest rank that costs what `rank` costs (the top of its step), or `rank`."""
         for first, last, _ in self.steps:
             if first <= rank <= last:
@@ -135,16 +147,22 @@ class LatencyTable:
         runtime: What measured it (e.g. "ai-edge-litert 2.3.0 XNNPACK").
     """
 
-    def __init__(self, layers, model_ms=None, num_threads=1, runtime=None):
+    def __init__(
+        self,
+        layers: Mapping[str, LayerLatency],
+        model_ms: float | None = None,
+        num_threads: int = 1,
+        runtime: str | None = None,
+    ) -> None:
         self.layers = dict(layers)
         self.model_ms = model_ms
         self.num_threads = num_threads
         self.runtime = runtime
 
-    def __contains__(self, name):
+    def __contains__(self, name: object) -> bool:
         return name in self.layers
 
-    def require(self, names, argument="latency_table"):
+    def require(self, names: Iterable[str], argument: str = "latency_table") -> None:
         """Raises a ValueError naming the layers of `names` the table does not have."""
         missing = [n for n in names if n not in self.layers]
         if missing:
@@ -153,33 +171,33 @@ class LatencyTable:
                 "model (lrpet_tf.latency_table(model)) or add them."
             )
 
-    def dense_ms(self, name):
+    def dense_ms(self, name: str) -> float:
         return self.layers[name].dense_ms
 
-    def factorized_ms(self, name, rank):
+    def factorized_ms(self, name: str, rank: int) -> float | None:
         """The factorized pair of layer `name` at `rank`, or None past the measured ranks."""
         return self.layers[name].factorized_ms(rank)
 
-    def pays(self, name, rank):
+    def pays(self, name: str, rank: int) -> bool:
         """Whether the factorized pair at `rank` is measured faster than the dense layer."""
         factorized = self.factorized_ms(name, rank)
         return factorized is not None and factorized < self.dense_ms(name)
 
-    def layer_ms(self, name, rank):
+    def layer_ms(self, name: str, rank: int) -> float:
         """What layer `name` costs at `rank` once factorized only where it pays."""
         return self.factorized_ms(name, rank) if self.pays(name, rank) else self.dense_ms(name)
 
-    def step_top(self, name, rank):
+    def step_top(self, name: str, rank: int) -> int:
         """The largest rank of layer `name` that costs what `rank` costs."""
         return self.layers[name].step_top(rank)
 
-    def rank_steps(self):
+    def rank_steps(self) -> dict[str, list[tuple[int, int]]]:
         """Layer name -> `[(first, last), ...]`: the staircase alone (for `PruneRatio`)."""
         return {
             n: [(int(a), int(b)) for a, b, _ in layer.steps] for n, layer in self.layers.items()
         }
 
-    def predicted_ms(self, ranks):
+    def predicted_ms(self, ranks: Mapping[str, int]) -> float:
         """Predicted latency of the model with `ranks` (layer name -> rank).
 
         The whole dense model's time with each named layer's dense time
@@ -191,7 +209,7 @@ class LatencyTable:
         saved = sum(self.dense_ms(n) - self.layer_ms(n, r) for n, r in ranks.items())
         return self.model_ms - saved
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {
             "format": _FORMAT,
             "num_threads": self.num_threads,
@@ -201,7 +219,7 @@ class LatencyTable:
         }
 
     @classmethod
-    def from_dict(cls, data):
+    def from_dict(cls, data: Mapping[str, Any]) -> LatencyTable:
         if data.get("format") != _FORMAT:
             raise ValueError(
                 f"Expected a latency table of format {_FORMAT!r}. "
@@ -218,14 +236,14 @@ class LatencyTable:
         }
         return cls(layers, data.get("model_ms"), data.get("num_threads", 1), data.get("runtime"))
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> str | os.PathLike[str]:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(self.to_dict(), f, indent=1)
             f.write("\n")
         return path
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | os.PathLike[str]) -> LatencyTable:
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
 
@@ -356,19 +374,19 @@ def _measure_layer(layer, input_shape, num_threads, rounds, runs, tolerance, log
 
 
 def latency_table(
-    model,
-    ranks=None,
-    num_threads=1,
-    layer_types=("conv", "dense"),
-    include=None,
-    exclude=None,
-    cache_dir=None,
-    rounds=5,
-    runs=20,
-    tolerance=0.04,
-    model_latency=True,
-    verbose=False,
-):
+    model: keras.Model,
+    ranks: dict[str, int] | HasRanks | None = None,
+    num_threads: int = 1,
+    layer_types: LayerTypes = ("conv", "dense"),
+    include: LayerSelector = None,
+    exclude: LayerSelector = None,
+    cache_dir: str | os.PathLike[str] | Literal[False] | None = None,
+    rounds: int = 5,
+    runs: int = 20,
+    tolerance: float = 0.04,
+    model_latency: bool = True,
+    verbose: bool = False,
+) -> LatencyTable:
     """Measures what each low-rank layer of `model` costs on LiteRT (XNNPACK), dense and factorized.
 
     For each layer (those of `ranks` if given, else every layer of

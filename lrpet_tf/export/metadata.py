@@ -1,10 +1,14 @@
 """TFLite image-classifier metadata (normalization, labels, name) in a .tflite file."""
 
+from __future__ import annotations
+
 import dataclasses
 import io
 import numbers
 import os
 import zipfile
+from collections.abc import Sequence
+from typing import Any
 
 import flatbuffers
 
@@ -63,16 +67,16 @@ class ImageClassifierMetadata:
         ('0', '1', '2')
     """
 
-    labels: tuple = None
-    mean: tuple = (0.0,)
-    std: tuple = (1.0,)
-    name: str = None
-    description: str = None
-    version: str = None
-    author: str = None
-    license: str = None
+    labels: Sequence[str] | None = None
+    mean: float | Sequence[float] = (0.0,)
+    std: float | Sequence[float] = (1.0,)
+    name: str | None = None
+    description: str | None = None
+    version: str | None = None
+    author: str | None = None
+    license: str | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.labels is not None:
             labels = [self.labels] if isinstance(self.labels, str) else list(self.labels)
             if not labels or not all(
@@ -98,7 +102,7 @@ class ImageClassifierMetadata:
                 raise ValueError(f"Expected `{field}` to be a string. Received: {field}={value!r}")
 
     @classmethod
-    def from_value(cls, value):
+    def from_value(cls, value: ImageClassifierMetadata | dict[str, Any]) -> ImageClassifierMetadata:
         """`value` itself, or one made from a dict of fields; the argument named `metadata`."""
         if isinstance(value, cls):
             return value
@@ -115,7 +119,11 @@ class ImageClassifierMetadata:
             f"Received: metadata={value!r}"
         )
 
-    def check_shapes(self, input_shapes, output_shapes):
+    def check_shapes(
+        self,
+        input_shapes: Sequence[Sequence[int | None]],
+        output_shapes: Sequence[Sequence[int | None]],
+    ) -> None:
         """Raises ValueError unless the model is one image in, one score vector out.
 
         Args:
@@ -147,7 +155,7 @@ class ImageClassifierMetadata:
                 f"Received: {len(self.labels)} labels"
             )
 
-    def populate(self, content, default_name=None):
+    def populate(self, content: bytes, default_name: str | None = None) -> bytes:
         """Returns the .tflite bytes `content` with this metadata (and its label file) in it.
 
         Existing metadata and associated files of `content` are replaced.
@@ -178,7 +186,7 @@ class ImageClassifierMetadata:
         return archive.getvalue()
 
     @classmethod
-    def read(cls, model):
+    def read(cls, model: str | os.PathLike[str] | bytes) -> ImageClassifierMetadata | None:
         """The image-classifier metadata of a .tflite file, or None if it has none.
 
         Args:

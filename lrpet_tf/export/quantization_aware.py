@@ -1,5 +1,7 @@
 """Hand-off to tensorflow-model-optimization for quantization-aware training."""
 
+from __future__ import annotations
+
 import functools
 
 from lrpet_tf import _keras
@@ -11,12 +13,12 @@ __all__ = ["is_quantization_aware", "prepare_qat"]
 _QAT_LAYER_TYPES = ("QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer")
 
 
-def is_quantization_aware(model):
+def is_quantization_aware(model: keras.Model) -> bool:
     """Whether `model` was prepared by `prepare_qat` (has tfmot quantize layers)."""
     return any(type(layer).__name__ in _QAT_LAYER_TYPES for layer in _keras.flatten_layers(model))
 
 
-def prepare_qat(model):
+def prepare_qat(model: keras.Model) -> keras.Model:
     """Returns a copy of a compact model ready for quantization-aware training.
 
     Wraps tfmot's default 8-bit scheme (`quantize_model`): fake-quantization

@@ -1,11 +1,20 @@
 """Running a .tflite file with the LiteRT interpreter (ai_edge_litert)."""
 
+from __future__ import annotations
+
 import collections
 import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from lrpet_tf.export.flatbuffer_model import FlatbufferModel
+
+if TYPE_CHECKING:  # imported when an interpreter is made, not with this module
+    from ai_edge_litert.interpreter import Interpreter
 
 __all__ = ["TFLiteModel"]
 
@@ -31,9 +40,9 @@ class TFLiteModel:
         >>> y = tfl(x)   # numpy in, numpy out, any number of examples
     """
 
-    def __init__(self, model, num_threads=1):
+    def __init__(self, model: str | os.PathLike[str] | bytes, num_threads: int = 1) -> None:
         if isinstance(model, (str, os.PathLike)):
-            self.path = os.fspath(model)
+            self.path: str | None = os.fspath(model)
             with open(self.path, "rb") as f:
                 self.content = f.read()
         else:
@@ -56,37 +65,39 @@ class TFLiteModel:
         self._interpreter = self.new_interpreter()
         self._runner = self._interpreter.get_signature_runner(self._signature_key)
 
-    def new_interpreter(self):
+    def new_interpreter(self) -> Interpreter:
         """A fresh `ai_edge_litert.interpreter.Interpreter` for this model."""
         from ai_edge_litert.interpreter import Interpreter
 
         return Interpreter(model_content=self.content, num_threads=self.num_threads)
 
     @property
-    def batch_size(self):
+    def batch_size(self) -> int | None:
         """The static batch of the inputs, or None when it is dynamic."""
         batches = {t["shape_signature"][0] for t in self._inputs.values() if t["shape_signature"]}
         if len(batches) != 1 or min(batches) < 1:
             return None
         return batches.pop()
 
-    def op_names(self):
+    def op_names(self) -> list[str]:
         """Builtin op names of the model's main graph, in execution order."""
         return self.flatbuffer.op_names()
 
-    def op_counts(self):
+    def op_counts(self) -> collections.Counter[str]:
         """`collections.Counter` of op names."""
         return collections.Counter(self.op_names())
 
-    def input_tensors(self):
+    def input_tensors(self) -> dict[str, dict[str, Any]]:
         """Dict input name -> tensor details (see `FlatbufferModel.tensor`), in order."""
         return {name: self._inputs[name] for name in self.input_names}
 
-    def output_tensors(self):
+    def output_tensors(self) -> dict[str, dict[str, Any]]:
         """Dict output name -> tensor details (see `FlatbufferModel.tensor`), in order."""
         return {name: self._outputs[name] for name in self.output_names}
 
-    def output_quantization_scales(self, output_names=None):
+    def output_quantization_scales(
+        self, output_names: Sequence[str] | None = None
+    ) -> list[float | None]:
         """Per output (in the order `__call__` returns them), its int8 step.
 
         For a float-I/O integer model, the scale of the int8 tensor each
@@ -101,11 +112,17 @@ class TFLiteModel:
             scales.append(float(scale) if scale else None)
         return scales
 
-    def input_details(self):
+    def input_details(self) -> list[dict[str, Any]]:
         """The interpreter's input tensor details (name, shape, dtype, quantization)."""
         return self._interpreter.get_input_details()
 
-    def __call__(self, inputs, input_names=None, output_names=None, dequantize=True):
+    def __call__(
+        self,
+        inputs: ArrayLike | Sequence[ArrayLike] | dict[str, ArrayLike],
+        input_names: Sequence[str] | None = None,
+        output_names: Sequence[str] | None = None,
+        dequantize: bool = True,
+    ) -> np.ndarray | list[np.ndarray]:
         """Runs the model on a batch of any size.
 
         Args:
@@ -125,7 +142,7 @@ class TFLiteModel:
             One array, or a list of arrays in the model's output order.
         """
         if isinstance(inputs, dict):
-            feed = dict(inputs)
+            feed: dict[str, Any] = dict(inputs)
         else:
             arrays = inputs if isinstance(inputs, (list, tuple)) else [inputs]
             names = list(input_names) if input_names else self.input_names

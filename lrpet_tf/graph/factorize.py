@@ -1,6 +1,9 @@
 """Split low-rank Conv/Dense layers into two thin standard layers."""
 
+from __future__ import annotations
+
 import numbers
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,6 +18,7 @@ from lrpet_tf.graph.layer_kinds import unsupported_reason
 from lrpet_tf.graph.rank_guard import warn_small_ranks
 from lrpet_tf.graph.rewrite_report import LayerChange
 from lrpet_tf.graph.rewrite_report import RewriteReport
+from lrpet_tf.graph.targets import LayerTypes
 from lrpet_tf.graph.targets import check_layer_names
 from lrpet_tf.graph.targets import check_layer_types
 from lrpet_tf.graph.targets import layers_by_name
@@ -24,18 +28,26 @@ from lrpet_tf.ops.costs import factorized_params
 from lrpet_tf.ops.low_rank_factors import exact_svd
 from lrpet_tf.ops.low_rank_factors import low_rank_factors
 from lrpet_tf.ops.matrix_view import matrix_shape
+from lrpet_tf.ops.rank_policy import HasRanks
 from lrpet_tf.ops.rank_policy import RankPolicy
 from lrpet_tf.ops.rank_policy import get_rank_policy
 from lrpet_tf.ops.ranks import break_even_rank
 from lrpet_tf.ops.ranks import energy_kept
 from lrpet_tf.ops.ranks import numerical_rank
 
+if TYPE_CHECKING:  # export/ builds on graph/: imported for the annotations only
+    from lrpet_tf.export.latency_table import LatencyTable
+
 __all__ = ["factorize"]
 
 
 def factorize(
-    model, ranks=None, layer_types=("conv", "dense"), return_report=False, latency_table=None
-):
+    model: keras.Model,
+    ranks: int | dict[str, int] | RankPolicy | HasRanks | None = None,
+    layer_types: LayerTypes = ("conv", "dense"),
+    return_report: bool = False,
+    latency_table: LatencyTable | None = None,
+) -> keras.Model | tuple[keras.Model, RewriteReport]:
     """Returns a new model with each low-rank Conv/Dense split into two layers.
 
     A layer with kernel `(*kernel_size, c, n)` whose matrix view

@@ -1,5 +1,7 @@
 """Merge inference-mode BatchNormalization into the preceding layer."""
 
+from __future__ import annotations
+
 import logging
 
 import numpy as np
@@ -20,7 +22,9 @@ __all__ = ["fold_batchnorm"]
 _logger = logging.getLogger("lrpet_tf")
 
 
-def fold_batchnorm(model, return_report=False):
+def fold_batchnorm(
+    model: keras.Model, return_report: bool = False
+) -> keras.Model | tuple[keras.Model, RewriteReport]:
     """Returns a new model with each foldable BatchNormalization merged away.
 
     A BatchNormalization is folded when it directly and solely follows a

@@ -1,5 +1,7 @@
 """The rank facts of one layer's kernel, shared by the model and rewrite reports."""
 
+from __future__ import annotations
+
 import dataclasses
 
 __all__ = ["KernelRank"]
@@ -19,8 +21,8 @@ class KernelRank:
             singular values.
     """
 
-    kernel_shape: tuple = None
-    max_rank: int = None
-    rank: int = None
-    break_even: float = None
-    energy_kept: float = None
+    kernel_shape: tuple[int, ...] | None = None
+    max_rank: int | None = None
+    rank: int | None = None
+    break_even: float | None = None
+    energy_kept: float | None = None

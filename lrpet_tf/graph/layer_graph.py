@@ -17,7 +17,14 @@ module is that mechanism, written once:
   leaves it exactly as it was.
 """
 
+from __future__ import annotations
+
 import dataclasses
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from typing import Any
+from typing import TypeAlias
 
 import tensorflow as tf
 
@@ -25,6 +32,11 @@ from lrpet_tf import _keras
 from lrpet_tf._keras import keras
 
 __all__ = ["CallNode", "LayerGraph", "Replacement", "require_graph_model"]
+
+# What `LayerGraph.rebuild` calls instead of a layer: `(args, kwargs) -> outputs`.
+ReplacementCall: TypeAlias = Callable[[tuple, dict], Any]
+# `plan(graph) -> {id(layer): replacement}`.
+RebuildPlan: TypeAlias = Callable[["LayerGraph"], Mapping[int, ReplacementCall]]
 
 
 def require_graph_model(model, argument="model"):
@@ -99,7 +111,7 @@ class CallNode:
         inputs: Flat list of the call's symbolic input tensors.
     """
 
-    layer: object
+    layer: Any  # a keras.layers.Layer, or in Keras 3 a stateless op such as `x + 3`
     args: tuple
     kwargs: dict
     outputs: list
@@ -125,14 +137,14 @@ class LayerGraph:
         ValueError: For a Sequential model that is not built.
     """
 
-    def __init__(self, model):
+    def __init__(self, model: keras.Model) -> None:
         require_graph_model(model)
         self.model = model
         self.inputs, self.outputs = _keras.model_io(model)
         self.nodes = []
-        self._producer = {}
-        self._consumers = {}
-        self._calls = {}
+        self._producer: dict[Any, CallNode] = {}
+        self._consumers: dict[Any, list[CallNode]] = {}
+        self._calls: dict[int, list[CallNode]] = {}
         for layer, args, kwargs, outputs in _keras.call_nodes(model):
             inputs = [t for t in tf.nest.flatten((args, kwargs)) if _keras.is_symbolic(t)]
             node = CallNode(layer, args, kwargs, outputs, inputs)
@@ -144,11 +156,11 @@ class LayerGraph:
                 self._consumers.setdefault(_keras.tensor_key(t), []).append(node)
         self._output_keys = {_keras.tensor_key(t) for t in tf.nest.flatten(self.outputs)}
 
-    def calls(self, layer):
+    def calls(self, layer: keras.layers.Layer) -> list[CallNode]:
         """All calls of `layer` in this graph (more than one for a shared layer)."""
         return self._calls.get(id(layer), [])
 
-    def consumers(self, node):
+    def consumers(self, node: CallNode) -> list[CallNode]:
         """Nodes that take any output of `node` as input (each listed once)."""
         seen, result = set(), []
         for t in node.outputs:
@@ -158,14 +170,14 @@ class LayerGraph:
                     result.append(consumer)
         return result
 
-    def is_model_output(self, node):
+    def is_model_output(self, node: CallNode) -> bool:
         return any(_keras.tensor_key(t) in self._output_keys for t in node.outputs)
 
-    def producer(self, tensor):
+    def producer(self, tensor: Any) -> CallNode | None:
         """The node that produced `tensor`, or None for a model input."""
         return self._producer.get(_keras.tensor_key(tensor))
 
-    def nested_models(self):
+    def nested_models(self) -> list[keras.Model]:
         """The Functional/Sequential models called as layers in this graph."""
         seen, result = set(), []
         for node in self.nodes:
@@ -175,13 +187,13 @@ class LayerGraph:
                 result.append(layer)
         return result
 
-    def walk(self):
+    def walk(self) -> Iterator[LayerGraph]:
         """Yields this graph and the graphs of nested models, recursively."""
         yield self
         for inner in self.nested_models():
             yield from LayerGraph(inner).walk()
 
-    def batchnorm_after(self, node):
+    def batchnorm_after(self, node: CallNode) -> CallNode | None:
         """The BatchNormalization node that directly and solely follows `node`.
 
         Returns None unless `node`'s only consumer is a BatchNormalization for
@@ -197,7 +209,7 @@ class LayerGraph:
             return None
         return None if self.pairing_problem(node, bn_node) else bn_node
 
-    def pairing_problem(self, node, bn_node):
+    def pairing_problem(self, node: CallNode, bn_node: CallNode) -> str | None:
         """Why the BN call `bn_node` cannot be merged into the call `node`.
 
         The BN merges (at inference, and for LRPET's rectification) when:
@@ -232,7 +244,7 @@ class LayerGraph:
             return f"the BN normalizes axes {bn_axes}, not the channel axis"
         return None
 
-    def rebuild(self, plan, name=None):
+    def rebuild(self, plan: RebuildPlan, name: str | None = None) -> keras.Model:
         """Replays the graph into a new model, replacing layers as `plan` says.
 
         Args:

@@ -63,7 +63,7 @@ class LayerKind:
     classes: tuple
     low_rank: bool
     absorbs_batchnorm: bool
-    kernels: tuple = None
+    kernels: tuple | None = None
     positions_from: str = "output"
 
 

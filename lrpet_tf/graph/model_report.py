@@ -1,10 +1,14 @@
 """Costs and ranks of a model, per layer and in total: `model_report`."""
 
+from __future__ import annotations
+
 import dataclasses
+from collections.abc import Mapping
 
 import numpy as np
 
 from lrpet_tf import _keras
+from lrpet_tf._keras import keras
 from lrpet_tf.graph.kernel_rank import KernelRank
 from lrpet_tf.graph.layer_graph import LayerGraph
 from lrpet_tf.graph.layer_kinds import call_macs
@@ -59,12 +63,12 @@ class ModelReport:
     """
 
     name: str
-    layers: list
+    layers: list[LayerCost]
     total_params: int
     total_macs: int
     conv_macs: int
 
-    def __str__(self):
+    def __str__(self) -> str:
         headers = ["layer", "type", "kernel", "K", "rank", "break-even", "MACs", "params"]
         rows = [
             [
@@ -83,7 +87,7 @@ class ModelReport:
         return format_table(headers, rows, title=f"Model {self.name!r}")
 
 
-def model_report(model, ranks=None):
+def model_report(model: keras.Model, ranks: Mapping[str, int] | None = None) -> ModelReport:
     """Counts MACs and parameters of `model` and analyses the rank of its kernels.
 
     Args:
@@ -102,7 +106,7 @@ def model_report(model, ranks=None):
         >>> report.total_macs, report.conv_macs
     """
     ranks = dict(ranks or {})
-    rows = []
+    rows: list[LayerCost] = []
     _collect(LayerGraph(model), "", ranks, rows)
     total_macs = sum(r.macs for r in rows)
     conv_macs = sum(r.macs for r in rows if "Conv" in r.layer_type)

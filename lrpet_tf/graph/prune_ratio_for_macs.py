@@ -1,9 +1,14 @@
 """The paper's global prune ratio for a MACs budget: `prune_ratio_for_macs`."""
 
+from __future__ import annotations
+
 import numbers
 
+from lrpet_tf._keras import keras
 from lrpet_tf.graph.model_report import model_report
 from lrpet_tf.graph.output_positions import output_positions
+from lrpet_tf.graph.targets import LayerSelector
+from lrpet_tf.graph.targets import LayerTypes
 from lrpet_tf.graph.targets import select_targets
 from lrpet_tf.ops.costs import factorized_macs
 from lrpet_tf.ops.costs import kernel_macs
@@ -15,8 +20,13 @@ __all__ = ["prune_ratio_for_macs"]
 
 
 def prune_ratio_for_macs(
-    model, macs, layer_types=("conv",), include=None, exclude=None, min_rank=1
-):
+    model: keras.Model,
+    macs: int,
+    layer_types: LayerTypes = ("conv",),
+    include: LayerSelector = None,
+    exclude: LayerSelector = None,
+    min_rank: int = 1,
+) -> float:
     """The smallest prune ratio g whose compact model has at most `macs` MACs per example.
 
     Every layer LRPET would project (the same `layer_types`, `include` and

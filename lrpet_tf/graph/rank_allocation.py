@@ -6,11 +6,17 @@ count placed where the model loses least is worth much more (0.4 points of
 Fashion-MNIST accuracy at 6x in benchmarks/RESULTS.md section 5).
 """
 
+from __future__ import annotations
+
 import math
 import numbers
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+from typing import Literal
 
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from lrpet_tf._keras import keras
 from lrpet_tf.graph.fold_batchnorm import fold_batchnorm
@@ -26,9 +32,13 @@ from lrpet_tf.ops.matrix_view import kernel_to_matrix
 from lrpet_tf.ops.matrix_view import matrix_shape
 from lrpet_tf.ops.matrix_view import matrix_to_kernel
 from lrpet_tf.ops.projection import low_rank_projection
+from lrpet_tf.ops.rank_policy import HasRanks
 from lrpet_tf.ops.ranks import break_even_rank
 from lrpet_tf.ops.ranks import budget_ranks
 from lrpet_tf.ops.ranks import max_rank
+
+if TYPE_CHECKING:  # export/ builds on graph/: imported for the annotations only
+    from lrpet_tf.export.latency_table import LatencyTable
 
 __all__ = ["allocate_ranks"]
 
@@ -37,17 +47,17 @@ COSTS = ("params", "macs", "latency")
 
 
 def allocate_ranks(
-    model,
-    x,
-    y,
-    ranks,
-    loss=None,
-    budget=None,
-    batch_size=256,
-    return_costs=False,
-    cost="params",
-    latency_table=None,
-):
+    model: keras.Model,
+    x: ArrayLike,
+    y: ArrayLike,
+    ranks: dict[str, int] | HasRanks,
+    loss: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
+    budget: float | None = None,
+    batch_size: int = 256,
+    return_costs: bool = False,
+    cost: Literal["params", "macs", "latency"] = "params",
+    latency_table: LatencyTable | None = None,
+) -> dict[str, int] | tuple[dict[str, int], dict[str, dict[int, float]]]:
     """Chooses per-layer ranks with the budget of `ranks`, where the model loses least.
 
     1. The model's BatchNormalization is folded into a copy

@@ -1,5 +1,7 @@
 """What a rewrite did to each layer it considered: `RewriteReport`."""
 
+from __future__ import annotations
+
 import dataclasses
 
 from lrpet_tf.graph.kernel_rank import KernelRank
@@ -27,10 +29,10 @@ class LayerChange(KernelRank):
     layer: str
     action: str
     detail: str = ""
-    macs_before: int = None
-    macs_after: int = None
-    params_before: int = None
-    params_after: int = None
+    macs_before: int | None = None
+    macs_after: int | None = None
+    params_before: int | None = None
+    params_after: int | None = None
 
 
 @dataclasses.dataclass
@@ -38,13 +40,13 @@ class RewriteReport:
     """The list of `LayerChange`s of one rewrite, printable as a table."""
 
     rewrite: str
-    changes: list = dataclasses.field(default_factory=list)
+    changes: list[LayerChange] = dataclasses.field(default_factory=list)
 
-    def by_action(self, action):
+    def by_action(self, action: str) -> list[str]:
         """Names of the layers with this action."""
         return [c.layer for c in self.changes if c.action == action]
 
-    def __str__(self):
+    def __str__(self) -> str:
         headers = [
             "layer",
             "action",

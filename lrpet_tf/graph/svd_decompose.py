@@ -1,5 +1,9 @@
 """Turn a model's Conv2D/Dense layers into SVD-form layers: `decompose`."""
 
+from __future__ import annotations
+
+from typing import Literal
+
 import tensorflow as tf
 
 from lrpet_tf._keras import keras
@@ -7,6 +11,8 @@ from lrpet_tf.graph.layer_graph import LayerGraph
 from lrpet_tf.graph.layer_graph import Replacement
 from lrpet_tf.graph.rewrite_report import LayerChange
 from lrpet_tf.graph.rewrite_report import RewriteReport
+from lrpet_tf.graph.targets import LayerSelector
+from lrpet_tf.graph.targets import LayerTypes
 from lrpet_tf.graph.targets import select_targets
 from lrpet_tf.layers.svd_conv2d import SCHEMES
 from lrpet_tf.layers.svd_conv2d import SVDConv2D
@@ -20,6 +26,7 @@ from lrpet_tf.ops.matrix_view import matrix_shape
 from lrpet_tf.ops.matrix_view import spatial_kernel_to_matrix
 from lrpet_tf.ops.matrix_view import spatial_matrix_shape
 from lrpet_tf.ops.ranks import break_even_rank
+from lrpet_tf.ops.svd_penalties import SparsityKind
 
 __all__ = ["decompose"]
 
@@ -27,18 +34,18 @@ INITS = ("svd", "random")
 
 
 def decompose(
-    model,
-    scheme="channel",
-    orthogonality=1.0,
-    sparsity=None,
-    sparsity_weight=0.0,
-    init="svd",
-    layer_types=("conv",),
-    include=None,
-    exclude=None,
-    rank_energy=0.01,
-    return_report=False,
-):
+    model: keras.Model,
+    scheme: Literal["channel", "spatial"] = "channel",
+    orthogonality: float = 1.0,
+    sparsity: SparsityKind | None = None,
+    sparsity_weight: float = 0.0,
+    init: Literal["svd", "random"] = "svd",
+    layer_types: LayerTypes = ("conv",),
+    include: LayerSelector = None,
+    exclude: LayerSelector = None,
+    rank_energy: float = 0.01,
+    return_report: bool = False,
+) -> keras.Model | tuple[keras.Model, RewriteReport]:
     """Returns a new model with Conv2D/Dense layers replaced by SVD-form layers.
 
     Yang et al., CVPR Workshops 2020 (SVD training). Each chosen Conv2D

@@ -1,9 +1,13 @@
 """Drop small singular values of SVD-form layers: `prune`."""
 
+from __future__ import annotations
+
 import numbers
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from lrpet_tf._keras import keras
 from lrpet_tf.graph.layer_graph import LayerGraph
 from lrpet_tf.graph.layer_graph import Replacement
 from lrpet_tf.graph.layer_kinds import call_macs
@@ -20,7 +24,9 @@ from lrpet_tf.ops.ranks import energy_rank
 __all__ = ["energy_for_macs", "kept_indices", "prune"]
 
 
-def kept_indices(singular_values, energy=None, threshold=None):
+def kept_indices(
+    singular_values: ArrayLike, energy: float | None = None, threshold: float | None = None
+) -> np.ndarray:
     """Indices of the singular values SVD-training pruning keeps, largest |s| first.
 
     Exactly one rule: `energy` e keeps the smallest K whose top-K energy
@@ -36,7 +42,13 @@ def kept_indices(singular_values, energy=None, threshold=None):
     return order[:k]
 
 
-def prune(model, energy=None, threshold=None, macs=None, return_report=False):
+def prune(
+    model: keras.Model,
+    energy: float | None = None,
+    threshold: float | None = None,
+    macs: int | None = None,
+    return_report: bool = False,
+) -> keras.Model | tuple[keras.Model, RewriteReport]:
     """Returns a new model whose SVD layers keep only their large singular values.
 
     Step (3) of SVD training (Yang et al., CVPR Workshops 2020): per layer,
@@ -122,7 +134,7 @@ def prune(model, energy=None, threshold=None, macs=None, return_report=False):
     return (result, report) if return_report else result
 
 
-def energy_for_macs(model, macs):
+def energy_for_macs(model: keras.Model, macs: int) -> float:
     """The smallest pruning energy `e` whose pruned model has at most `macs` MACs per example.
 
     `prune(model, macs=...)` uses it; call it to know `e` (e.g. for the

@@ -1,11 +1,17 @@
 """Plain-text tables for the reports printed by lrpet_tf."""
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["format_table"]
 
 
-def format_table(headers, rows, title=None):
+def format_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None
+) -> str:
     """Formats `rows` (sequences of values) under `headers` as aligned text.
 
     Numbers (Python or NumPy) are right-aligned, everything else

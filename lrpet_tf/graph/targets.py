@@ -6,7 +6,15 @@ see `layer_kinds`), anywhere in the model including nested models, narrowed by
 `include` / `exclude` given as layer names or a predicate `layer -> bool`.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Iterable
+from typing import Literal
+from typing import TypeAlias
+
 from lrpet_tf import _keras
+from lrpet_tf._keras import keras
 from lrpet_tf.graph.layer_kinds import LOW_RANK_KINDS
 from lrpet_tf.graph.layer_kinds import low_rank_kind
 from lrpet_tf.graph.layer_kinds import unsupported_reason
@@ -18,6 +26,11 @@ __all__ = [
     "layers_by_name",
     "select_targets",
 ]
+
+# The types of the `layer_types` and `include` / `exclude` arguments of every entry point.
+LayerKind: TypeAlias = Literal["conv", "dense"]
+LayerTypes: TypeAlias = LayerKind | Iterable[LayerKind]
+LayerSelector: TypeAlias = str | Iterable[str] | Callable[[keras.layers.Layer], bool] | None
 
 
 def layers_by_name(model):

@@ -1,6 +1,11 @@
 """SVDConv2D: a Conv2D stored and trained in SVD form (channel- or spatial-wise)."""
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Sequence
+from typing import Any
+from typing import Literal
 
 import numpy as np
 import tensorflow as tf
@@ -71,15 +76,15 @@ class SVDConv2D(SVDLayer):
 
     def __init__(
         self,
-        filters,
-        kernel_size,
-        strides=(1, 1),
-        padding="valid",
-        dilation_rate=(1, 1),
-        scheme="channel",
-        rank=None,
-        **kwargs,
-    ):
+        filters: int,
+        kernel_size: int | Sequence[int],
+        strides: int | Sequence[int] = (1, 1),
+        padding: str = "valid",
+        dilation_rate: int | Sequence[int] = (1, 1),
+        scheme: Literal["channel", "spatial"] = "channel",
+        rank: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(rank=rank, **kwargs)
         if isinstance(filters, bool) or not isinstance(filters, numbers.Integral) or filters < 1:
             raise ValueError(f"Expected `filters` to be an int >= 1. Received: filters={filters!r}")
@@ -92,20 +97,20 @@ class SVDConv2D(SVDLayer):
             raise ValueError(
                 f'Expected `padding` to be "valid" or "same". Received: padding={padding!r}'
             )
-        self.filters = int(filters)
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.strides = _pair(strides, "strides")
-        self.dilation_rate = _pair(dilation_rate, "dilation_rate")
+        self.filters: int = int(filters)
+        self.kernel_size: tuple[int, int] = _pair(kernel_size, "kernel_size")
+        self.strides: tuple[int, int] = _pair(strides, "strides")
+        self.dilation_rate: tuple[int, int] = _pair(dilation_rate, "dilation_rate")
         if max(self.strides) > 1 and max(self.dilation_rate) > 1:
             raise ValueError(
                 "`strides` > 1 and `dilation_rate` > 1 cannot be combined. Received: "
                 f"strides={self.strides}, dilation_rate={self.dilation_rate}"
             )
-        self.padding = padding
-        self.scheme = scheme
+        self.padding: str = padding
+        self.scheme: Literal["channel", "spatial"] = scheme
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None]) -> None:
         self._input_hw = tuple(input_shape[1:3])
         c = int(input_shape[-1])
         kh, kw = self.kernel_size
@@ -137,7 +142,7 @@ class SVDConv2D(SVDLayer):
             return ((sh, sw), (dh, dw)), ((1, 1), (1, 1))
         return ((sh, 1), (dh, 1)), ((1, sw), (1, dw))
 
-    def rebuilt_kernel(self, dtype=None):
+    def rebuilt_kernel(self, dtype: tf.DType | str | None = None) -> tf.Tensor:
         """The rebuilt dense kernel `(kh, kw, c, n)`."""
         a, b = self.factors(dtype)
         m = tf.matmul(a, b, transpose_b=True)
@@ -184,7 +189,7 @@ class SVDConv2D(SVDLayer):
         two, one = self._costs(input_hw)
         return two < one
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         if self._two_ops(tuple(inputs.shape[1:3])):
             first, second = self._thin_kernels(inputs.dtype)
             (s1, d1), (s2, d2) = self._thin_conv_params()
@@ -196,7 +201,7 @@ class SVDConv2D(SVDLayer):
             )
         return self._finish(y)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         h, w = input_shape[1:3]
         out_h, out_w = self._output_hw(h, w) if h is not None and w is not None else (None, None)
         if h is not None and w is None:
@@ -205,13 +210,13 @@ class SVDConv2D(SVDLayer):
             out_w = self._output_hw(1, w)[1]
         return (input_shape[0], out_h, out_w, self.filters)
 
-    def macs(self, input_shape, output_shape):
+    def macs(self, input_shape: Sequence[int | None], output_shape: Sequence[int | None]) -> int:
         """MACs per example of the cheaper computation (see the class docstring)."""
         return min(self._costs(tuple(int(d) for d in input_shape[1:3])))
 
     # -- export ------------------------------------------------------------
 
-    def standard_layers(self):
+    def standard_layers(self) -> list[tuple[keras.layers.Layer, list[np.ndarray]]]:
         """Standard Keras layers computing the same function, with their weights.
 
         Returns:
@@ -246,7 +251,7 @@ class SVDConv2D(SVDLayer):
         expand = conv(self.filters, second.shape[:2], s2, d2, f"{name}_expand")
         return [(reduce_, [first]), (expand, [second] + bias)]
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "filters": self.filters,

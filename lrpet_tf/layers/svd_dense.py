@@ -1,7 +1,12 @@
 """SVDDense: a Dense layer stored and trained in SVD form."""
 
-import numbers
+from __future__ import annotations
 
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 import tensorflow as tf
 
 from lrpet_tf import _keras
@@ -37,13 +42,13 @@ class SVDDense(SVDLayer):
         >>> layer = SVDDense(64, orthogonality=1.0, sparsity="hoyer", sparsity_weight=1e-3)
     """
 
-    def __init__(self, units, rank=None, **kwargs):
+    def __init__(self, units: int, rank: int | None = None, **kwargs: Any) -> None:
         super().__init__(rank=rank, **kwargs)
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
             raise ValueError(f"Expected `units` to be an int >= 1. Received: units={units!r}")
-        self.units = int(units)
+        self.units: int = int(units)
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None]) -> None:
         in_dim = int(input_shape[-1])
         self.matrix_shape = (in_dim, self.units)
         self._build_factors(in_dim, self.units, self.units)
@@ -53,7 +58,7 @@ class SVDDense(SVDLayer):
         rows, cols = self.matrix_shape
         return self.current_rank * (rows + cols) < rows * cols
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         a, b = self.factors(inputs.dtype)
         if self._two_ops():
             y = tf.matmul(tf.tensordot(inputs, a, axes=1), b, transpose_b=True)
@@ -61,10 +66,10 @@ class SVDDense(SVDLayer):
             y = tf.tensordot(inputs, tf.matmul(a, b, transpose_b=True), axes=1)
         return self._finish(y)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return tuple(input_shape[:-1]) + (self.units,)
 
-    def macs(self, input_shape, output_shape):
+    def macs(self, input_shape: Sequence[int | None], output_shape: Sequence[int | None]) -> int:
         """MACs per example of the cheaper computation (see the class docstring)."""
         positions = 1
         for d in output_shape[1:-1]:
@@ -74,7 +79,7 @@ class SVDDense(SVDLayer):
             kernel_macs(shape, positions), factorized_macs(shape, self.current_rank, positions)
         )
 
-    def standard_layers(self):
+    def standard_layers(self) -> list[tuple[keras.layers.Layer, list[np.ndarray]]]:
         """Standard Keras layers computing the same function, with their weights.
 
         Returns:
@@ -98,5 +103,5 @@ class SVDDense(SVDLayer):
         expand = keras.layers.Dense(self.units, name=f"{self.name}_expand", **common)
         return [(reduce_, [a]), (expand, [b.T] + bias)]
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units}

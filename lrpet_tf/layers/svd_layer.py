@@ -7,19 +7,30 @@ folds `sqrt(|s|)` into both factors, `A = U sqrt|s|` and
 `B = V sqrt|s| sign(s)`, so `W = A @ B^T` (Yang et al., CVPR Workshops 2020).
 """
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Callable
+from typing import Any
+from typing import TypeAlias
 
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from lrpet_tf._keras import keras
 from lrpet_tf.layers.svd_regularizers import OrthogonalityRegularizer
 from lrpet_tf.layers.svd_regularizers import SingularValueSparsity
 from lrpet_tf.layers.svd_regularizers import check_sparsity
 from lrpet_tf.layers.svd_regularizers import check_weight
+from lrpet_tf.ops.svd_penalties import SparsityKind
 from lrpet_tf.ops.svd_penalties import orthogonality_penalty
 from lrpet_tf.ops.svd_penalties import sparsity_penalty
 
 __all__ = ["SVDLayer"]
+
+# What `keras.activations.get` / `keras.initializers.get` accept (a dict: a serialized one).
+Activation: TypeAlias = str | dict[str, Any] | Callable[[tf.Tensor], tf.Tensor]
+Initializer: TypeAlias = str | dict[str, Any] | keras.initializers.Initializer
 
 
 class SVDLayer(keras.layers.Layer):
@@ -42,18 +53,18 @@ class SVDLayer(keras.layers.Layer):
 
     def __init__(
         self,
-        rank=None,
-        activation=None,
-        use_bias=True,
-        orthogonality=0.0,
-        sparsity=None,
-        sparsity_weight=0.0,
-        u_initializer="he_normal",
-        s_initializer=None,
-        v_initializer="he_normal",
-        bias_initializer="zeros",
-        **kwargs,
-    ):
+        rank: int | None = None,
+        activation: Activation | None = None,
+        use_bias: bool = True,
+        orthogonality: float = 0.0,
+        sparsity: SparsityKind | None = None,
+        sparsity_weight: float = 0.0,
+        u_initializer: Initializer = "he_normal",
+        s_initializer: Initializer | None = None,
+        v_initializer: Initializer = "he_normal",
+        bias_initializer: Initializer = "zeros",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if rank is not None and (
             isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1
@@ -112,11 +123,11 @@ class SVDLayer(keras.layers.Layer):
             )
 
     @property
-    def current_rank(self):
+    def current_rank(self) -> int:
         """`r`, the number of singular triplets stored."""
         return int(self.s.shape[0])
 
-    def factors(self, dtype=None):
+    def factors(self, dtype: tf.DType | str | None = None) -> tuple[tf.Tensor, tf.Tensor]:
         """`(A, B)` with `W = A @ B^T`: `A = u sqrt|s|`, `B = v sqrt|s| sign(s)`."""
         s = tf.convert_to_tensor(self.s)
         root = tf.sqrt(tf.abs(s))
@@ -126,7 +137,7 @@ class SVDLayer(keras.layers.Layer):
             a, b = tf.cast(a, dtype), tf.cast(b, dtype)
         return a, b
 
-    def matrix(self):
+    def matrix(self) -> tf.Tensor:
         """The dense matrix view `W = U diag(s) V^T` as a tensor."""
         a, b = self.factors()
         return tf.matmul(a, b, transpose_b=True)
@@ -136,7 +147,9 @@ class SVDLayer(keras.layers.Layer):
             y = y + tf.cast(self.bias, y.dtype)
         return self.activation(y)
 
-    def set_regularization_weights(self, orthogonality=None, sparsity_weight=None):
+    def set_regularization_weights(
+        self, orthogonality: float | None = None, sparsity_weight: float | None = None
+    ) -> None:
         """Changes lambda_o and/or lambda_s (live: no retrace needed)."""
         if orthogonality is not None:
             self.orthogonality = check_weight(orthogonality, "orthogonality")
@@ -147,7 +160,7 @@ class SVDLayer(keras.layers.Layer):
             if self._sparsity_regularizer is not None:
                 self._sparsity_regularizer.set_weight(self.sparsity_weight)
 
-    def regularization_values(self):
+    def regularization_values(self) -> tuple[tf.Tensor, tf.Tensor]:
         """Unweighted `(orthogonality, sparsity)` penalties of this layer."""
         orth = orthogonality_penalty(tf.convert_to_tensor(self.u)) + orthogonality_penalty(
             tf.convert_to_tensor(self.v)
@@ -155,7 +168,7 @@ class SVDLayer(keras.layers.Layer):
         sparse = sparsity_penalty(tf.convert_to_tensor(self.s), self.sparsity or "l1")
         return orth, sparse
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {
@@ -173,7 +186,9 @@ class SVDLayer(keras.layers.Layer):
         )
         return config
 
-    def set_factors(self, u, s, v, bias=None):
+    def set_factors(
+        self, u: ArrayLike, s: ArrayLike, v: ArrayLike, bias: ArrayLike | None = None
+    ) -> None:
         """Assigns factors (numpy arrays of this layer's shapes) and the bias."""
         for variable, value in ((self.u, u), (self.s, s), (self.v, v), (self.bias, bias)):
             if variable is not None and value is not None:

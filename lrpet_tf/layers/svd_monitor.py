@@ -8,6 +8,12 @@ at the pruning energy. `attach_svd_metrics` adds them to a model;
 `decompose` does it for you.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+from typing import Literal
+
 import tensorflow as tf
 
 from lrpet_tf import _keras
@@ -20,7 +26,7 @@ __all__ = ["SVDTrainingMetric", "attach_svd_metrics", "svd_layers"]
 QUANTITIES = ("orthogonality", "sparsity", "rank")
 
 
-def svd_layers(model):
+def svd_layers(model: keras.Model) -> list[SVDLayer]:
     """All SVD-form layers of `model`, nested models included."""
     return [layer for layer in _keras.flatten_layers(model) if isinstance(layer, SVDLayer)]
 
@@ -50,7 +56,14 @@ class SVDTrainingMetric(keras.metrics.Metric):
         name: Log name (default `svd_<quantity>`).
     """
 
-    def __init__(self, layers, quantity, energy=0.01, name=None, **kwargs):
+    def __init__(
+        self,
+        layers: Iterable[SVDLayer],
+        quantity: Literal["orthogonality", "sparsity", "rank"],
+        energy: float = 0.01,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         if quantity not in QUANTITIES:
             raise ValueError(
                 f"Expected `quantity` in {QUANTITIES}. Received: quantity={quantity!r}"
@@ -60,13 +73,13 @@ class SVDTrainingMetric(keras.metrics.Metric):
         self.quantity = quantity
         self.energy = float(energy)
 
-    def update_state(self, *args, **kwargs):
+    def update_state(self, *args: Any, **kwargs: Any) -> None:
         """Nothing to accumulate: the value is read from the weights."""
 
-    def reset_state(self):
+    def reset_state(self) -> None:
         """Nothing to reset."""
 
-    def result(self):
+    def result(self) -> tf.Tensor:
         total = tf.constant(0.0, tf.float32)
         for layer in self._source.layers:
             if self.quantity == "rank":
@@ -78,7 +91,7 @@ class SVDTrainingMetric(keras.metrics.Metric):
         return total
 
 
-def attach_svd_metrics(model, energy=0.01):
+def attach_svd_metrics(model: keras.Model, energy: float = 0.01) -> keras.Model:
     """Adds `svd_orthogonality`, `svd_sparsity` and `svd_rank` to `model`'s logs.
 
     Keras 3 and tf_keras both report metrics tracked as model attributes.

@@ -9,13 +9,17 @@ the method defines (`lrpet_tf.ops.orthogonality_penalty`,
 pipeline turns sparsity off for fine-tuning) without retracing or rebuilding.
 """
 
+from __future__ import annotations
+
 import numbers
+from typing import Any
 
 import tensorflow as tf
 
 from lrpet_tf import _keras
 from lrpet_tf._keras import keras
 from lrpet_tf.ops.svd_penalties import SPARSITY_KINDS
+from lrpet_tf.ops.svd_penalties import SparsityKind
 from lrpet_tf.ops.svd_penalties import orthogonality_penalty
 from lrpet_tf.ops.svd_penalties import sparsity_penalty
 
@@ -47,13 +51,13 @@ def check_sparsity(kind):
 
 
 class _WeightedRegularizer(keras.regularizers.Regularizer):
-    def __init__(self, weight):
+    def __init__(self, weight: float) -> None:
         self.weight = tf.Variable(check_weight(weight, "weight"), trainable=False, dtype=tf.float32)
 
-    def set_weight(self, value):
+    def set_weight(self, value: float) -> None:
         self.weight.assign(check_weight(value, "weight"))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"weight": float(self.weight.numpy())}
 
 
@@ -65,7 +69,7 @@ class OrthogonalityRegularizer(_WeightedRegularizer):
         weight: The method's lambda_o (1.0 on CIFAR, 2.0 on ImageNet).
     """
 
-    def __call__(self, factor):
+    def __call__(self, factor: tf.Tensor) -> tf.Tensor:
         return tf.cast(self.weight, factor.dtype) * orthogonality_penalty(factor)
 
 
@@ -78,21 +82,23 @@ class SingularValueSparsity(_WeightedRegularizer):
         weight: The method's lambda_s.
     """
 
-    def __init__(self, kind, weight):
+    def __init__(self, kind: SparsityKind, weight: float) -> None:
         if kind not in SPARSITY_KINDS:
             check_sparsity(kind)
         super().__init__(weight)
         self.kind = kind
 
-    def __call__(self, singular_values):
+    def __call__(self, singular_values: tf.Tensor) -> tf.Tensor:
         weight = tf.cast(self.weight, singular_values.dtype)
         return weight * sparsity_penalty(singular_values, self.kind)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"kind": self.kind, **super().get_config()}
 
 
-def set_regularization(model, orthogonality=None, sparsity_weight=None):
+def set_regularization(
+    model: keras.Model, orthogonality: float | None = None, sparsity_weight: float | None = None
+) -> int:
     """Changes the regulariser weights of every SVD layer of `model`.
 
     Takes effect at the next training step, without recompiling. To switch

@@ -10,7 +10,10 @@ by `a_j`) instead of `M`, then un-merges with the regularised inverse
 `M' = M~' * a / (a^2 + 1e-5)` so a tiny `a` does not blow the kernel up.
 """
 
+from __future__ import annotations
+
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 __all__ = [
     "batchnorm_scale",
@@ -22,7 +25,9 @@ __all__ = [
 UNMERGE_EPSILON = 1e-5
 
 
-def batchnorm_scale(gamma, moving_variance, epsilon):
+def batchnorm_scale(
+    gamma: tf.Tensor | ArrayLike | None, moving_variance: tf.Tensor | ArrayLike, epsilon: float
+) -> tf.Tensor:
     """Per-channel inference scale `a = gamma / sqrt(moving_variance + epsilon)`.
 
     Args:
@@ -44,7 +49,7 @@ def batchnorm_scale(gamma, moving_variance, epsilon):
     return tf.cast(gamma, moving_variance.dtype) * inv_std
 
 
-def merge_column_scale(matrices, scale):
+def merge_column_scale(matrices: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
     """Scales column `j` of each matrix by `scale[..., j]`: `M~ = M * a`.
 
     Args:
@@ -54,22 +59,24 @@ def merge_column_scale(matrices, scale):
     return matrices * scale[..., tf.newaxis, :]
 
 
-def unmerge_column_scale(matrices, scale, epsilon=UNMERGE_EPSILON):
+def unmerge_column_scale(
+    matrices: tf.Tensor, scale: tf.Tensor, epsilon: float = UNMERGE_EPSILON
+) -> tf.Tensor:
     """Regularised inverse of `merge_column_scale`: `M = M~ * a / (a^2 + eps)`."""
     a = scale[..., tf.newaxis, :]
     return matrices * a / (tf.square(a) + epsilon)
 
 
 def fold_batchnorm_weights(
-    kernel,
-    bias,
-    gamma,
-    beta,
-    moving_mean,
-    moving_variance,
-    epsilon,
-    channel_axes=1,
-):
+    kernel: tf.Tensor | ArrayLike,
+    bias: tf.Tensor | ArrayLike | None,
+    gamma: tf.Tensor | ArrayLike | None,
+    beta: tf.Tensor | ArrayLike | None,
+    moving_mean: tf.Tensor | ArrayLike,
+    moving_variance: tf.Tensor | ArrayLike,
+    epsilon: float,
+    channel_axes: int = 1,
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Merges an inference-mode BatchNormalization into the preceding layer.
 
     Args:

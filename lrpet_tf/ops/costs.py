@@ -6,12 +6,16 @@ rank-r factorization (a conv with `r` filters, then a 1x1 conv to `n`) costs
 `P * r * (prod(kernel_size) * c + n)`.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 import numpy as np
 
 __all__ = ["factorized_macs", "factorized_params", "kernel_macs"]
 
 
-def kernel_macs(kernel_shape, output_positions):
+def kernel_macs(kernel_shape: Sequence[int], output_positions: int) -> int:
     """MACs of a layer with this kernel at `output_positions` positions.
 
     Args:
@@ -25,13 +29,13 @@ def kernel_macs(kernel_shape, output_positions):
     return int(np.prod(kernel_shape, dtype=np.int64)) * int(output_positions)
 
 
-def factorized_macs(kernel_shape, rank, output_positions):
+def factorized_macs(kernel_shape: Sequence[int], rank: int, output_positions: int) -> int:
     """MACs of the rank-`rank` two-layer form of a kernel, per example."""
     rows = int(np.prod(kernel_shape[:-1], dtype=np.int64))
     return int(rank) * (rows + int(kernel_shape[-1])) * int(output_positions)
 
 
-def factorized_params(kernel_shape, rank, use_bias):
+def factorized_params(kernel_shape: Sequence[int], rank: int, use_bias: bool) -> int:
     """Parameters of the rank-`rank` two-layer form of a kernel."""
     rows = int(np.prod(kernel_shape[:-1], dtype=np.int64))
     n = int(kernel_shape[-1])

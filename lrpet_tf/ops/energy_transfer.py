@@ -12,14 +12,22 @@ rank `r`, the pruned values are set to zero and the kept ones become:
 * `None`: plain truncation (the TRP-style baseline and the ablation).
 """
 
+from __future__ import annotations
+
+from typing import Literal
+from typing import TypeAlias
+
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 __all__ = ["ENERGY_TRANSFER_MODES", "check_energy_transfer", "transfer_energy"]
 
 ENERGY_TRANSFER_MODES = ("scale", "additive", None)
+# The type of an `energy_transfer` argument: one of `ENERGY_TRANSFER_MODES`.
+EnergyTransfer: TypeAlias = Literal["scale", "additive"] | None
 
 
-def check_energy_transfer(mode):
+def check_energy_transfer(mode: EnergyTransfer) -> EnergyTransfer:
     """Raises a ValueError unless `mode` is one of `ENERGY_TRANSFER_MODES`."""
     if mode not in ENERGY_TRANSFER_MODES:
         raise ValueError(
@@ -29,7 +37,11 @@ def check_energy_transfer(mode):
     return mode
 
 
-def transfer_energy(singular_values, ranks, mode="scale"):
+def transfer_energy(
+    singular_values: tf.Tensor | ArrayLike,
+    ranks: tf.Tensor | ArrayLike,
+    mode: EnergyTransfer = "scale",
+) -> tf.Tensor:
     """Zeroes singular values past each rank and moves their energy to the rest.
 
     Args:

@@ -7,14 +7,19 @@ With `M = U diag(s) V^T` (SVD convention of `tf.linalg.svd`:
 rank-r approximation of `M` and both factors carry the same scale.
 """
 
+from __future__ import annotations
+
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from lrpet_tf.ops.ranks import energy_kept
 
 __all__ = ["exact_svd", "low_rank_factors"]
 
 
-def exact_svd(matrix, compute_uv=True):
+def exact_svd(
+    matrix: tf.Tensor | ArrayLike, compute_uv: bool = True
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor] | tf.Tensor:
     """`tf.linalg.svd` of a matrix in float64: `(s, u, v)`, or `s` alone.
 
     Used where a one-off decomposition must be as exact as the stored
@@ -27,7 +32,11 @@ def exact_svd(matrix, compute_uv=True):
     return tf.linalg.svd(matrix, full_matrices=False)
 
 
-def low_rank_factors(matrix, rank, svd=None):
+def low_rank_factors(
+    matrix: tf.Tensor | ArrayLike,
+    rank: int,
+    svd: tuple[tf.Tensor, tf.Tensor, tf.Tensor] | None = None,
+) -> tuple[tf.Tensor, tf.Tensor, float]:
     """Returns `(A, B)` with `A @ B` the rank-`rank` truncated SVD of `matrix`.
 
     The SVD runs in float64 so the factors are as exact as the stored matrix;

@@ -16,7 +16,12 @@ The functions accept a single kernel or a batch with one leading batch axis
 when `batch=True`.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 __all__ = [
     "kernel_to_matrix",
@@ -28,7 +33,7 @@ __all__ = [
 ]
 
 
-def matrix_shape(kernel_shape):
+def matrix_shape(kernel_shape: Sequence[int] | tf.TensorShape) -> tuple[int, int]:
     """`(prod(kernel_shape[:-1]), kernel_shape[-1])`: the channel-wise view's shape, as ints."""
     shape = [int(d) for d in kernel_shape]
     rows = 1
@@ -37,13 +42,13 @@ def matrix_shape(kernel_shape):
     return (rows, shape[-1])
 
 
-def spatial_matrix_shape(kernel_shape):
+def spatial_matrix_shape(kernel_shape: Sequence[int] | tf.TensorShape) -> tuple[int, int]:
     """`(kh*c, kw*n)`: the spatial-wise view's shape of a Conv2D kernel `(kh, kw, c, n)`."""
     kh, kw, c, n = (int(d) for d in kernel_shape)
     return (kh * c, kw * n)
 
 
-def kernel_to_matrix(kernel):
+def kernel_to_matrix(kernel: tf.Tensor | ArrayLike) -> tf.Tensor:
     """Channel-wise matrix view of a kernel.
 
     Args:
@@ -56,7 +61,9 @@ def kernel_to_matrix(kernel):
     return tf.reshape(kernel, matrix_shape(kernel.shape))
 
 
-def matrix_to_kernel(matrix, kernel_shape):
+def matrix_to_kernel(
+    matrix: tf.Tensor | ArrayLike, kernel_shape: Sequence[int] | tf.TensorShape
+) -> tf.Tensor:
     """Inverse of `kernel_to_matrix`.
 
     Args:
@@ -69,7 +76,7 @@ def matrix_to_kernel(matrix, kernel_shape):
     return tf.reshape(matrix, tuple(kernel_shape))
 
 
-def spatial_kernel_to_matrix(kernel):
+def spatial_kernel_to_matrix(kernel: tf.Tensor | ArrayLike) -> tf.Tensor:
     """Spatial-wise matrix view of a Conv2D kernel `(kh, kw, c, n)`.
 
     Returns:
@@ -86,7 +93,9 @@ def spatial_kernel_to_matrix(kernel):
     return tf.reshape(tf.transpose(kernel, (0, 2, 1, 3)), (kh * c, kw * n))
 
 
-def spatial_matrix_to_kernel(matrix, kernel_shape):
+def spatial_matrix_to_kernel(
+    matrix: tf.Tensor | ArrayLike, kernel_shape: Sequence[int] | tf.TensorShape
+) -> tf.Tensor:
     """Inverse of `spatial_kernel_to_matrix` for a kernel of shape `kernel_shape`."""
     kh, kw, c, n = kernel_shape
     return tf.transpose(tf.reshape(matrix, (kh, c, kw, n)), (0, 2, 1, 3))

@@ -6,12 +6,16 @@ same-shaped matrices `(b, rows, cols)` so that a whole group of layers is
 projected by one batched SVD.
 """
 
+from __future__ import annotations
+
 import collections
 
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from lrpet_tf.ops.batchnorm import merge_column_scale
 from lrpet_tf.ops.batchnorm import unmerge_column_scale
+from lrpet_tf.ops.energy_transfer import EnergyTransfer
 from lrpet_tf.ops.energy_transfer import transfer_energy
 from lrpet_tf.ops.ranks import energy_kept
 
@@ -37,7 +41,12 @@ Attributes:
 """
 
 
-def low_rank_projection(matrices, ranks, energy_transfer="scale", column_scale=None):
+def low_rank_projection(
+    matrices: tf.Tensor | ArrayLike,
+    ranks: tf.Tensor | ArrayLike,
+    energy_transfer: EnergyTransfer = "scale",
+    column_scale: tf.Tensor | ArrayLike | None = None,
+) -> Projection:
     """Projects each matrix onto rank `r` (LRPET, Guo et al. arXiv 2204.05566).
 
     With `column_scale` `a` (BN rectification), the merged matrix `M~ = M * a`

@@ -6,34 +6,57 @@ objects (`get_config` / `from_config`), so a callback that holds one can be
 recreated from its config.
 """
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+from typing import Literal
+from typing import Protocol
+from typing import TypeVar
 
 from lrpet_tf.ops.ranks import rank_from_prune_ratio
 from lrpet_tf.ops.ranks import round_rank
 
 __all__ = ["FixedRank", "PruneRatio", "RankPolicy", "get_rank_policy"]
 
+_Policy = TypeVar("_Policy", bound="RankPolicy")
+
+
+class SupportsRankSteps(Protocol):
+    """The type of a `latency_table` argument here: a `lrpet_tf.LatencyTable`."""
+
+    def rank_steps(self) -> dict[str, list[tuple[int, int]]]: ...
+
+
+class HasRanks(Protocol):
+    """The type of an object with a `ranks` dict, such as a prepared `lrpet_tf.LRPET`."""
+
+    @property
+    def ranks(self) -> dict[str, int]: ...
+
 
 class RankPolicy:
     """Base class: override `rank(name, matrix_shape)`."""
 
-    def rank(self, name, matrix_shape):
+    def rank(self, name: str, matrix_shape: Sequence[int]) -> int:
         """Returns the rank to keep for layer `name` with this matrix shape."""
         raise NotImplementedError
 
-    def covers(self, name):
+    def covers(self, name: str) -> bool:
         """Whether the policy gives a rank for layer `name` (default: every layer)."""
         return True
 
-    def layer_names(self):
+    def layer_names(self) -> tuple[str, ...]:
         """Names the policy refers to explicitly (validated against the model)."""
         return ()
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls: type[_Policy], config: Mapping[str, Any]) -> _Policy:
         return cls(**config)
 
     def __repr__(self):
@@ -83,7 +106,13 @@ class PruneRatio(RankPolicy):
             with every layer the policy ranks (or its `rank_steps()` dict).
     """
 
-    def __init__(self, prune_ratio, round_to=None, min_rank=1, latency_table=None):
+    def __init__(
+        self,
+        prune_ratio: float,
+        round_to: int | Literal["latency"] | None = None,
+        min_rank: int = 1,
+        latency_table: SupportsRankSteps | dict[str, Sequence[tuple[int, int]]] | None = None,
+    ) -> None:
         if (
             isinstance(prune_ratio, bool)
             or not isinstance(prune_ratio, numbers.Real)
@@ -99,12 +128,14 @@ class PruneRatio(RankPolicy):
                 'Expected `latency_table` exactly when round_to="latency". Received: '
                 f"round_to={round_to!r}, latency_table={latency_table!r}"
             )
-        self.prune_ratio = float(prune_ratio)
-        self.round_to = round_to
-        self.min_rank = int(min_rank)
-        self.steps = _rank_steps(latency_table) if latency_table is not None else None
+        self.prune_ratio: float = float(prune_ratio)
+        self.round_to: int | Literal["latency"] | None = round_to
+        self.min_rank: int = int(min_rank)
+        self.steps: dict[str, list[tuple[int, int]]] | None = (
+            _rank_steps(latency_table) if latency_table is not None else None
+        )
 
-    def rank(self, name, matrix_shape):
+    def rank(self, name: str | None, matrix_shape: Sequence[int]) -> int:
         k = min(matrix_shape)
         r = max(rank_from_prune_ratio(k, self.prune_ratio), min(k, self.min_rank))
         if self.round_to != "latency":
@@ -119,7 +150,7 @@ class PruneRatio(RankPolicy):
                 return min(k, last)
         return r
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "prune_ratio": self.prune_ratio,
             "round_to": self.round_to,
@@ -141,25 +172,25 @@ class FixedRank(RankPolicy):
         round_to: Optionally round each rank up to a multiple of this.
     """
 
-    def __init__(self, ranks, round_to=None):
+    def __init__(self, ranks: int | dict[str, int], round_to: int | None = None) -> None:
         if isinstance(ranks, dict):
             for name, r in ranks.items():
                 _check_rank(r, f"ranks[{name!r}]")
-            self.ranks = dict(ranks)
+            self.ranks: int | dict[str, int] = dict(ranks)
         else:
             _check_rank(ranks, "ranks")
             self.ranks = int(ranks)
         _check_round_to(round_to)
         self.round_to = round_to
 
-    def covers(self, name):
+    def covers(self, name: str) -> bool:
         """Whether the policy gives a rank for layer `name`."""
         return not isinstance(self.ranks, dict) or name in self.ranks
 
-    def layer_names(self):
+    def layer_names(self) -> tuple[str, ...]:
         return tuple(self.ranks) if isinstance(self.ranks, dict) else ()
 
-    def rank(self, name, matrix_shape):
+    def rank(self, name: str, matrix_shape: Sequence[int]) -> int:
         k = min(matrix_shape)
         if isinstance(self.ranks, dict):
             r = self.ranks[name]
@@ -173,7 +204,7 @@ class FixedRank(RankPolicy):
             r = min(self.ranks, k)
         return round_rank(r, self.round_to, k)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"ranks": self.ranks, "round_to": self.round_to}
 
 
@@ -182,7 +213,12 @@ def _check_rank(r, argument):
         raise ValueError(f"Expected `{argument}` to be an int >= 1. Received: {argument}={r!r}")
 
 
-def get_rank_policy(prune_ratio=None, ranks=None, round_to=None, latency_table=None):
+def get_rank_policy(
+    prune_ratio: float | None = None,
+    ranks: int | dict[str, int] | RankPolicy | None = None,
+    round_to: int | Literal["latency"] | None = None,
+    latency_table: SupportsRankSteps | dict[str, Sequence[tuple[int, int]]] | None = None,
+) -> RankPolicy:
     """Builds the rank policy from the public `prune_ratio` / `ranks` arguments.
 
     Exactly one must be given: `prune_ratio` (float in [0, 1)), or `ranks` (an

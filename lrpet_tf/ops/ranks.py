@@ -6,10 +6,16 @@ ratio `g`; SVD training keeps the smallest `r` whose top-r energy is at least
 `(1 - e)` of the total.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Mapping
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
+from numpy.typing import DTypeLike
 
 __all__ = [
     "break_even_rank",
@@ -24,12 +30,12 @@ __all__ = [
 ]
 
 
-def max_rank(matrix_shape):
+def max_rank(matrix_shape: Sequence[int]) -> int:
     """`K = min(rows, cols)` of a matrix view shape `(rows, cols)`."""
     return int(min(matrix_shape))
 
 
-def rank_from_prune_ratio(max_rank_value, prune_ratio):
+def rank_from_prune_ratio(max_rank_value: int, prune_ratio: float) -> int:
     """The paper's rank rule `r = int(K - K*g)`, at least 1.
 
     Computed in float64 with a floor, as the official code does
@@ -46,7 +52,7 @@ def rank_from_prune_ratio(max_rank_value, prune_ratio):
     return max(1, int(k - k * float(prune_ratio)))
 
 
-def ramp_rank(rank, max_rank_value, progress, ramp_epochs):
+def ramp_rank(rank: int, max_rank_value: int, progress: float, ramp_epochs: int) -> int:
     """The rank a projection keeps during a rank ramp (cubic, after tfmot's `PolynomialDecay`).
 
     `r_e = r + floor((K - r) * (1 - min(1, e / E)) ** 3)`: K at the start of
@@ -71,7 +77,7 @@ def ramp_rank(rank, max_rank_value, progress, ramp_epochs):
     return rank + int(math.floor((k - rank) * remaining**3))
 
 
-def break_even_rank(matrix_shape):
+def break_even_rank(matrix_shape: Sequence[int]) -> float:
     """Rank below which a rank-r factorization costs fewer MACs than the layer.
 
     A `(rows, cols)` matrix view (`rows = kh*kw*c`, `cols = n`) costs
@@ -85,14 +91,14 @@ def break_even_rank(matrix_shape):
     return rows * cols / float(rows + cols)
 
 
-def round_rank(rank, multiple, max_rank_value):
+def round_rank(rank: int, multiple: int | None, max_rank_value: int) -> int:
     """Rounds `rank` up to a multiple of `multiple` (hardware-friendly), capped at K."""
     if multiple is None or multiple <= 1:
         return int(rank)
     return int(min(max_rank_value, math.ceil(rank / multiple) * multiple))
 
 
-def energy_rank(singular_values, energy):
+def energy_rank(singular_values: tf.Tensor | ArrayLike, energy: float) -> tf.Tensor:
     """Smallest `r` whose top-r energy is at least `(1 - energy)` of the total.
 
     SVD training's pruning rule (Yang et al., CVPR-W 2020): values are ranked
@@ -114,7 +120,11 @@ def energy_rank(singular_values, energy):
     return tf.maximum(tf.reduce_sum(short, axis=-1) + 1, 1)
 
 
-def numerical_rank(singular_values, matrix_shape, dtype=np.float32):
+def numerical_rank(
+    singular_values: tf.Tensor | ArrayLike,
+    matrix_shape: Sequence[int],
+    dtype: DTypeLike = np.float32,
+) -> tf.Tensor:
     """NumPy's numerical rank rule: the count of `s > s_max * max(rows, cols) * eps(dtype)`.
 
     Args:
@@ -134,7 +144,9 @@ def numerical_rank(singular_values, matrix_shape, dtype=np.float32):
     return tf.reduce_sum(tf.cast(s > tolerance, tf.int32), axis=-1)
 
 
-def energy_kept(singular_values, ranks):
+def energy_kept(
+    singular_values: tf.Tensor | ArrayLike, ranks: int | tf.Tensor | ArrayLike
+) -> tf.Tensor:
     """Fraction of the energy `sum s^2` held by the `r` largest |s|: `sum_{i<=r} s^2 / sum s^2`.
 
     Args:
@@ -156,7 +168,12 @@ def energy_kept(singular_values, ranks):
     return tf.where(total > 0, tf.math.divide_no_nan(kept, total), tf.ones_like(total))
 
 
-def budget_ranks(costs, unit_params, budget, spend=None):
+def budget_ranks(
+    costs: Mapping[str, Mapping[int, float]],
+    unit_params: Mapping[str, int] | None,
+    budget: float,
+    spend: Mapping[str, Mapping[int, float]] | None = None,
+) -> tuple[dict[str, int], float]:
     """The ranks with the least summed cost whose spend fits a budget (exact).
 
     A multiple-choice knapsack solved by dynamic programming over the layers,
@@ -188,9 +205,9 @@ def budget_ranks(costs, unit_params, budget, spend=None):
             return spend[name][rank]
         return int(rank) * int(unit_params[name])
 
-    frontier = {0: (0.0, {})}
+    frontier: dict[float, tuple[float, dict[str, int]]] = {0: (0.0, {})}
     for name, curve in costs.items():
-        options = {}
+        options: dict[float, tuple[float, dict[str, int]]] = {}
         for used, (cost, ranks) in frontier.items():
             for rank, layer_cost in curve.items():
                 spent = used + amount(name, rank)

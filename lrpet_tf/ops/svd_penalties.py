@@ -12,14 +12,22 @@ A layer is stored as `W = U diag(s) V^T` with `U` of shape `(rows, r)` and
 Each is summed over layers (and factors) and multiplied by its weight.
 """
 
+from __future__ import annotations
+
+from typing import Literal
+from typing import TypeAlias
+
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 __all__ = ["SPARSITY_KINDS", "orthogonality_penalty", "sparsity_penalty"]
 
 SPARSITY_KINDS = ("l1", "hoyer", "hoyer_square")
+# The type of a sparsity kind: one of `SPARSITY_KINDS`.
+SparsityKind: TypeAlias = Literal["l1", "hoyer", "hoyer_square"]
 
 
-def orthogonality_penalty(factor):
+def orthogonality_penalty(factor: tf.Tensor | ArrayLike) -> tf.Tensor:
     """`||A^T A - I||_F^2 / r^2` for a factor `A` of shape `(rows, r)`."""
     factor = tf.convert_to_tensor(factor)
     r = tf.shape(factor)[-1]
@@ -28,7 +36,7 @@ def orthogonality_penalty(factor):
     return tf.reduce_sum(tf.square(residual)) / tf.cast(r * r, factor.dtype)
 
 
-def sparsity_penalty(singular_values, kind):
+def sparsity_penalty(singular_values: tf.Tensor | ArrayLike, kind: SparsityKind) -> tf.Tensor:
     """Sparsity measure of `s`: `"l1"`, `"hoyer"` or `"hoyer_square"`.
 
     Raises:
