@@ -104,7 +104,7 @@ class LatencyTimer:
         num_threads: int = 1,
         batch_size: int = 1,
         seed: int = 0,
-    ):
+    ) -> None:
         _check_counts(num_threads=(num_threads, 1), batch_size=(batch_size, 1))
         tflite = TFLiteModel(model, num_threads=num_threads)
         static_batch = tflite.batch_size
