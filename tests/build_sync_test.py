@@ -308,12 +308,27 @@ def module_file(root, module):
     return None
 
 
+def _runtime_nodes(tree):
+    """The nodes of `tree` outside `if TYPE_CHECKING:` blocks (those imports never run)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            test = getattr(child, "test", None)
+            name = getattr(test, "id", None) or getattr(test, "attr", None)
+            if isinstance(child, ast.If) and name == "TYPE_CHECKING":
+                todo.extend(child.orelse)
+            else:
+                todo.append(child)
+
+
 def imported_files(root, path):
     """Repository files the Python file at `path` imports (anywhere in it)."""
     with open(os.path.join(root, path), encoding="utf-8") as f:
         tree = ast.parse(f.read())
     found = set()
-    for node in ast.walk(tree):
+    for node in _runtime_nodes(tree):
         names = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -364,6 +379,9 @@ def test_the_import_check_catches_a_missing_dep(tmp_path):
     (tmp_path / "examples").mkdir()
     (tmp_path / "examples" / "helper.py").write_text("import lrpet_tf\n")
     (tmp_path / "tests").mkdir()
-    (tmp_path / "tests" / "x_test.py").write_text("import helper\nimport numpy\n")
+    (tmp_path / "tests" / "x_test.py").write_text(
+        "import helper\nimport numpy\nif TYPE_CHECKING:\n    import other_helper\n"
+    )
+    (tmp_path / "examples" / "other_helper.py").write_text("")
     assert imported_files(str(tmp_path), "tests/x_test.py") == {"examples/helper.py"}
     assert imported_files(str(tmp_path), "examples/helper.py") == {"lrpet_tf/__init__.py"}
