@@ -16,7 +16,8 @@ timed interleaved, one XNNPACK thread; the report gives the measured
 speedups, the table's prediction for the latency-aware path and their ratio.
 
 Part 2, accuracy (Fashion-MNIST, the accuracy study's committed dense
-ResNet-20): ranks for a latency budget of 0.6x the dense model
+ResNet-20): ranks for a latency budget of 0.7x the dense model (0.6x is out
+of reach: the table's least is 0.63x)
 (`allocate_ranks(cost="latency")` on 3,000 training images) against uniform g
 at the same predicted latency, each fine-tuned with LRPET (the
 study's scenario-B recipe: 15 epochs), then both measured: test accuracy on all 10,000
@@ -387,7 +388,9 @@ def main(argv):
 if __name__ == "__main__":
     flags.DEFINE_bool("smoke", False, "A tiny CNN and the digits.")
     flags.DEFINE_enum("part", "all", ("all", "speed", "accuracy"), "Which part.")
-    flags.DEFINE_float("fraction", 0.6, "Latency budget, a fraction of the dense model's.")
+    # 0.6x (issue 18's figure) is out of reach on this ResNet-20: its 16-channel 28x28
+    # convs are not faster factorized at any rank, so the table's least is 0.63x.
+    flags.DEFINE_float("fraction", 0.7, "Latency budget, a fraction of the dense model's.")
     flags.DEFINE_integer("epochs", 15, "LRPET fine-tuning epochs of part 2 (the study's F).")
     flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds.")
     flags.DEFINE_integer("runs", 30, "measure_latency runs per sample.")
