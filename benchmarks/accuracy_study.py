@@ -686,15 +686,20 @@ def render(study, results):
         "",
     ]
     dense_2x = by_key.get(("dense_2x", None))
-    if dense and dense_2x:
-        first = [s for s in results.values() if s["run"] == Run("dense", None, 0).name]
-        base = 100 * first[0]["accuracy"] if first else dense["accuracy"]
-        lines += [
-            "Convergence: dense seed 0 reaches "
-            f"{base:.2f}% in E = {study.epochs} epochs and {dense_2x['accuracy']:.2f}% in "
-            f"2E = {2 * study.epochs} ({dense_2x['accuracy'] - base:+.2f} points).",
-            "",
-        ]
+    first = [s for s in results.values() if s["run"] == Run("dense", None, study.seeds[0]).name]
+    if first:
+        base = 100 * first[0]["accuracy"]
+        text = f"Dense, seed {study.seeds[0]}: {base:.2f}% in E = {study.epochs} epochs"
+        if dense_2x:
+            change = dense_2x["accuracy"] - base
+            verdict = "converged" if abs(change) < 0.3 else "NOT converged"
+            text += (
+                f" and {dense_2x['accuracy']:.2f}% in 2E = {2 * study.epochs} "
+                f"({change:+.2f} points: {verdict}, the bar is 0.3)"
+            )
+        else:
+            text += f"; the 2E = {2 * study.epochs} check is pending"
+        lines += [f"Convergence: {text}.", ""]
     headers = ["method", "g", "test acc. % (mean ± sd (seeds))", "vs dense", "MACs", "MACs ratio"]
     headers += ["params"]
     for scenario, title in (

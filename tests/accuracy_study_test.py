@@ -127,7 +127,7 @@ def test_smoke_study_runs_every_method_and_reports(smoke):
     for summary in results.values():
         assert 0.0 <= summary["accuracy"] <= 1.0 and summary["test_images"] == 360
     assert "### Scenario A, from scratch" in markdown and "### Scenario B" in markdown
-    assert "Convergence: dense seed 0" in markdown
+    assert "Convergence: Dense, seed 0: " in markdown and "2E = 6" in markdown
     assert os.path.exists(os.path.join(study.plot_dir, "accuracy_study_vs_macs.png"))
     assert os.path.exists(study.dense_model)
     for name in os.listdir(study.json_dir()):
