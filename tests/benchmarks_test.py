@@ -24,6 +24,7 @@ import applications_report  # noqa: E402
 import bench_models  # noqa: E402
 import bench_utils  # noqa: E402
 import int8_study  # noqa: E402
+import latency_aware  # noqa: E402
 import projection_cost  # noqa: E402
 import rank_allocation  # noqa: E402
 import rank_check_cost  # noqa: E402
@@ -300,6 +301,9 @@ RENDERERS = {
         _load(path), _load(path)[0]["prune_ratio"]
     ),
     "int8_study": lambda path: int8_study.render(bench_utils.read_study(path, "int8_study")),
+    "latency_aware": lambda path: latency_aware.render(
+        bench_utils.read_study(path, "latency_aware")
+    ),
     "projection_cost": lambda path: projection_cost.to_markdown(
         bench_utils.read_study(path, "projection_cost")
     ),
