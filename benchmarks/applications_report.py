@@ -131,9 +131,7 @@ def check_application(name, input_size=None, prune_ratio=0.5, output_dir=None, s
     # build: carry the ranks over by layer position.
     renamed = {
         old.name: new.name
-        for old, new in zip(
-            model._flatten_layers(include_self=False), model32._flatten_layers(include_self=False)
-        )
+        for old, new in zip(model.layers, model32.layers)  # keras.applications graphs are flat
     }
     ranks32 = {renamed[n]: r for n, r in cb.ranks.items()}
     start = time.perf_counter()
@@ -156,7 +154,7 @@ def check_application(name, input_size=None, prune_ratio=0.5, output_dir=None, s
         "model": name,
         "input_size": size,
         "projected_layers": len(cb.ranks),
-        "bn_rectified": sum(1 for t in cb._projector.targets if t.batchnorm is not None),
+        "bn_rectified": len(cb.rectified_layers),
         "ranks_ok": ranks_ok,
         "factorized": len(report.by_action("factorized")),
         "kept_dense": len(report.by_action("kept")),
@@ -194,7 +192,7 @@ def _calibrate_batchnorm(model, x):
     """
     bns = [
         layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
+        for layer in model.layers  # keras.applications graphs are flat
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
     momenta = [bn.momentum for bn in bns]

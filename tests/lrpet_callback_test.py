@@ -39,13 +39,24 @@ def test_bn_pairing_follows_graph_edges_not_layer_order():
     model = tm.residual_cnn()
     cb = lrpet_tf.LRPET(prune_ratio=0.5)
     cb.prepare(model)
-    pairs = {t.name: (t.batchnorm.name if t.batchnorm else None) for t in cb._projector.targets}
-    assert pairs == {
+    assert cb.rectified_layers == {
         "stem": "stem_bn",
         "conv_a": "bn_a",
         "conv_b": "bn_b",
         "shortcut": "bn_s",
     }
+
+
+def test_rectified_layers_only_projected_ones_and_none_without_rectification():
+    model = tm.residual_cnn()
+    with pytest.raises(AttributeError, match="known once training starts"):
+        _ = lrpet_tf.LRPET(ranks={"conv_b": 3}).rectified_layers
+    cb = lrpet_tf.LRPET(ranks={"conv_b": 3})
+    cb.prepare(model)
+    assert cb.rectified_layers == {"conv_b": "bn_b"}
+    cb = lrpet_tf.LRPET(prune_ratio=0.5, bn_rectification=False)
+    cb.prepare(model)
+    assert cb.rectified_layers == {}
 
 
 def test_projection_matches_ops_with_bn_rectification():

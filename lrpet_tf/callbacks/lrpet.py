@@ -194,6 +194,21 @@ class LRPET(keras.callbacks.Callback):
         return self._projector.ranks
 
     @property
+    def rectified_layers(self) -> dict[str, str]:
+        """Layer name -> the BatchNormalization its projection is rectified for.
+
+        Those layers are projected with the BN merged in (the kernel the
+        exported model will hold); the others are projected as they are.
+        Known once training starts, like `ranks`.
+        """
+        ranks = self.ranks  # the same error before prepare
+        return {
+            t.name: t.batchnorm.name
+            for t in self._projector.targets
+            if t.batchnorm is not None and t.name in ranks
+        }
+
+    @property
     def current_ranks(self) -> dict[str, int] | None:
         """Layer name -> rank of the last projection (the ramp's point); None before any."""
         return dict(self.last_stats.ranks) if self.last_stats is not None else None
