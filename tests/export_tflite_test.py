@@ -2,6 +2,7 @@
 
 import collections
 import contextlib
+import importlib
 import io
 import logging
 import os
@@ -20,6 +21,9 @@ from lrpet_tf._keras import keras
 from lrpet_tf.export import FlatbufferModel
 from lrpet_tf.export import ImageClassifierMetadata
 from lrpet_tf.export.third_party import tflite_metadata_schema
+
+# The module, not the function of the same name the package exports.
+export_tflite_module = importlib.import_module("lrpet_tf.export.export_tflite")
 
 L = keras.layers
 SHAPE_OPS = {"SHAPE", "PACK", "GATHER", "STRIDED_SLICE", "REDUCE_PROD", "CONCATENATION"}
@@ -133,10 +137,26 @@ def test_representative_dataset_forms(compact_model, tmp_path):
 
 def test_verification_failure_is_raised(compact_model, tmp_path):
     _, compact = compact_model
-    with pytest.raises(lrpet_tf.TFLiteVerificationError, match="disagrees"):
+    with pytest.raises(
+        lrpet_tf.TFLiteVerificationError, match=r"disagrees.*: max error \S+ > tolerance 1e-09"
+    ):
         lrpet_tf.export_tflite(
             compact, tmp_path / "d.tflite", quantization="dynamic", tolerance=1e-9
         )
+
+
+def test_int8_verification_names_only_the_check_that_failed(compact_model, tmp_path, monkeypatch):
+    _, compact = compact_model
+    x, _ = tm.classification_data(128)
+    # An arg-max agreement no file can reach; the max error in steps still passes.
+    monkeypatch.setattr(export_tflite_module, "_INT8_TOP1_AGREEMENT", 1.01)
+    with pytest.raises(lrpet_tf.TFLiteVerificationError) as error:
+        lrpet_tf.export_tflite(
+            compact, tmp_path / "q.tflite", quantization="int8", representative_dataset=x
+        )
+    message = str(error.value)
+    assert re.search(r": arg-max agreement 0\.\d+ < 1\.01 \(quantization='int8'\)\.$", message)
+    assert "max error" not in message
 
 
 @pytest.mark.parametrize(

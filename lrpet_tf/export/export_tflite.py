@@ -327,21 +327,25 @@ def _verify(model, tflite, inputs, result, tolerance):
             float(np.max(np.abs(g - e))) / step for g, e, step in zip(got, expected, steps) if step
         )
         result.tolerance = _INT8_MAX_STEPS * max(step for step in steps if step)
-        ok = result.max_error_steps <= _INT8_MAX_STEPS and (
-            result.top1_agreement is None or result.top1_agreement >= _INT8_TOP1_AGREEMENT
-        )
+        failures = []
+        if result.max_error_steps > _INT8_MAX_STEPS:
+            failures.append(
+                f"max error {result.max_error:.3g} ({result.max_error_steps:.3g} output "
+                f"quantization steps) > {_INT8_MAX_STEPS} steps ({result.tolerance:.3g})"
+            )
+        if result.top1_agreement is not None and result.top1_agreement < _INT8_TOP1_AGREEMENT:
+            failures.append(
+                f"arg-max agreement {result.top1_agreement:.3f} < {_INT8_TOP1_AGREEMENT}"
+            )
     else:
         bound = tolerance if tolerance is not None else _FLOAT_TOLERANCE[result.quantization]
         result.tolerance = bound * scale
-        ok = result.max_error <= result.tolerance
-    if not ok:
+        failures = []
+        if not result.max_error <= result.tolerance:  # NaN fails too
+            failures.append(f"max error {result.max_error:.3g} > tolerance {result.tolerance:.3g}")
+    if failures:  # only the checks that failed, each with its bound
         raise TFLiteVerificationError(
-            f"{result.path} disagrees with Keras model {model.name!r}: max error "
-            f"{result.max_error:.3g} > tolerance {result.tolerance:.3g}"
-            + (
-                f", arg-max agreement {result.top1_agreement:.3f}"
-                if result.top1_agreement is not None
-                else ""
-            )
+            f"{result.path} disagrees with Keras model {model.name!r}: "
+            + " and ".join(failures)
             + f" (quantization={result.quantization!r})."
         )
