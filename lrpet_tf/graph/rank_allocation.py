@@ -83,7 +83,10 @@ def allocate_ranks(
     The sum of one-layer-at-a-time costs ignores how layers interact and what
     training recovers: it says where rank is cheap. Measure on training
     data, never on the data you report. Cost: one forward pass over `x` per
-    layer and candidate rank.
+    layer and candidate rank; with `cost="latency"` the candidates are only
+    the top rank of each step of the layer's latency staircase (the ranks of
+    a step take the same time, and the top one loses least), so the ranks
+    returned sit at step tops.
 
     Args:
         model: A trained Functional or Sequential model (BN may follow its
@@ -133,7 +136,11 @@ def allocate_ranks(
         raise ValueError(f"Expected `batch_size` >= 1. Received: batch_size={batch_size!r}")
     loss = _loss_function(model, loss)
     spend = _spend_function(model, layers, cost, latency_table)
-    candidates = {name: _candidate_ranks(layer.kernel.shape) for name, layer in layers.items()}
+    steps = latency_table.rank_steps() if cost == "latency" else {}
+    candidates = {
+        name: _candidate_ranks(layer.kernel.shape, steps.get(name))
+        for name, layer in layers.items()
+    }
     lowest = sum(min(spend(n, r) for r in candidates[n]) for n in layers)
     if budget is None:
         budget = sum(spend(name, rank) for name, rank in baseline.items())
@@ -150,7 +157,9 @@ def allocate_ranks(
     base = _mean_loss(folded, x, y, loss, batch_size)
     costs = {}
     for name in baseline:
-        costs[name] = _rank_costs(folded_layers[name], folded, x, y, loss, batch_size, base)
+        costs[name] = _rank_costs(
+            folded_layers[name], candidates[name], folded, x, y, loss, batch_size, base
+        )
     amounts = {name: {r: spend(name, r) for r in curve} for name, curve in costs.items()}
     allocated, _ = budget_ranks(costs, None, budget, spend=amounts)
     warn_small_ranks(
@@ -163,10 +172,18 @@ def allocate_ranks(
     return (allocated, costs) if return_costs else allocated
 
 
-def _candidate_ranks(kernel_shape):
-    """Ranks 1 to below break-even: from there `factorize` keeps the layer dense."""
+def _candidate_ranks(kernel_shape, steps=None):
+    """Ranks 1 to below break-even: from there `factorize` keeps the layer dense.
+
+    Given the layer's latency staircase (`[(first, last), ...]`), only the top
+    of each step: a step's ranks all take the same time, and the top loses
+    no more than the ranks below it (the cost curve is non-increasing).
+    """
     shape = matrix_shape(kernel_shape)
-    return range(1, max(1, min(math.ceil(break_even_rank(shape)) - 1, max_rank(shape))) + 1)
+    top = max(1, min(math.ceil(break_even_rank(shape)) - 1, max_rank(shape)))
+    if steps is None:
+        return range(1, top + 1)
+    return sorted({min(int(last), top) for first, last in steps if first <= top})
 
 
 def _spend_function(model, layers, cost, latency_table):
@@ -266,13 +283,13 @@ def _mean_loss(model, x, y, loss, batch_size):
     return total / len(x)
 
 
-def _rank_costs(layer, model, x, y, loss, batch_size, base):
+def _rank_costs(layer, ranks, model, x, y, loss, batch_size, base):
     weights = layer.get_weights()
     kernel = weights[0]
     matrix = kernel_to_matrix(kernel)
     curve, best = {}, np.inf
     try:
-        for rank in _candidate_ranks(kernel.shape):
+        for rank in ranks:
             projected = low_rank_projection(matrix[tf.newaxis], [rank]).matrices[0]
             layer.set_weights([matrix_to_kernel(projected, kernel.shape).numpy()] + weights[1:])
             best = min(best, _mean_loss(model, x, y, loss, batch_size) - base)
