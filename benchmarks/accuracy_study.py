@@ -260,14 +260,16 @@ def runs_due(study, results):
 
     add("dense", None, first)
     add("dense_2x", None, first)
-    for level in study.levels:
-        add("lrpet", level, first)
-        add("lrpet_recal", level, first)
+    # Scenario B first: a quarter of the epochs each, so one sitting finishes
+    # its seed-0 table; then scenario A's paper LRPET, its variants, baselines.
     for level in study.levels:
         for method in ("ft_lrpet", "ft_lrpet_recal", "ft_lrpet_ramp", "ft_tsvd"):
             add(method, level, first)
         for method in ("ft_tsvd_alloc", "ft_svd"):
             add(method, level, first)
+    for level in study.levels:
+        add("lrpet", level, first)
+        add("lrpet_recal", level, first)
     for level in study.levels:
         for method in ("lrpet_ramp", "lrpet_alloc", "trp", "scratch", "svd"):
             add(method, level, first)

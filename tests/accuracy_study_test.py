@@ -39,10 +39,11 @@ def fake(method, level, seed, accuracy):
     }
 
 
-def test_seed_zero_of_everything_comes_first_then_the_compared_rows():
+def test_seed_zero_of_everything_comes_first_scenario_b_first_then_the_compared_rows():
     study = study_module.StudyConfig(levels=(0.5,), seeds=(0, 1, 2))
     due = [r.name for r in study_module.runs_due(study, {})]
-    assert due[:4] == ["dense_s0", "dense_2x_s0", "lrpet_g0.5_s0", "lrpet_recal_g0.5_s0"]
+    assert due[:4] == ["dense_s0", "dense_2x_s0", "ft_lrpet_g0.5_s0", "ft_lrpet_recal_g0.5_s0"]
+    assert due.index("ft_svd_g0.5_s0") < due.index("lrpet_g0.5_s0")  # the short runs first
     assert len(due) == len(set(due))
     # Before the seed-0 results exist, only dense and paper-default LRPET get more seeds.
     later = [name for name in due if not name.endswith("_s0")]
