@@ -1,4 +1,4 @@
-"""Shared pytest setup: quiet TensorFlow, fixed seeds, the `slow` marker."""
+"""Shared pytest setup: quiet TensorFlow, fixed seeds, the `slow` and `keras_independent` marks."""
 
 import os
 import sys
@@ -9,7 +9,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from lrpet_tf import _keras  # noqa: E402
 from lrpet_tf._keras import keras  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    """Runs `keras_independent` tests once: in Keras 3 mode, not again under tf_keras.
+
+    The README runs the suite twice, once per Keras; a test that touches no
+    Keras (NumPy/TF ops, source scans, committed files, subprocesses that
+    import only TensorFlow) gives the same result both times.
+    """
+    if _keras.IS_KERAS_3:
+        return
+    skip = pytest.mark.skip(reason="touches no Keras: runs in the Keras 3 pass of the suite")
+    for item in items:
+        if item.get_closest_marker("keras_independent"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)
