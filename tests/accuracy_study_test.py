@@ -39,6 +39,7 @@ def fake(method, level, seed, accuracy):
     }
 
 
+@pytest.mark.keras_independent
 def test_seed_zero_of_everything_comes_first_scenario_b_first_then_the_compared_rows():
     study = study_module.StudyConfig(levels=(0.5,), seeds=(0, 1, 2))
     due = [r.name for r in study_module.runs_due(study, {})]
@@ -67,6 +68,7 @@ def test_seed_zero_of_everything_comes_first_scenario_b_first_then_the_compared_
     assert "trp_g0.5_s1" not in due and "lrpet_stem_g0.5_s1" not in due
 
 
+@pytest.mark.keras_independent
 def test_aggregate_mean_sample_sd_and_spread_comparison():
     results = {}
     for seed, (a, b) in enumerate([(0.90, 0.85), (0.92, 0.86), (0.91, 0.84)]):

@@ -132,6 +132,7 @@ def test_training_step_cost_smoke(tmp_path):
     assert _load(tmp_path / "training_step_cost.json")["models"][0]["model"] == "tiny"
 
 
+@pytest.mark.keras_independent
 def test_latency_break_even_interpolates_the_crossing():
     ratios = [0.75, 0.5, 0.25, 0.1]
     macs = [1.2, 1.8, 3.6, 9.0]
@@ -144,6 +145,7 @@ def test_latency_break_even_interpolates_the_crossing():
     assert tflite_latency.latency_break_even(ratios, [0.5] * 4, macs)["status"] == "never_pays"
 
 
+@pytest.mark.keras_independent
 def test_rank_for_rounds_up_and_caps():
     assert tflite_latency.rank_for(0.1, 64) == 6
     assert tflite_latency.rank_for(0.1, 64, 8) == 8
@@ -151,6 +153,7 @@ def test_rank_for_rounds_up_and_caps():
     assert tflite_latency.rank_for(0.01, 16) == 1
 
 
+@pytest.mark.keras_independent
 def test_interleaved_times_and_paired_ratio():
     calls = []
     times = bench_utils.interleaved_times(
@@ -186,6 +189,7 @@ def test_interleaved_latency_times_each_file_with_lrpet_tf_timer(tmp_path):
         assert list(medians["small"]) == [r.median_ms for r in results["small"]]
 
 
+@pytest.mark.keras_independent
 def test_portable_results_round_and_drop_local_paths():
     payload = {
         "ms": np.float64(154.28571428),
@@ -231,6 +235,7 @@ def test_portable_results_round_and_drop_local_paths():
     assert json.loads(text) == value
 
 
+@pytest.mark.keras_independent
 def test_write_run_keeps_every_run_of_a_study(tmp_path):
     def render(study):
         return " ".join(f"{name}={run['x']}" for name, run in study["runs"].items())
@@ -316,6 +321,7 @@ RENDERERS = {
 }
 
 
+@pytest.mark.keras_independent
 def test_committed_results_one_compact_file_per_study_without_local_paths():
     files = sorted(
         os.path.relpath(os.path.join(folder, name), RESULTS)
@@ -342,6 +348,7 @@ def test_committed_results_one_compact_file_per_study_without_local_paths():
             assert len(content) < 100_000, (name, len(content))
 
 
+@pytest.mark.keras_independent
 @pytest.mark.parametrize("study", sorted(RENDERERS))
 def test_committed_results_render_their_committed_tables(study):
     with open(os.path.join(RESULTS, f"{study}.md"), encoding="utf-8") as f:

@@ -19,6 +19,8 @@ import re
 
 import pytest
 
+pytestmark = pytest.mark.keras_independent  # reads BUILD and sources (conftest.py)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD_FILE_NAMES = ("BUILD", "BUILD.bazel")
 LIBRARY_RULES = ("py_library",)

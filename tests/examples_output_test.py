@@ -62,6 +62,7 @@ def _locations(stderr):
     return sorted(set(re.findall(r"(\w+\.cc:\d+)\]", stderr)))
 
 
+@pytest.mark.keras_independent
 def test_the_tf_logs_flag_is_read_as_absl_reads_it():
     wants = example_console.wants_tf_logs
     assert not wants(["script"]) and not wants(["script", "--epochs=2"])
@@ -72,6 +73,7 @@ def test_the_tf_logs_flag_is_read_as_absl_reads_it():
     assert not wants(["script", "--", "--tf_logs"])  # after "--": not a flag
 
 
+@pytest.mark.keras_independent
 def test_quiet_start_hides_tensorflows_startup_lines_and_tf_logs_shows_them():
     plain = subprocess.run(
         [

@@ -97,6 +97,7 @@ def test_study_in_keras3_refuses_at_once(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.keras_independent
 def test_acceptance_bar():
     def entry(bytes_, accuracy):
         return {"bytes": bytes_, "accuracy": accuracy}

@@ -28,6 +28,7 @@ def table_of(entries, model_ms=10.0):
     return lrpet_tf.LatencyTable(layers, model_ms=model_ms)
 
 
+@pytest.mark.keras_independent
 def test_find_steps_returns_a_synthetic_staircase_exactly_with_few_evaluations():
     boundaries = [1, 9, 17, 33, 49]  # steps start here (XNNPACK-like tiles of 8 and 16)
     calls = []
@@ -44,6 +45,7 @@ def test_find_steps_returns_a_synthetic_staircase_exactly_with_few_evaluations()
     assert [(a, b) for a, b, _ in noisy] == [(1, 20)]
 
 
+@pytest.mark.keras_independent
 def test_budget_ranks_by_latency_equals_brute_force():
     rng = np.random.default_rng(3)
     costs, spend = {}, {}

@@ -6,6 +6,8 @@ import tensorflow as tf
 
 from lrpet_tf import ops
 
+pytestmark = pytest.mark.keras_independent  # ops import no Keras (conftest.py)
+
 
 def np_rank(m, rtol=1e-5):
     s = np.linalg.svd(np.asarray(m, np.float64), compute_uv=False)

@@ -5,6 +5,8 @@ import pytest
 from lrpet_tf.callbacks.projection_schedule import ProjectionSchedule
 from lrpet_tf.ops import ramp_rank
 
+pytestmark = pytest.mark.keras_independent  # a state machine (conftest.py)
+
 
 def run_epochs(schedule, epochs, steps, start_epoch=0):
     """Feeds a fit's events; returns (event, epoch, batch, progress) of each projection."""

@@ -13,6 +13,8 @@ import pathlib
 
 import pytest
 
+pytestmark = pytest.mark.keras_independent  # reads source files (conftest.py)
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PUBLIC_MODULES = {
     "lrpet_tf",

@@ -106,6 +106,7 @@ def test_the_compiled_loss_is_the_default_and_an_lrpet_callback_gives_the_budget
     assert with_budget == {"conv": 1, "fc": 1}
 
 
+@pytest.mark.keras_independent
 def test_budget_ranks_matches_brute_force():
     rng = np.random.default_rng(0)
     costs = {

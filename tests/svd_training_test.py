@@ -20,6 +20,7 @@ def np_sparsity(s, kind):
     return {"l1": l1, "hoyer": l1 / l2, "hoyer_square": (l1 / l2) ** 2}[kind]
 
 
+@pytest.mark.keras_independent
 def test_penalties_equal_numpy():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(20, 6))
