@@ -235,7 +235,10 @@ def run(config=None, callbacks=(), **changes):
     recalibration = None
     if config.recalibrate_bn:
         with stages.stage("BN statistics re-estimated on the training images"):
-            train_images = data.train_dataset(config.batch_size, augment=None, seed=config.seed)
+            # As training fed them, augmentation included: the later layers were
+            # trained on what BN made of augmented batches.
+            augment = config.make_recipe().augmentation(data.name)
+            train_images = data.train_dataset(config.batch_size, augment, seed=config.seed)
             recalibration = lrpet_tf.recalibrate_batchnorm(model, train_images)
     train_seconds = time.perf_counter() - start
 
@@ -454,7 +457,9 @@ def define_flags():
     )
     flags.DEFINE_list("sweep", None, "Prune ratios to sweep (plus the dense baseline).")
     flags.DEFINE_bool(
-        "recalibrate_bn", False, "Re-estimate BN statistics on the training images after training."
+        "recalibrate_bn",
+        False,
+        "Re-estimate BN statistics on the (augmented) training images after training.",
     )
 
 
