@@ -164,6 +164,17 @@ def plural(count, word):
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
+def export_stage(method, quantizations):
+    """`(title, detail)` of the last stage of train_lrpet.py and compress.py."""
+    title = (
+        "factorize, fold BN, export and evaluate"
+        if method == "lrpet"
+        else "fold BN, export and evaluate"
+    )
+    detail = plural(len(quantizations), ".tflite file") + f" ({', '.join(quantizations)})"
+    return title, detail
+
+
 class Stages:
     """Headers "stage i/n: what" before each stage of a run, and the time per stage.
 

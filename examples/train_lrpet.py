@@ -244,13 +244,7 @@ def run(config=None, callbacks=(), **changes):
 
     export_start = time.perf_counter()
     quantizations = ("float32", *config.quantization)
-    with stages.stage(
-        "factorize, fold BN, export and evaluate"
-        if config.method == "lrpet"
-        else "fold BN, export and evaluate",
-        example_console.plural(len(quantizations), ".tflite file")
-        + f" ({', '.join(quantizations)})",
-    ):
+    with stages.stage(*example_console.export_stage(config.method, quantizations)):
         factor_report = None
         if config.method == "lrpet":
             compact, factor_report = lrpet_tf.factorize(model, ranks=lrpet, return_report=True)
