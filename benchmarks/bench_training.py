@@ -20,9 +20,12 @@ import gzip
 import json
 import math
 import os
+import shutil
 
+import h5py
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from lrpet_tf import keras
 
@@ -274,7 +277,9 @@ def fit_stage(model, images, recipe, epochs, run_dir, stage, seed, batch_size=12
     os.makedirs(run_dir, exist_ok=True)
     steps = math.ceil(len(images.x_train) / batch_size)
     recipe.compile(model, steps * epochs)
-    backup = keras.callbacks.BackupAndRestore(os.path.join(run_dir, f"{stage}_backup"))
+    backup_dir = os.path.join(run_dir, f"{stage}_backup")
+    _drop_unreadable_backup(backup_dir)
+    backup = keras.callbacks.BackupAndRestore(backup_dir)
     log = _EpochLog(os.path.join(run_dir, "epochs.jsonl"), stage)
     model.fit(
         train_batches(images, batch_size, seed),
@@ -282,8 +287,30 @@ def fit_stage(model, images, recipe, epochs, run_dir, stage, seed, batch_size=12
         callbacks=[*callbacks, log, backup],
         verbose=0,
     )
-    model.save(path)
+    # Written under another name and renamed: a process killed mid-save
+    # leaves no half-written `<stage>.keras` that a rerun would take as done.
+    partial = os.path.join(run_dir, f"{stage}.partial.keras")
+    model.save(partial)
+    os.replace(partial, path)
     return path
+
+
+def _drop_unreadable_backup(backup_dir):
+    """Deletes a BackupAndRestore folder whose weights file cannot be read.
+
+    Keras 3 writes `latest.weights.h5` in place, so a process killed while
+    writing it leaves a file that fails to open and every resume would crash
+    on it. The stage then restarts from its first epoch, with a warning.
+    """
+    weights = os.path.join(backup_dir, "latest.weights.h5")
+    if not os.path.exists(weights):
+        return
+    try:
+        with h5py.File(weights, "r"):
+            pass
+    except OSError as error:
+        logging.warning("Backup %s cannot be read (%s); the stage restarts.", weights, error)
+        shutil.rmtree(backup_dir)
 
 
 def accuracy(model, images, batch_size=500):
