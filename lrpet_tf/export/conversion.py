@@ -6,7 +6,6 @@ import numpy as np
 import tensorflow as tf
 
 from lrpet_tf import _keras
-from lrpet_tf._keras import keras
 from lrpet_tf.export.flatbuffer_model import FlatbufferModel
 from lrpet_tf.export.quiet import captured_output
 
@@ -104,19 +103,20 @@ def _dtype(tensor):
 
 
 def _save(model, serve, specs, directory):
-    """Writes a SavedModel whose `serving_default` signature is `serve(*specs)`."""
-    if _keras.IS_KERAS_3:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint(SIGNATURE_KEY, serve, specs)
-        archive.write_out(directory, verbose=False)
-    else:
-        module = tf.Module()
-        module.model = model
-        function = tf.function(serve, input_signature=specs)
-        tf.saved_model.save(
-            module, directory, signatures={SIGNATURE_KEY: function.get_concrete_function()}
-        )
+    """Writes a SavedModel whose `serving_default` signature is `serve(*specs)`.
+
+    The SavedModel holds the signature and the model's variables, not the
+    Keras model: saving the model object makes Keras serialize every layer's
+    call (tf_keras traces each layer again), which took 80% of the time of a
+    MobileNetV2 conversion and adds nothing to the .tflite file (the bytes
+    are identical either way).
+    """
+    module = tf.Module()
+    module.model_variables = [_keras.backing_variable(v) for v in model.variables]
+    function = tf.function(serve, input_signature=specs)
+    tf.saved_model.save(
+        module, directory, signatures={SIGNATURE_KEY: function.get_concrete_function()}
+    )
 
 
 def _configure(converter, quantization, io_type, calibration, batch_size):
