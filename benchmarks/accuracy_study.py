@@ -25,9 +25,10 @@ channel, a 9 x 16 matrix) stays dense in every variant but `lrpet_stem`.
   `allocate_ranks` ranks `ft_tsvd_alloc`), SVD training from the dense model
   (`ft_svd`: decompose with `init="svd"`, Hoyer, prune to LRPET's MACs,
   fine-tune).
-* Seeds: seed 0 of everything first; then seeds 1 and 2 of `dense`, of the
-  paper-default LRPET, of the best other LRPET variant and of the best
-  baseline of each scenario and g (best by seed 0).
+* Seeds: 1 and 2 for `dense`, the paper-default LRPET, the best other LRPET
+  variant and the best baseline of each scenario and g (best by seed 0).
+  Order: scenario B (seed 0, then its later seeds), then scenario A (seed 0,
+  then dense's and A's later seeds), so the short scenario is answered first.
 
 Resumable: each run trains in `<runs_dir>/<run>/` with `BackupAndRestore`
 (a killed run continues from its last epoch), leaves a `.keras` file per
@@ -258,27 +259,8 @@ def runs_due(study, results):
         if method in study.methods:
             wanted.append(Run(method, level, seed))
 
-    add("dense", None, first)
-    add("dense_2x", None, first)
-    # Scenario B first: a quarter of the epochs each, so one sitting finishes
-    # its seed-0 table; then scenario A's paper LRPET, its variants, baselines.
-    for level in study.levels:
-        for method in ("ft_lrpet", "ft_lrpet_recal", "ft_lrpet_ramp", "ft_tsvd"):
-            add(method, level, first)
-        for method in ("ft_tsvd_alloc", "ft_svd"):
-            add(method, level, first)
-    for level in study.levels:
-        add("lrpet", level, first)
-        add("lrpet_recal", level, first)
-    for level in study.levels:
-        for method in ("lrpet_ramp", "lrpet_alloc", "trp", "scratch", "svd"):
-            add(method, level, first)
-        for method in ("lrpet_no_et", "lrpet_no_bnrect"):
-            add(method, level, first)
-    add("lrpet_stem", max(study.levels), first)
-    for seed in later:
-        add("dense", None, seed)
-    for scenario, lrpet in (("B", "ft_lrpet"), ("A", "lrpet")):
+    def more_seeds(scenario, lrpet):
+        """Later seeds of the paper-default LRPET, best variant and best baseline."""
         for level in study.levels:
             chosen = [lrpet]
             for role in ("variant", "baseline"):
@@ -290,6 +272,30 @@ def runs_due(study, results):
                     if method.endswith("_recal"):
                         add(method[: -len("_recal")], level, seed)
                     add(method, level, seed)
+
+    add("dense", None, first)
+    add("dense_2x", None, first)
+    # Scenario B first, a quarter of the epochs each: its seed-0 table, then
+    # its later seeds, so scenario B is answered within a few sittings.
+    for level in study.levels:
+        for method in ("ft_lrpet", "ft_lrpet_recal", "ft_lrpet_ramp", "ft_tsvd"):
+            add(method, level, first)
+        for method in ("ft_tsvd_alloc", "ft_svd"):
+            add(method, level, first)
+    more_seeds("B", "ft_lrpet")
+    # Scenario A: paper LRPET, its variants, the baselines, the ablations.
+    for level in study.levels:
+        add("lrpet", level, first)
+        add("lrpet_recal", level, first)
+    for level in study.levels:
+        for method in ("lrpet_ramp", "lrpet_alloc", "trp", "scratch", "svd"):
+            add(method, level, first)
+        for method in ("lrpet_no_et", "lrpet_no_bnrect"):
+            add(method, level, first)
+    add("lrpet_stem", max(study.levels), first)
+    for seed in later:
+        add("dense", None, seed)
+    more_seeds("A", "lrpet")
     seen, ordered = set(), []
     for item in wanted:
         if item.name not in seen:

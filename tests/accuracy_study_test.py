@@ -41,7 +41,7 @@ def fake(method, level, seed, accuracy):
 
 
 @pytest.mark.keras_independent
-def test_seed_zero_of_everything_comes_first_scenario_b_first_then_the_compared_rows():
+def test_scenario_b_with_its_later_seeds_comes_first_then_scenario_a():
     study = study_module.StudyConfig(levels=(0.5,), seeds=(0, 1, 2))
     due = [r.name for r in study_module.runs_due(study, {})]
     assert due[:4] == ["dense_s0", "dense_2x_s0", "ft_lrpet_g0.5_s0", "ft_lrpet_recal_g0.5_s0"]
@@ -49,10 +49,13 @@ def test_seed_zero_of_everything_comes_first_scenario_b_first_then_the_compared_
     assert len(due) == len(set(due))
     # Before the seed-0 results exist, only dense and paper-default LRPET get more seeds.
     later = [name for name in due if not name.endswith("_s0")]
-    assert later == ["dense_s1", "dense_s2", "ft_lrpet_g0.5_s1", "ft_lrpet_g0.5_s2"] + [
+    assert later == ["ft_lrpet_g0.5_s1", "ft_lrpet_g0.5_s2"] + [
+        "dense_s1",
+        "dense_s2",
         "lrpet_g0.5_s1",
         "lrpet_g0.5_s2",
     ]
+    assert due.index("ft_lrpet_g0.5_s2") < due.index("lrpet_g0.5_s0")  # B answered first
     results = {
         r.name: fake(r.method, r.level, r.seed, 0.5) for r in study_module.runs_due(study, {})
     }
@@ -64,6 +67,11 @@ def test_seed_zero_of_everything_comes_first_scenario_b_first_then_the_compared_
     for seed in (1, 2):
         for name in ("lrpet", "lrpet_recal", "scratch", "ft_lrpet", "ft_lrpet_ramp", "ft_tsvd"):
             assert f"{name}_g0.5_s{seed}" in due
+    # Scenario B's later seeds (best variant and baseline included) come before scenario A.
+    b_later = [
+        due.index(f"{m}_g0.5_s{seed}") for m in ("ft_lrpet_ramp", "ft_tsvd") for seed in (1, 2)
+    ]
+    assert max(b_later) < due.index("lrpet_g0.5_s0")
     # The recalibrated row is derived from the LRPET run of the same seed, which comes first.
     assert due.index("lrpet_g0.5_s1") < due.index("lrpet_recal_g0.5_s1")
     assert "trp_g0.5_s1" not in due and "lrpet_stem_g0.5_s1" not in due
