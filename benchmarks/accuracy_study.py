@@ -70,7 +70,17 @@ import lrpet_tf  # noqa: E402
 from lrpet_tf import keras  # noqa: E402
 from lrpet_tf import svd_training  # noqa: E402
 
-__all__ = ["METHODS", "Method", "Run", "StudyConfig", "aggregate", "next_run", "run", "runs_due"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "Run",
+    "StudyConfig",
+    "aggregate",
+    "at_equal_macs",
+    "next_run",
+    "run",
+    "runs_due",
+]
 
 NAME = "accuracy_study"
 _ROOT = os.path.dirname(bench_utils.BENCHMARKS_DIR)
@@ -222,21 +232,42 @@ def smoke_config(output_dir):
 # -- which runs, in which order ----------------------------------------------
 
 
+PAPER_LRPET = {"A": "lrpet", "B": "ft_lrpet"}
+
+
+def at_equal_macs(macs, reference_macs):
+    """Whether a compact model's MACs are at most the uniform-g models' (1% slack).
+
+    The ranking compares methods at equal MACs. Rows at `allocate_ranks`
+    ranks spend g's parameter count, which buys more MACs than uniform g
+    (1.27x instead of 1.78x fewer at g = 0.5): they are reported, not ranked.
+    """
+    return macs <= 1.01 * reference_macs
+
+
 def _best(study, results, scenario, role, level):
-    """The method of `role` in `scenario` with the best seed-0 accuracy at `level`."""
+    """The method of `role` in `scenario` with the best seed-0 accuracy at `level`.
+
+    Only methods at equal MACs (`at_equal_macs` of the paper-default LRPET
+    run) compete; None until every candidate and that run have finished.
+    """
     candidates = [
         m.name
         for m in METHODS.values()
         if m.scenario == scenario and m.role == role and m.name in study.methods
     ]
-    finished = {
-        m: results[Run(m, level, study.seeds[0]).name]["accuracy"]
-        for m in candidates
+    seed0 = {
+        m: results[Run(m, level, study.seeds[0]).name]
+        for m in candidates + [PAPER_LRPET[scenario]]
         if Run(m, level, study.seeds[0]).name in results
     }
-    if not candidates or len(finished) < len(candidates):
+    if not candidates or len(seed0) < len(candidates) + 1:
         return None  # not every candidate has its seed-0 run yet
-    return max(finished, key=finished.get)
+    reference = seed0[PAPER_LRPET[scenario]]["macs"]
+    finished = {
+        m: seed0[m]["accuracy"] for m in candidates if at_equal_macs(seed0[m]["macs"], reference)
+    }
+    return max(finished, key=finished.get) if finished else None
 
 
 def runs_due(study, results):
@@ -282,7 +313,7 @@ def runs_due(study, results):
             add(method, level, first)
         for method in ("ft_tsvd_alloc", "ft_svd"):
             add(method, level, first)
-    more_seeds("B", "ft_lrpet")
+    more_seeds("B", PAPER_LRPET["B"])
     # Scenario A: paper LRPET, its variants, the baselines, the ablations.
     for level in study.levels:
         add("lrpet", level, first)
@@ -295,7 +326,7 @@ def runs_due(study, results):
     add("lrpet_stem", max(study.levels), first)
     for seed in later:
         add("dense", None, seed)
-    more_seeds("A", "lrpet")
+    more_seeds("A", PAPER_LRPET["A"])
     seen, ordered = set(), []
     for item in wanted:
         if item.name not in seen:
@@ -747,9 +778,14 @@ def _comparisons(study, rows, by_key, scenario):
     lines = []
     for level in study.levels:
         here = [r for r in rows if r["scenario"] == scenario and r["level"] == level]
+        paper = by_key.get((PAPER_LRPET[scenario], level))
+        if paper is None:
+            continue
+        unequal = [r for r in here if not at_equal_macs(r["macs"], paper["macs"])]
+        here = [r for r in here if r not in unequal]
         lrpet_family = [r for r in here if r["role"] in ("lrpet", "variant")]
         baselines = [r for r in here if r["role"] == "baseline"]
-        if not lrpet_family or not baselines:
+        if not baselines:
             continue
         best_lrpet = max(lrpet_family, key=lambda r: r["accuracy"])
         best_baseline = max(baselines, key=lambda r: r["accuracy"])
@@ -765,6 +801,15 @@ def _comparisons(study, rows, by_key, scenario):
             f"vs best baseline ({best_baseline['label']}, {best_baseline['accuracy']:.2f}%): "
             f"{delta:+.2f} points, {verdict[exceeds]}."
         )
+        if unequal:
+            lines[-1] += (
+                " Not ranked, more MACs than uniform g: "
+                + "; ".join(
+                    f"{r['label']} ({r['accuracy']:.2f}% at {r['macs_ratio']:.2f}x)"
+                    for r in unequal
+                )
+                + "."
+            )
     return lines + [""] if lines else []
 
 

@@ -37,6 +37,8 @@ def fake(method, level, seed, accuracy):
         "macs": 100,
         "dense_macs": 200,
         "params": 10,
+        "train_images": 100,
+        "seconds_this_process": 1.0,
     }
 
 
@@ -187,3 +189,24 @@ def test_fit_stage_restarts_from_an_unreadable_backup(tmp_path):
         epochs = [json.loads(line)["epoch"] for line in f]
     assert epochs == [1, 2, 1, 2]  # the second call trained both epochs again
     assert bench_training.load_model(path).count_params() == 650
+
+
+@pytest.mark.keras_independent
+def test_rows_with_more_macs_than_uniform_g_are_reported_not_ranked():
+    study = study_module.StudyConfig(levels=(0.5,), seeds=(0, 1, 2))
+    results = {
+        r.name: fake(r.method, r.level, r.seed, 0.5) for r in study_module.runs_due(study, {})
+    }
+    results["ft_tsvd_alloc_g0.5_s0"].update(accuracy=0.95, macs=127)  # more MACs, best accuracy
+    results["ft_tsvd_g0.5_s0"]["accuracy"] = 0.7
+    results["ft_svd_g0.5_s0"].update(accuracy=0.6, macs=99)  # pruned to at most the target
+    due = [r.name for r in study_module.runs_due(study, results)]
+    assert "ft_tsvd_g0.5_s1" in due and "ft_tsvd_alloc_g0.5_s1" not in due
+    markdown = study_module.render(study, results)
+    (line,) = [x for x in markdown.splitlines() if x.startswith("- g = 0.5") and "fine-tuning" in x]
+    assert "best baseline (truncated SVD, then fine-tuning, 70.00%)" in line
+    assert line.endswith(
+        "Not ranked, more MACs than uniform g: "
+        "truncated SVD at allocate_ranks ranks, fine-tuning (95.00% at 1.57x)."
+    )
+    assert study_module.at_equal_macs(101, 100) and not study_module.at_equal_macs(102, 100)
