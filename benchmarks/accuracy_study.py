@@ -21,7 +21,9 @@ channel, a 9 x 16 matrix) stays dense in every variant but `lrpet_stem`.
 * Scenario B, compress a trained model: the `dense` seed-0 model (committed
   as `saved_models/fashion_mnist_resnet20_dense.keras`), F epochs of
   fine-tuning for every method: LRPET (`ft_lrpet`, `ft_lrpet_ramp`,
-  `ft_lrpet_recal`), truncated SVD then fine-tuning (`ft_tsvd`, and at
+  `ft_lrpet_recal`, and `ft_lrpet_no_et`, added when truncated SVD led:
+  energy transfer rescales the kept singular values of a converged model at
+  every projection), truncated SVD then fine-tuning (`ft_tsvd`, and at
   `allocate_ranks` ranks `ft_tsvd_alloc`), SVD training from the dense model
   (`ft_svd`: decompose with `init="svd"`, Hoyer, prune to LRPET's MACs,
   fine-tune).
@@ -126,6 +128,7 @@ METHODS = {
         Method("ft_lrpet", "LRPET fine-tuning, paper defaults", "B", "lrpet"),
         Method("ft_lrpet_ramp", "LRPET fine-tuning + rank ramp", "B", "variant"),
         Method("ft_lrpet_recal", "LRPET fine-tuning + BN re-estimation", "B", "variant"),
+        Method("ft_lrpet_no_et", "LRPET fine-tuning without energy transfer", "B", "variant"),
         Method("ft_tsvd", "truncated SVD, then fine-tuning", "B", "baseline"),
         Method(
             "ft_tsvd_alloc", "truncated SVD at allocate_ranks ranks, fine-tuning", "B", "baseline"
@@ -311,7 +314,7 @@ def runs_due(study, results):
     for level in study.levels:
         for method in ("ft_lrpet", "ft_lrpet_recal", "ft_lrpet_ramp", "ft_tsvd"):
             add(method, level, first)
-        for method in ("ft_tsvd_alloc", "ft_svd"):
+        for method in ("ft_tsvd_alloc", "ft_svd", "ft_lrpet_no_et"):
             add(method, level, first)
     more_seeds("B", PAPER_LRPET["B"])
     # Scenario A: paper LRPET, its variants, the baselines, the ablations.
@@ -450,6 +453,7 @@ _LRPET_OPTIONS = {
     "lrpet_no_bnrect": {"bn_rectification": False},
     "trp": {"energy_transfer": None, "bn_rectification": False},
     "lrpet_stem": {},
+    "ft_lrpet_no_et": {"energy_transfer": None},
 }
 
 
@@ -545,7 +549,7 @@ def _dense_start(ctx):
 
 
 def _finetune_lrpet(ctx, item):
-    options = {}
+    options = dict(_LRPET_OPTIONS.get(item.method, {}))
     extra = {"epochs": [ctx.study.finetune_epochs]}
     if item.method == "ft_lrpet_ramp":
         options["ramp_epochs"] = ctx.study.ramp_epochs[1]
@@ -587,6 +591,7 @@ _RUNNERS = {
     "svd": _train_svd,
     "ft_lrpet": _finetune_lrpet,
     "ft_lrpet_ramp": _finetune_lrpet,
+    "ft_lrpet_no_et": _finetune_lrpet,
     "ft_tsvd": _finetune_tsvd,
     "ft_tsvd_alloc": _finetune_tsvd,
     "ft_svd": _finetune_svd,

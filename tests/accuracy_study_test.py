@@ -130,6 +130,7 @@ def test_smoke_study_runs_every_method_and_reports(smoke):
         "trp",
         "scratch",
         "ft_lrpet",
+        "ft_lrpet_no_et",
         "ft_tsvd",
     ):
         assert results[f"{name}_g0.5_s0"]["macs"] == lrpet["macs"], name
