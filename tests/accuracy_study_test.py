@@ -130,7 +130,7 @@ def test_smoke_study_runs_every_method_and_reports(smoke):
         "trp",
         "scratch",
         "ft_lrpet",
-        "ft_lrpet_no_et",
+        "ft_lrpet_no_bnrect",
         "ft_tsvd",
     ):
         assert results[f"{name}_g0.5_s0"]["macs"] == lrpet["macs"], name
@@ -145,10 +145,19 @@ def test_smoke_study_runs_every_method_and_reports(smoke):
     assert "Convergence: Dense, seed 0: " in markdown and "2E = 6" in markdown
     assert os.path.exists(os.path.join(study.plot_dir, "accuracy_study_vs_macs.png"))
     assert os.path.exists(study.dense_model)
-    for name in os.listdir(study.json_dir()):
-        text = open(os.path.join(study.json_dir(), name)).read()
+    files = [os.path.join(d, f) for d, _, names in os.walk(study.json_dir()) for f in names]
+    assert study_module.start_path(study) in files
+    for name in files:
+        text = open(name).read()
         assert str(study.runs_dir) not in text and ROOT not in text, name
-    assert len([line for line in lines if line.endswith("...")]) == len(expected)
+    with open(study_module.start_path(study)) as f:
+        start = json.load(f)["rows"]
+    assert [(r["level"], r["variant"]) for r in start] == [
+        (0.5, label) for label, _ in study_module._START_VARIANTS
+    ]
+    assert all(0.0 <= r[k] <= 1.0 for r in start for k in ("projected", "recalibrated"))
+    assert "Scenario B's start, before any fine-tuning" in markdown
+    assert len([line for line in lines if line.startswith("[")]) == len(expected)
 
 
 @keras_3_only
