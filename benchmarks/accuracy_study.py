@@ -426,6 +426,16 @@ class _Context:
             json.dump(result, f, indent=1)
         return result
 
+    def recalibration_batches(self, seed):
+        """Images for BN re-estimation: one pass of augmented training batches.
+
+        The training distribution (crop + flip): the later layers were trained
+        on BN outputs of augmented batches. Un-augmented images shift the
+        statistics (a fine-tuned model lost 0.88 points that way, and nothing
+        on augmented batches).
+        """
+        return bench_training.train_batches(self.images, 500, seed).map(lambda x, y: x)
+
     def dense_path(self, seed):
         path = os.path.join(self.study.runs_dir, Run("dense", None, seed).name, "train.keras")
         if not os.path.exists(path):
@@ -484,11 +494,7 @@ def _recalibrated(ctx, item, source_method):
         raise FileNotFoundError(f"{path} is missing: run {source.name} first.")
     model = bench_training.load_model(path)
     start = time.perf_counter()
-    # The training distribution (crop + flip), one pass: the later layers were trained
-    # on BN outputs of augmented batches. Un-augmented images shift the statistics
-    # (a fine-tuned model lost 0.88 points that way, and nothing on augmented batches).
-    batches = bench_training.train_batches(ctx.images, 500, item.seed).map(lambda x, y: x)
-    changes = lrpet_tf.recalibrate_batchnorm(model, batches)
+    changes = lrpet_tf.recalibrate_batchnorm(model, ctx.recalibration_batches(item.seed))
     seconds = time.perf_counter() - start
     ranks = ctx.uniform_ranks(item.level)
     compact = lrpet_tf.factorize(model, ranks=ranks)
@@ -620,21 +626,20 @@ def projection_start(ctx):
     out of the comparison. Written once to `start_path`.
     """
     rows = []
-    batches = bench_training.train_batches(ctx.images, 500, 0).map(lambda x, y: x)
+    batches = ctx.recalibration_batches(0)
     for level in ctx.study.levels:
         for label, options in _START_VARIANTS:
+            keras.backend.clear_session()
+            model = _dense_start(ctx)
+            callback = ctx.lrpet(level, **options)
+            callback.set_model(model)
+            callback.project()
             row = {"level": level, "variant": label}
-            for key, recalibrate in (("projected", False), ("recalibrated", True)):
-                keras.backend.clear_session()
-                model = _dense_start(ctx)
-                callback = ctx.lrpet(level, **options)
-                callback.set_model(model)
-                callback.project()
-                if recalibrate:
+            for key in ("projected", "recalibrated"):
+                if key == "recalibrated":  # in place; the first compact model is a copy
                     lrpet_tf.recalibrate_batchnorm(model, batches)
                 compact = lrpet_tf.factorize(model, ranks=dict(callback.ranks))
-                compact = lrpet_tf.fold_batchnorm(compact)
-                row[key] = bench_training.accuracy(compact, ctx.images)
+                row[key] = bench_training.accuracy(lrpet_tf.fold_batchnorm(compact), ctx.images)
             rows.append(row)
     os.makedirs(os.path.dirname(start_path(ctx.study)), exist_ok=True)
     with open(start_path(ctx.study), "w") as f:
