@@ -12,7 +12,7 @@ channel, a 9 x 16 matrix) stays dense in every variant but `lrpet_stem`.
   `r = int(K - K*g)`): LRPET with the paper's defaults (`lrpet`), with the
   rank ramp (`lrpet_ramp`), with BN re-estimation after training
   (`lrpet_recal`, applied to `lrpet`'s trained model: no training of its
-  own), with `allocate_ranks` at the same parameter count (`lrpet_alloc`,
+  own), with `allocate_ranks` ranks at the same MACs (`lrpet_alloc_macs`,
   allocated on the `dense` model of the same seed), without energy transfer,
   without BN rectification; TRP-style truncation (`trp`); the compact
   architecture trained from scratch (`scratch`); SVD training with the
@@ -24,10 +24,17 @@ channel, a 9 x 16 matrix) stays dense in every variant but `lrpet_stem`.
   `ft_lrpet_recal`, and `ft_lrpet_no_bnrect`, added when truncated SVD led:
   on the converged dense model at g = 0.5 one rectified projection left
   79.9% after BN re-estimation, plain truncation 87.4%), truncated SVD then
-  fine-tuning (`ft_tsvd`, and at
-  `allocate_ranks` ranks `ft_tsvd_alloc`), SVD training from the dense model
-  (`ft_svd`: decompose with `init="svd"`, Hoyer, prune to LRPET's MACs,
-  fine-tune).
+  fine-tuning (`ft_tsvd`; at `allocate_ranks` ranks of g's parameter count,
+  `ft_tsvd_alloc`, and of g's MACs, `ft_tsvd_alloc_macs`), LRPET fine-tuning
+  at the MACs-allocated ranks (`ft_lrpet_alloc_macs`), SVD training from the
+  dense model (`ft_svd`: decompose with `init="svd"`, Hoyer, prune to LRPET's
+  MACs, fine-tune).
+* `allocate_ranks` budgets: the issue asked for g's parameter count, but on
+  ResNet-20 that budget buys more MACs than uniform g (the early, cheap-in-
+  parameters layers do most of the MACs): 1.27x instead of 1.78x fewer at
+  g = 0.5, so those rows cannot be ranked. The MACs budget (`cost="macs"`,
+  the uniform ranks' MACs) allocates at equal MACs; scenario A uses it only,
+  scenario B both.
 * Seeds: 1 and 2 for `dense`, the paper-default LRPET, the best other LRPET
   variant and the best baseline of each scenario and g (best by seed 0).
   Order: scenario B (seed 0, then its later seeds), then scenario A (seed 0,
@@ -119,7 +126,7 @@ METHODS = {
         Method("lrpet", "LRPET, paper defaults", "A", "lrpet"),
         Method("lrpet_ramp", "LRPET + rank ramp", "A", "variant"),
         Method("lrpet_recal", "LRPET + BN re-estimation", "A", "variant"),
-        Method("lrpet_alloc", "LRPET at allocate_ranks ranks", "A", "variant"),
+        Method("lrpet_alloc_macs", "LRPET at allocate_ranks ranks, MACs budget", "A", "variant"),
         Method("lrpet_no_et", "LRPET without energy transfer", "A", "ablation"),
         Method("lrpet_no_bnrect", "LRPET without BN rectification", "A", "ablation"),
         Method("trp", "TRP-style truncation", "A", "baseline"),
@@ -130,9 +137,24 @@ METHODS = {
         Method("ft_lrpet_ramp", "LRPET fine-tuning + rank ramp", "B", "variant"),
         Method("ft_lrpet_recal", "LRPET fine-tuning + BN re-estimation", "B", "variant"),
         Method("ft_lrpet_no_bnrect", "LRPET fine-tuning without BN rectification", "B", "variant"),
+        Method(
+            "ft_lrpet_alloc_macs",
+            "LRPET fine-tuning at allocate_ranks ranks, MACs budget",
+            "B",
+            "variant",
+        ),
         Method("ft_tsvd", "truncated SVD, then fine-tuning", "B", "baseline"),
         Method(
-            "ft_tsvd_alloc", "truncated SVD at allocate_ranks ranks, fine-tuning", "B", "baseline"
+            "ft_tsvd_alloc",
+            "truncated SVD at allocate_ranks ranks, parameter budget, fine-tuning",
+            "B",
+            "baseline",
+        ),
+        Method(
+            "ft_tsvd_alloc_macs",
+            "truncated SVD at allocate_ranks ranks, MACs budget, fine-tuning",
+            "B",
+            "baseline",
         ),
         Method("ft_svd", "SVD training from the dense model, pruned, fine-tuned", "B", "baseline"),
     )
@@ -317,13 +339,16 @@ def runs_due(study, results):
             add(method, level, first)
         for method in ("ft_tsvd_alloc", "ft_svd", "ft_lrpet_no_bnrect"):
             add(method, level, first)
+    for level in study.levels:  # added after the rows above had run
+        for method in ("ft_tsvd_alloc_macs", "ft_lrpet_alloc_macs"):
+            add(method, level, first)
     more_seeds("B", PAPER_LRPET["B"])
     # Scenario A: paper LRPET, its variants, the baselines, the ablations.
     for level in study.levels:
         add("lrpet", level, first)
         add("lrpet_recal", level, first)
     for level in study.levels:
-        for method in ("lrpet_ramp", "lrpet_alloc", "trp", "scratch", "svd"):
+        for method in ("lrpet_ramp", "lrpet_alloc_macs", "trp", "scratch", "svd"):
             add(method, level, first)
         for method in ("lrpet_no_et", "lrpet_no_bnrect"):
             add(method, level, first)
@@ -402,9 +427,21 @@ class _Context:
         compact = lrpet_tf.factorize(self.build(0), ranks=self.uniform_ranks(level))
         return lrpet_tf.model_report(lrpet_tf.fold_batchnorm(compact)).total_macs
 
-    def allocation(self, level, seed, dense_path):
-        """`allocate_ranks` on a trained dense model at g's parameter count (cached)."""
-        cache = os.path.join(self.study.runs_dir, f"allocation_g{level:g}_s{seed}.json")
+    def allocation(self, item):
+        """The `allocate_ranks` ranks of an `_alloc` run (cached per dense model, g and cost).
+
+        Measured on the dense model the run starts from (scenario B: the
+        committed one; scenario A: the `dense` run of the same seed), with
+        the budget of g's uniform ranks in parameters, or in MACs for the
+        `_alloc_macs` methods.
+        """
+        cost = "macs" if item.method.endswith("_macs") else "params"
+        if METHODS[item.method].scenario == "B":
+            seed, dense_path = self.study.seeds[0], self.study.dense_model
+        else:
+            seed, dense_path = item.seed, self.dense_path(item.seed)
+        level = item.level
+        cache = os.path.join(self.study.runs_dir, f"allocation_{cost}_g{level:g}_s{seed}.json")
         if os.path.exists(cache):
             with open(cache) as f:
                 return json.load(f)
@@ -419,8 +456,14 @@ class _Context:
             self.images.y_train[:n],
             callback,
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            cost=cost,
         )
-        result = {"ranks": ranks, "seconds": time.perf_counter() - start, "images": n}
+        result = {
+            "ranks": ranks,
+            "seconds": time.perf_counter() - start,
+            "images": n,
+            "cost": cost,
+        }
         os.makedirs(self.study.runs_dir, exist_ok=True)
         with open(cache, "w") as f:
             json.dump(result, f, indent=1)
@@ -474,8 +517,8 @@ def _train_lrpet(ctx, item):
     if item.method == "lrpet_ramp":
         options["ramp_epochs"] = ctx.study.ramp_epochs[0]
         extra["ramp_epochs"] = options["ramp_epochs"]
-    if item.method == "lrpet_alloc":
-        allocation = ctx.allocation(item.level, item.seed, ctx.dense_path(item.seed))
+    if item.method == "lrpet_alloc_macs":
+        allocation = ctx.allocation(item)
         callback = lrpet_tf.LRPET(ranks=allocation["ranks"], verbose=0)
         extra["allocation_seconds"] = allocation["seconds"]
     else:
@@ -561,7 +604,12 @@ def _finetune_lrpet(ctx, item):
     if item.method == "ft_lrpet_ramp":
         options["ramp_epochs"] = ctx.study.ramp_epochs[1]
         extra["ramp_epochs"] = options["ramp_epochs"]
-    callback = ctx.lrpet(item.level, **options)
+    if item.method == "ft_lrpet_alloc_macs":
+        allocation = ctx.allocation(item)
+        callback = lrpet_tf.LRPET(ranks=allocation["ranks"], verbose=0)
+        extra["allocation_seconds"] = allocation["seconds"]
+    else:
+        callback = ctx.lrpet(item.level, **options)
     model = ctx.fit(
         _dense_start(ctx), item, "finetune", ctx.study.finetune_epochs, callbacks=[callback]
     )
@@ -572,8 +620,8 @@ def _finetune_lrpet(ctx, item):
 
 def _finetune_tsvd(ctx, item):
     extra = {"epochs": [ctx.study.finetune_epochs]}
-    if item.method == "ft_tsvd_alloc":
-        allocation = ctx.allocation(item.level, ctx.study.seeds[0], ctx.study.dense_model)
+    if item.method in ("ft_tsvd_alloc", "ft_tsvd_alloc_macs"):
+        allocation = ctx.allocation(item)
         ranks = allocation["ranks"]
         extra["allocation_seconds"] = allocation["seconds"]
     else:
@@ -601,6 +649,8 @@ _RUNNERS = {
     "ft_lrpet_no_bnrect": _finetune_lrpet,
     "ft_tsvd": _finetune_tsvd,
     "ft_tsvd_alloc": _finetune_tsvd,
+    "ft_tsvd_alloc_macs": _finetune_tsvd,
+    "ft_lrpet_alloc_macs": _finetune_lrpet,
     "ft_svd": _finetune_svd,
 }
 

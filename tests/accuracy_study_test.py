@@ -135,6 +135,14 @@ def test_smoke_study_runs_every_method_and_reports(smoke):
     ):
         assert results[f"{name}_g0.5_s0"]["macs"] == lrpet["macs"], name
     assert lrpet["macs"] < lrpet["dense_macs"]
+    for name in ("lrpet_alloc_macs", "ft_tsvd_alloc_macs", "ft_lrpet_alloc_macs"):
+        summary = results[f"{name}_g0.5_s0"]
+        assert summary["macs"] <= lrpet["macs"], name  # allocated at uniform g's MACs
+        assert study_module.at_equal_macs(summary["macs"], lrpet["macs"]), name
+    assert (
+        results["ft_tsvd_alloc_macs_g0.5_s0"]["ranks"]
+        == (results["ft_lrpet_alloc_macs_g0.5_s0"]["ranks"])
+    )
     for name in ("svd_g0.5_s0", "ft_svd_g0.5_s0"):
         assert results[name]["macs"] <= results[name]["macs_target"] == lrpet["macs"]
     assert "stem" in results["lrpet_stem_g0.5_s0"]["ranks"]
@@ -217,6 +225,6 @@ def test_rows_with_more_macs_than_uniform_g_are_reported_not_ranked():
     assert "best baseline (truncated SVD, then fine-tuning, 70.00%)" in line
     assert line.endswith(
         "Not ranked, more MACs than uniform g: "
-        "truncated SVD at allocate_ranks ranks, fine-tuning (95.00% at 1.57x)."
+        "truncated SVD at allocate_ranks ranks, parameter budget, fine-tuning (95.00% at 1.57x)."
     )
     assert study_module.at_equal_macs(101, 100) and not study_module.at_equal_macs(102, 100)
