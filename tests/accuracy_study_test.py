@@ -77,6 +77,10 @@ def test_scenario_b_with_its_later_seeds_comes_first_then_scenario_a():
     # The recalibrated row is derived from the LRPET run of the same seed, which comes first.
     assert due.index("lrpet_g0.5_s1") < due.index("lrpet_recal_g0.5_s1")
     assert "trp_g0.5_s1" not in due and "lrpet_stem_g0.5_s1" not in due
+    # Scenario A's ranking rows (and their later seeds) before its explanatory rows.
+    assert due.index("svd_g0.5_s0") < due.index("lrpet_ramp_g0.5_s0")
+    assert due.index("lrpet_g0.5_s2") < due.index("lrpet_no_et_g0.5_s0")
+    assert due[-2:] == ["lrpet_no_et_g0.5_s0", "lrpet_stem_g0.5_s0"]
 
 
 @pytest.mark.keras_independent
