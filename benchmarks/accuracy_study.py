@@ -36,7 +36,11 @@ channel, a 9 x 16 matrix) stays dense in every variant but `lrpet_stem`.
   the uniform ranks' MACs) allocates at equal MACs; scenario A uses it only,
   scenario B both.
 * Seeds: 1 and 2 for `dense`, the paper-default LRPET, the best other LRPET
-  variant and the best baseline of each scenario and g (best by seed 0).
+  variant, the best allocation row and the best baseline of each scenario and
+  g (best by seed 0, among the rows at equal MACs). The allocation rows use
+  lrpet_tf's `allocate_ranks` and no LRPET projection, so they are compared
+  with both the baselines and the LRPET paths; the baselines are the
+  published methods.
   Order: scenario B (seed 0, then its later seeds), then scenario A (seed 0
   of paper LRPET and the baselines, then of the variants, then dense's and
   A's later seeds, then the energy-transfer ablation and the stem trap), so
@@ -113,7 +117,10 @@ class Method:
             (from the trained dense model).
         role: `"reference"`, `"lrpet"` (the paper-default LRPET of its
             scenario), `"variant"` (an LRPET variant that may be the
-            recommended path), `"ablation"`, `"baseline"` or `"trap"`.
+            recommended path), `"allocation"` (lrpet_tf's rank allocation
+            without LRPET's projection: truncated SVD at `allocate_ranks`
+            ranks, then fine-tuning), `"ablation"`, `"baseline"` (a published
+            method) or `"trap"`.
     """
 
     name: str
@@ -152,13 +159,13 @@ METHODS = {
             "ft_tsvd_alloc",
             "truncated SVD at allocate_ranks ranks, parameter budget, fine-tuning",
             "B",
-            "baseline",
+            "allocation",
         ),
         Method(
             "ft_tsvd_alloc_macs",
             "truncated SVD at allocate_ranks ranks, MACs budget, fine-tuning",
             "B",
-            "baseline",
+            "allocation",
         ),
         Method("ft_svd", "SVD training from the dense model, pruned, fine-tuned", "B", "baseline"),
     )
@@ -321,10 +328,10 @@ def runs_due(study, results):
             wanted.append(Run(method, level, seed))
 
     def more_seeds(scenario, lrpet):
-        """Later seeds of the paper-default LRPET, best variant and best baseline."""
+        """Later seeds of the paper-default LRPET and the best variant, allocation and baseline."""
         for level in study.levels:
             chosen = [lrpet]
-            for role in ("variant", "baseline"):
+            for role in ("variant", "allocation", "baseline"):
                 best = _best(study, results, scenario, role, level)
                 if best is not None:
                     chosen.append(best)
@@ -911,6 +918,17 @@ def render(study, results):
     return "\n".join(lines)
 
 
+def _versus(a, b):
+    """`a - b` in points and whether that exceeds the seed spread, as text."""
+    delta, exceeds = compare(a, b)
+    verdict = {
+        None: "seeds pending",
+        True: "exceeds the seed spread",
+        False: "within the seed spread",
+    }
+    return f"{delta:+.2f} points, {verdict[exceeds]}"
+
+
 def _comparisons(study, rows, by_key, scenario):
     lines = []
     for level in study.levels:
@@ -921,23 +939,25 @@ def _comparisons(study, rows, by_key, scenario):
         unequal = [r for r in here if not at_equal_macs(r["macs"], paper["macs"])]
         here = [r for r in here if r not in unequal]
         lrpet_family = [r for r in here if r["role"] in ("lrpet", "variant")]
+        allocations = [r for r in here if r["role"] == "allocation"]
         baselines = [r for r in here if r["role"] == "baseline"]
         if not baselines:
             continue
         best_lrpet = max(lrpet_family, key=lambda r: r["accuracy"])
         best_baseline = max(baselines, key=lambda r: r["accuracy"])
-        delta, exceeds = compare(best_lrpet, best_baseline)
-        verdict = {
-            None: "seeds pending",
-            True: "exceeds the seed spread",
-            False: "within the seed spread",
-        }
         lines.append(
             f"- g = {level:g}: best LRPET path ({best_lrpet['label']}, "
             f"{best_lrpet['accuracy']:.2f}%) "
             f"vs best baseline ({best_baseline['label']}, {best_baseline['accuracy']:.2f}%): "
-            f"{delta:+.2f} points, {verdict[exceeds]}."
+            f"{_versus(best_lrpet, best_baseline)}."
         )
+        if allocations:
+            best = max(allocations, key=lambda r: r["accuracy"])
+            lines[-1] += (
+                f" lrpet_tf's rank allocation without LRPET's projection ({best['label']}, "
+                f"{best['accuracy']:.2f}%): {_versus(best, best_baseline)} vs the best "
+                f"baseline, {_versus(best, best_lrpet)} vs the best LRPET path."
+            )
         if unequal:
             lines[-1] += (
                 " Not ranked, more MACs than uniform g: "

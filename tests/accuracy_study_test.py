@@ -222,11 +222,18 @@ def test_rows_with_more_macs_than_uniform_g_are_reported_not_ranked():
     results["ft_tsvd_alloc_g0.5_s0"].update(accuracy=0.95, macs=127)  # more MACs, best accuracy
     results["ft_tsvd_g0.5_s0"]["accuracy"] = 0.7
     results["ft_svd_g0.5_s0"].update(accuracy=0.6, macs=99)  # pruned to at most the target
+    results["ft_tsvd_alloc_macs_g0.5_s0"]["accuracy"] = 0.8  # at equal MACs: ranked
     due = [r.name for r in study_module.runs_due(study, results)]
     assert "ft_tsvd_g0.5_s1" in due and "ft_tsvd_alloc_g0.5_s1" not in due
+    assert "ft_tsvd_alloc_macs_g0.5_s1" in due  # the best allocation row gets the seeds
     markdown = study_module.render(study, results)
     (line,) = [x for x in markdown.splitlines() if x.startswith("- g = 0.5") and "fine-tuning" in x]
     assert "best baseline (truncated SVD, then fine-tuning, 70.00%)" in line
+    assert (
+        "lrpet_tf's rank allocation without LRPET's projection (truncated SVD at "
+        "allocate_ranks ranks, MACs budget, fine-tuning, 80.00%): +10.00 points, seeds "
+        "pending vs the best baseline, +30.00 points, seeds pending vs the best LRPET path."
+    ) in line
     assert line.endswith(
         "Not ranked, more MACs than uniform g: "
         "truncated SVD at allocate_ranks ranks, parameter budget, fine-tuning (95.00% at 1.57x)."
