@@ -440,47 +440,44 @@ class _Context:
         compact = lrpet_tf.factorize(self.build(0), ranks=self.uniform_ranks(level))
         return lrpet_tf.model_report(lrpet_tf.fold_batchnorm(compact)).total_macs
 
-    def allocation(self, item):
+    def allocated_ranks(self, item, extra):
         """The `allocate_ranks` ranks of an `_alloc` run (cached per dense model, g and cost).
 
         Measured on the dense model the run starts from (scenario B: the
         committed one; scenario A: the `dense` run of the same seed), with
         the budget of g's uniform ranks in parameters, or in MACs for the
-        `_alloc_macs` methods.
+        `_alloc_macs` methods. Records the allocation's time in `extra`.
         """
         cost = "macs" if item.method.endswith("_macs") else "params"
         if METHODS[item.method].scenario == "B":
             seed, dense_path = self.study.seeds[0], self.study.dense_model
         else:
             seed, dense_path = item.seed, self.dense_path(item.seed)
-        level = item.level
-        cache = os.path.join(self.study.runs_dir, f"allocation_{cost}_g{level:g}_s{seed}.json")
+        cache = os.path.join(self.study.runs_dir, f"allocation_{cost}_g{item.level:g}_s{seed}.json")
         if os.path.exists(cache):
             with open(cache) as f:
-                return json.load(f)
-        dense = bench_training.load_model(dense_path)
-        callback = self.lrpet(level)
-        callback.prepare(dense)
-        n = self.study.allocation_images
-        start = time.perf_counter()
-        ranks = lrpet_tf.allocate_ranks(
-            dense,
-            self.images.x_train[:n],
-            self.images.y_train[:n],
-            callback,
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            cost=cost,
-        )
-        result = {
-            "ranks": ranks,
-            "seconds": time.perf_counter() - start,
-            "images": n,
-            "cost": cost,
-        }
-        os.makedirs(self.study.runs_dir, exist_ok=True)
-        with open(cache, "w") as f:
-            json.dump(result, f, indent=1)
-        return result
+                allocation = json.load(f)
+        else:
+            dense = bench_training.load_model(dense_path)
+            callback = self.lrpet(item.level)
+            callback.prepare(dense)
+            n = self.study.allocation_images
+            start = time.perf_counter()
+            ranks = lrpet_tf.allocate_ranks(
+                dense,
+                self.images.x_train[:n],
+                self.images.y_train[:n],
+                callback,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                cost=cost,
+            )
+            seconds = time.perf_counter() - start
+            allocation = {"ranks": ranks, "seconds": seconds, "images": n, "cost": cost}
+            os.makedirs(self.study.runs_dir, exist_ok=True)
+            with open(cache, "w") as f:
+                json.dump(allocation, f, indent=1)
+        extra["allocation_seconds"] = allocation["seconds"]
+        return allocation["ranks"]
 
     def recalibration_batches(self, seed):
         """Images for BN re-estimation: one pass of augmented training batches.
@@ -531,9 +528,7 @@ def _train_lrpet(ctx, item):
         options["ramp_epochs"] = ctx.study.ramp_epochs[0]
         extra["ramp_epochs"] = options["ramp_epochs"]
     if item.method == "lrpet_alloc_macs":
-        allocation = ctx.allocation(item)
-        callback = lrpet_tf.LRPET(ranks=allocation["ranks"], verbose=0)
-        extra["allocation_seconds"] = allocation["seconds"]
+        callback = lrpet_tf.LRPET(ranks=ctx.allocated_ranks(item, extra), verbose=0)
     else:
         callback = ctx.lrpet(item.level, project_stem=item.method == "lrpet_stem", **options)
     model = ctx.fit(ctx.build(item.seed), item, "sgd", ctx.study.epochs, callbacks=[callback])
@@ -618,9 +613,7 @@ def _finetune_lrpet(ctx, item):
         options["ramp_epochs"] = ctx.study.ramp_epochs[1]
         extra["ramp_epochs"] = options["ramp_epochs"]
     if item.method == "ft_lrpet_alloc_macs":
-        allocation = ctx.allocation(item)
-        callback = lrpet_tf.LRPET(ranks=allocation["ranks"], verbose=0)
-        extra["allocation_seconds"] = allocation["seconds"]
+        callback = lrpet_tf.LRPET(ranks=ctx.allocated_ranks(item, extra), verbose=0)
     else:
         callback = ctx.lrpet(item.level, **options)
     model = ctx.fit(
@@ -634,9 +627,7 @@ def _finetune_lrpet(ctx, item):
 def _finetune_tsvd(ctx, item):
     extra = {"epochs": [ctx.study.finetune_epochs]}
     if item.method in ("ft_tsvd_alloc", "ft_tsvd_alloc_macs"):
-        allocation = ctx.allocation(item)
-        ranks = allocation["ranks"]
-        extra["allocation_seconds"] = allocation["seconds"]
+        ranks = ctx.allocated_ranks(item, extra)
     else:
         ranks = ctx.uniform_ranks(item.level)
     compact = lrpet_tf.factorize(_dense_start(ctx), ranks=ranks)
@@ -697,12 +688,15 @@ def projection_start(ctx):
             callback = ctx.lrpet(level, **options)
             callback.set_model(model)
             callback.project()
-            row = {"level": level, "variant": label}
-            for key in ("projected", "recalibrated"):
-                if key == "recalibrated":  # in place; the first compact model is a copy
-                    lrpet_tf.recalibrate_batchnorm(model, batches)
-                compact = lrpet_tf.factorize(model, ranks=dict(callback.ranks))
-                row[key] = bench_training.accuracy(lrpet_tf.fold_batchnorm(compact), ctx.images)
+            ranks = dict(callback.ranks)
+
+            def accuracy(model=model, ranks=ranks):  # of a copy: factorize returns a new model
+                compact = lrpet_tf.factorize(model, ranks=ranks)
+                return bench_training.accuracy(lrpet_tf.fold_batchnorm(compact), ctx.images)
+
+            row = {"level": level, "variant": label, "projected": accuracy()}
+            lrpet_tf.recalibrate_batchnorm(model, batches)  # in place
+            row["recalibrated"] = accuracy()
             rows.append(row)
     os.makedirs(os.path.dirname(start_path(ctx.study)), exist_ok=True)
     with open(start_path(ctx.study), "w") as f:
