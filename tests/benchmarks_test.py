@@ -22,7 +22,9 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import android_latency  # noqa: E402
 import applications_report  # noqa: E402
 import bench_models  # noqa: E402
+import bench_training  # noqa: E402
 import bench_utils  # noqa: E402
+import bn_rectification  # noqa: E402
 import int8_study  # noqa: E402
 import latency_aware  # noqa: E402
 import projection_cost  # noqa: E402
@@ -291,6 +293,38 @@ def test_rank_allocation_smoke(tmp_path):
     assert _load(tmp_path / "rank_allocation.json")["budget_params"] == results["budget_params"]
 
 
+def test_bn_rectification_smoke(tmp_path):
+    with pytest.raises(ValueError, match="dense_model='/nowhere.keras'"):
+        bn_rectification.ProbeConfig(dense_model="/nowhere.keras")
+    payload = bn_rectification.run(smoke=True, output_dir=str(tmp_path), log=lambda _: None)
+    (entry,) = payload["levels"]
+    dense = bench_training.load_model(str(tmp_path / "smoke_dense.keras"))
+    assert sorted(entry["layers"]) == sorted(n for names in entry["groups"].values() for n in names)
+    for name, row in entry["layers"].items():
+        # The rectified projection is the best rank-r approximation of the
+        # merged kernel W * a: its error is the tail of W * a's singular values.
+        bn = dense.get_layer(f"{name}_bn")
+        a = bn.gamma.numpy() / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+        merged = dense.get_layer(name).kernel.numpy().reshape(-1, a.size) * a
+        s = np.linalg.svd(merged, compute_uv=False)
+        r = entry["ranks"][name]
+        tail = np.sqrt(np.sum(s[r:] ** 2) / np.sum(s**2))
+        assert row["rectified"]["merged_kernel_error"] == pytest.approx(tail, rel=1e-3)
+        assert row["plain"]["merged_kernel_error"] >= tail * (1 - 1e-4)
+        assert row["scale_spread"] == pytest.approx(a.max() / a.min(), rel=1e-5)
+        for label in ("plain", "rectified"):
+            assert 0 < row[label]["output_error"] and 0 < row[label]["error_after_consumer"]
+            assert -1 <= row[label]["scale_error_correlation"] <= 1
+    assert set(entry["rectified_group_accuracy"]) == set(entry["groups"])
+    values = [entry["accuracy"][k] for k in ("plain", "rectified")]
+    values += list(entry["rectified_group_accuracy"].values())
+    values += [v for pair in entry["group_alone_accuracy"].values() for v in pair.values()]
+    assert all(0 <= v <= 1 for v in values)
+    assert (tmp_path / "bn_rectification.md").read_text().strip() == bn_rectification.render(
+        _load(tmp_path / "bn_rectification.json")
+    )
+
+
 def test_command_line_names_the_keras_mode_and_drops_arguments():
     argv = ["/somewhere/benchmarks/int8_study.py", "--seed=1", "--report_only", "--epochs=2"]
     command = bench_utils.command_line(argv, drop=("--report_only",))
@@ -305,6 +339,7 @@ RENDERERS = {
     "applications": lambda path: applications_report.markdown(
         _load(path), _load(path)[0]["prune_ratio"]
     ),
+    "bn_rectification": lambda path: bn_rectification.render(_load(path)),
     "int8_study": lambda path: int8_study.render(bench_utils.read_study(path, "int8_study")),
     "latency_aware": lambda path: latency_aware.render(
         bench_utils.read_study(path, "latency_aware")
