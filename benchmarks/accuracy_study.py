@@ -979,8 +979,9 @@ def _budget_text(study, results):
         f"of {recipes['finetune'].describe()} for every method (ramp over "
         f"{study.ramp_epochs[1]}), SVD training {f - f // 2} + {f // 2} epochs of "
         f"{recipes['svd_finetune'].describe()}. Accuracy: the factorized, BN-folded compact "
-        f"model on all test images; sd: sample standard deviation over seeds. Sum of run "
-        f"times: {hours:.1f} h (shared 2-core machine)."
+        f"model on all test images; sd: sample standard deviation over seeds. Sum of the "
+        f"finishing processes' run times: {hours:.1f} h (shared 2-core machine; a run resumed "
+        f"across sittings counts only its last process)."
     )
 
 
