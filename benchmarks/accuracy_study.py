@@ -1020,17 +1020,18 @@ def plot(study, results, path):
             )
         if dense:
             ax.axhline(dense["accuracy"], color="0.3", ls="--", lw=1)
-            ax.annotate(
+            ax.annotate(  # at the top, clear of the points and the legend
                 f"dense {dense['accuracy']:.2f}% at {dense['macs'] / 1e6:.1f}M MACs",
-                (0.02, 0.02),
+                (0.02, 0.98),
                 xycoords="axes fraction",
+                va="top",
                 fontsize=8,
             )
         ax.set_title(title)
         ax.set_xlabel("MACs per image of the compact model (millions)")
         ax.grid(True, alpha=0.3)
-        if methods:
-            ax.legend(fontsize=7, loc="lower right")
+        if methods:  # below the panel: inside, it hid points
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12))
     axes[0].set_ylabel("test top-1 accuracy (%), mean ± sd over seeds")
     return bench_utils.save_figure(fig, path)
 
