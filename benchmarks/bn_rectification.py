@@ -219,11 +219,13 @@ def probe_level(config, images, level):
 
 
 def run(config=None, smoke=False, output_dir=None, log=print):
-    """Probes each level and writes the results (unless `smoke`).
+    """Probes each level; writes `bn_rectification.{json,md}` to `output_dir`.
 
-    Smoke mode trains a width-4 ResNet-8 on the 8x8 digits for one epoch in a
-    temporary folder and probes it at g = 0.5.
+    Smoke mode trains a width-4 ResNet-8 on the 8x8 digits for one epoch,
+    saves it in `output_dir` (required then) and probes it at g = 0.5.
     """
+    if smoke and not output_dir:
+        raise ValueError("Smoke mode writes its model to `output_dir`; give one.")
     if smoke:
         images = bench_training.load_images("digits")
         keras.utils.set_random_seed(0)
