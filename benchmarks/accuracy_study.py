@@ -964,10 +964,22 @@ def _comparisons(study, rows, by_key, scenario):
     return lines + [""] if lines else []
 
 
+def run_seconds(summary):
+    """Wall time of a run: its finishing process's, or its logged epochs' if longer.
+
+    A run resumed across sittings spent most of its time in earlier
+    processes; the sum of its epochs' `epoch_seconds` (one record per stage
+    and epoch in `history`) counts them. Runs logged before epoch times were
+    recorded have none, and count their finishing process only.
+    """
+    epochs = sum(row.get("epoch_seconds", 0.0) for row in summary.get("history", []))
+    return max(summary["seconds_this_process"], epochs)
+
+
 def _budget_text(study, results):
     recipes = bench_training.RECIPES
     images = next(iter(results.values()))["train_images"] if results else study.train_images
-    hours = sum(s["seconds_this_process"] for s in results.values()) / 3600
+    hours = sum(map(run_seconds, results.values())) / 3600
     f, e = study.finetune_epochs, study.epochs
     return (
         f"Budget: {images:,} training images, batch {study.batch_size}, crop + flip. Dense and "
@@ -979,9 +991,9 @@ def _budget_text(study, results):
         f"of {recipes['finetune'].describe()} for every method (ramp over "
         f"{study.ramp_epochs[1]}), SVD training {f - f // 2} + {f // 2} epochs of "
         f"{recipes['svd_finetune'].describe()}. Accuracy: the factorized, BN-folded compact "
-        f"model on all test images; sd: sample standard deviation over seeds. Sum of the "
-        f"finishing processes' run times: {hours:.1f} h (shared 2-core machine; a run resumed "
-        f"across sittings counts only its last process)."
+        f"model on all test images; sd: sample standard deviation over seeds. Sum of run "
+        f"times: {hours:.1f} h (shared 2-core machine; a run that logged no epoch times, "
+        f"those before they were logged, counts its finishing process only)."
     )
 
 

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import shutil
+import time
 
 import h5py
 import numpy as np
@@ -244,16 +245,21 @@ RECIPES = {
 
 
 class _EpochLog(keras.callbacks.Callback):
-    """Appends each epoch's logs to a JSON-lines file (it survives resumes)."""
+    """Appends each epoch's logs and wall time to a JSON-lines file (it survives resumes)."""
 
     def __init__(self, path, stage):
         super().__init__()
         self.path = path
         self.stage = stage
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"stage": self.stage, "epoch": epoch + 1}
         row.update({k: float(v) for k, v in (logs or {}).items()})
+        row["epoch_seconds"] = time.perf_counter() - self._start
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
 

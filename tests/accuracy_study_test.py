@@ -153,6 +153,13 @@ def test_smoke_study_runs_every_method_and_reports(smoke):
     assert "stem" not in lrpet["ranks"] and lrpet["ranks"]
     for summary in results.values():
         assert 0.0 <= summary["accuracy"] <= 1.0 and summary["test_images"] == 360
+    # Each trained epoch logs its wall time; a run's time counts them all.
+    (row, *_) = lrpet["history"]
+    assert row["stage"] == "train" and row["epoch"] == 1 and row["epoch_seconds"] > 0
+    epochs = sum(r["epoch_seconds"] for r in lrpet["history"])
+    resumed = dict(lrpet, seconds_this_process=0.5 * epochs)  # as if resumed mid-way
+    assert study_module.run_seconds(resumed) == pytest.approx(epochs)
+    assert study_module.run_seconds(lrpet) == lrpet["seconds_this_process"] >= epochs
     assert "### Scenario A, from scratch" in markdown and "### Scenario B" in markdown
     assert "Convergence: Dense, seed 0: " in markdown and "2E = 6" in markdown
     assert os.path.exists(os.path.join(study.plot_dir, "accuracy_study_vs_macs.png"))
