@@ -16,8 +16,11 @@ computed by `lrpet_tf.LRPET(energy_transfer=None)`:
   relative error of the merged kernel itself, where the rectified projection
   is optimal; of the BN output `a * (conv(x) - mean)` for the conv's exact
   inputs; of the output of the layer after the BN (a ReLU, or the residual
-  Add), that conv alone projected; and the correlation across channels
-  between a channel's relative BN-output error and its `a`.
+  Add), that conv alone projected; the correlation across channels
+  between a channel's relative BN-output error and its `a`; and, with the
+  whole group projected (the rest dense), the relative error of what the
+  classifier takes (the pooled features), where the group's errors have
+  composed.
 
 Results: `benchmarks/results/bn_rectification.{json,md}` (RESULTS.md section 1).
 
@@ -173,6 +176,21 @@ def _accuracy_with(config, images, sources):
     return bench_training.accuracy(_with_kernels(config, sources), images)
 
 
+def _features(model, x):
+    """What the model's last layer (the classifier) takes, for inputs `x`."""
+    return keras.Model(model.inputs, model.layers[-1].input).predict(x, verbose=0)
+
+
+def _group_alone(config, images, x, names, source, reference):
+    """Test accuracy and relative feature error with only `names` projected (from `source`)."""
+    model = _with_kernels(config, {name: source for name in names})
+    features = _features(model, x)
+    return {
+        "accuracy": bench_training.accuracy(model, images),
+        "feature_error": float(np.linalg.norm(features - reference) / np.linalg.norm(reference)),
+    }
+
+
 def probe_level(config, images, level):
     """Accuracies and per-layer errors of both projections at one g."""
     plain, callback = _projected(config, level, rectified=False)
@@ -198,13 +216,14 @@ def probe_level(config, images, level):
     for name, row in errors.items():
         groups.setdefault(row["channels"], []).append(name)
     accuracy = {label: bench_training.accuracy(m, images) for label, m in models.items()}
+    reference = _features(dense, x)
     swapped, alone = {}, {}
     for channels, names in sorted(groups.items()):
         sources = {name: plain for name in callback.ranks}
         sources.update({name: rectified for name in names})
         swapped[str(channels)] = _accuracy_with(config, images, sources)
         alone[str(channels)] = {
-            label: _accuracy_with(config, images, {name: m for name in names})
+            label: _group_alone(config, images, x, names, m, reference)
             for label, m in models.items()
         }
     return {
@@ -279,8 +298,8 @@ def render(payload):
                 [
                     g,
                     f"only the {channels}-channel convs",
-                    f"{value['plain']:.2%}",
-                    f"{value['rectified']:.2%}",
+                    f"{value['plain']['accuracy']:.2%}",
+                    f"{value['rectified']['accuracy']:.2%}",
                 ]
             )
         for channels, value in entry["rectified_group_accuracy"].items():
@@ -290,6 +309,7 @@ def render(payload):
         for channels, names in entry["groups"].items():
             rows = [entry["layers"][name] for name in names]
             spreads = [r["scale_spread"] for r in rows]
+            alone = entry["group_alone_accuracy"][channels]
             error_rows.append(
                 [g, f"{channels} ({len(names)})", f"{min(spreads):.1f}-{max(spreads):.1f}x"]
                 + [
@@ -300,6 +320,10 @@ def render(payload):
                         ("error_after_consumer", ".3f"),
                         ("scale_error_correlation", "+.2f"),
                     )
+                ]
+                + [
+                    f"{alone['plain']['feature_error']:.3f} / "
+                    f"{alone['rectified']['feature_error']:.3f}"
                 ]
             )
     lines.append(
@@ -318,6 +342,7 @@ def render(payload):
                 "BN-output error",
                 "error after the next layer (ReLU or Add)",
                 "corr(a, channel error)",
+                "classifier-input error, the group alone projected",
             ],
             error_rows,
         )

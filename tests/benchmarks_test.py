@@ -318,8 +318,10 @@ def test_bn_rectification_smoke(tmp_path):
     assert set(entry["rectified_group_accuracy"]) == set(entry["groups"])
     values = [entry["accuracy"][k] for k in ("plain", "rectified")]
     values += list(entry["rectified_group_accuracy"].values())
-    values += [v for pair in entry["group_alone_accuracy"].values() for v in pair.values()]
+    alone = [v for pair in entry["group_alone_accuracy"].values() for v in pair.values()]
+    values += [v["accuracy"] for v in alone]
     assert all(0 <= v <= 1 for v in values)
+    assert all(v["feature_error"] > 0 for v in alone)
     assert (tmp_path / "bn_rectification.md").read_text().strip() == bn_rectification.render(
         _load(tmp_path / "bn_rectification.json")
     )
