@@ -54,6 +54,7 @@ except ImportError:  # pragma: no cover
 
 import lrpet_tf  # noqa: E402
 from lrpet_tf import keras  # noqa: E402
+from lrpet_tf.graph.layer_graph import LayerGraph  # noqa: E402
 
 __all__ = ["ProbeConfig", "render", "run"]
 
@@ -120,6 +121,11 @@ def _with_kernels(config, sources):
     return model
 
 
+def _relative_error(value, reference):
+    """`||value - reference|| / ||reference||` (Frobenius), as a float."""
+    return float(np.linalg.norm(value - reference) / np.linalg.norm(reference))
+
+
 def _layer_errors(layer, batchnorm, x, kernels):
     """Errors of each projected kernel in the BN output of `layer` for inputs `x`."""
     a = np.asarray(
@@ -135,26 +141,20 @@ def _layer_errors(layer, batchnorm, x, kernels):
         channel = np.linalg.norm(error, axis=0) / np.linalg.norm(reference, axis=0)
         out[label] = {
             "output_error": float(np.linalg.norm(error) / np.linalg.norm(reference)),
-            "merged_kernel_error": float(
-                np.linalg.norm(projected.reshape(-1, a.size) * a - merged) / np.linalg.norm(merged)
-            ),
+            "merged_kernel_error": _relative_error(projected.reshape(-1, a.size) * a, merged),
             "scale_error_correlation": float(np.corrcoef(a, channel)[0, 1]),
         }
     return out
 
 
-def _consumer(model, layer):
-    """The layer that takes `layer`'s output (a ReLU or a residual Add in a ResNet)."""
-    for candidate in model.layers:
-        inputs = candidate.input if isinstance(candidate.input, list) else [candidate.input]
-        if any(t is layer.output for t in inputs):
-            return candidate
-    raise ValueError(f"Nothing consumes the output of {layer.name!r}.")
-
-
 def _errors_after(dense, pairs, x, kernels_by_layer):
     """Relative error at the output of each BN's consumer, that conv alone projected."""
-    consumers = [_consumer(dense, dense.get_layer(bn)) for bn in pairs.values()]
+    graph = LayerGraph(dense)  # the edges LRPET pairs each conv with its BN by
+    consumers = []
+    for bn in pairs.values():
+        (call,) = graph.calls(dense.get_layer(bn))  # a rectified BN is called once
+        (consumer,) = graph.consumers(call)  # a ReLU or a residual Add in a ResNet
+        consumers.append(consumer.layer)
     probe = keras.Model(dense.inputs, [layer.output for layer in consumers])
     reference = probe.predict(x, verbose=0)
     errors = {}
@@ -165,9 +165,7 @@ def _errors_after(dense, pairs, x, kernels_by_layer):
         for label, projected in kernels_by_layer[name].items():
             kernel.assign(projected)
             out = probe.predict(x, verbose=0)[i]
-            errors[name][label] = float(
-                np.linalg.norm(out - reference[i]) / np.linalg.norm(reference[i])
-            )
+            errors[name][label] = _relative_error(out, reference[i])
         kernel.assign(original)
     return errors
 
@@ -187,7 +185,7 @@ def _group_alone(config, images, x, names, source, reference):
     features = _features(model, x)
     return {
         "accuracy": bench_training.accuracy(model, images),
-        "feature_error": float(np.linalg.norm(features - reference) / np.linalg.norm(reference)),
+        "feature_error": _relative_error(features, reference),
     }
 
 
