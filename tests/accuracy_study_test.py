@@ -11,6 +11,7 @@ second call skips every finished run.
 import json
 import os
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -50,12 +51,19 @@ def test_scenario_b_with_its_later_seeds_comes_first_then_scenario_a():
     assert due.index("ft_svd_g0.5_s0") < due.index("lrpet_g0.5_s0")  # the short runs first
     assert len(due) == len(set(due))
     # Before the seed-0 results exist, only dense and paper-default LRPET get more seeds.
+    # Its BN re-estimation (derived, no training) comes with it at every seed.
     later = [name for name in due if not name.endswith("_s0")]
-    assert later == ["ft_lrpet_g0.5_s1", "ft_lrpet_g0.5_s2"] + [
+    assert later == [
+        "ft_lrpet_g0.5_s1",
+        "ft_lrpet_recal_g0.5_s1",
+        "ft_lrpet_g0.5_s2",
+        "ft_lrpet_recal_g0.5_s2",
         "dense_s1",
         "dense_s2",
         "lrpet_g0.5_s1",
+        "lrpet_recal_g0.5_s1",
         "lrpet_g0.5_s2",
+        "lrpet_recal_g0.5_s2",
     ]
     assert due.index("ft_lrpet_g0.5_s2") < due.index("lrpet_g0.5_s0")  # B answered first
     results = {
@@ -246,3 +254,126 @@ def test_rows_with_more_macs_than_uniform_g_are_reported_not_ranked():
         "truncated SVD at allocate_ranks ranks, parameter budget, fine-tuning (95.00% at 1.57x)."
     )
     assert study_module.at_equal_macs(101, 100) and not study_module.at_equal_macs(102, 100)
+
+
+def _finished(study, results=None, accuracy=0.5):
+    """Every run due (later seeds included) finished at `accuracy`, over `results`."""
+    results = dict(results or {})
+    for _ in range(3):  # the later seeds are due once the seed-0 rows exist
+        for r in study_module.runs_due(study, results):
+            results.setdefault(r.name, fake(r.method, r.level, r.seed, accuracy))
+    return results
+
+
+def _line(markdown, start, scenario_word):
+    (line,) = [x for x in markdown.splitlines() if x.startswith(start) and scenario_word in x]
+    return line
+
+
+@pytest.mark.keras_independent
+def test_comparisons_use_the_rows_that_got_the_later_seeds():
+    """A one-seed runner-up with a higher mean does not displace the row its seeds went to."""
+    study = study_module.StudyConfig(levels=(0.75,), seeds=(0, 1, 2))
+    seed0 = {r.name: fake(r.method, r.level, r.seed, 0.5) for r in study_module.runs_due(study, {})}
+    seed0["ft_lrpet_alloc_macs_g0.75_s0"]["accuracy"] = 0.893  # best variant by seed 0
+    seed0["ft_lrpet_no_bnrect_g0.75_s0"]["accuracy"] = 0.890  # runner-up, one seed
+    seed0["ft_tsvd_g0.75_s0"]["accuracy"] = 0.902
+    results = _finished(study, seed0, 0.5)
+    for seed, accuracy in ((1, 0.887), (2, 0.884)):  # its mean falls below the runner-up
+        results[f"ft_lrpet_alloc_macs_g0.75_s{seed}"]["accuracy"] = accuracy
+    for seed, accuracy in ((1, 0.901), (2, 0.903)):
+        results[f"ft_tsvd_g0.75_s{seed}"]["accuracy"] = accuracy
+    assert "ft_lrpet_no_bnrect_g0.75_s1" not in results
+    line = _line(study_module.render(study, results), "- g = 0.75", "fine-tuning")
+    assert line.startswith(
+        "- g = 0.75: best LRPET path (LRPET fine-tuning at allocate_ranks ranks, MACs budget, "
+        "88.80%) vs best baseline (truncated SVD, then fine-tuning, 90.20%): -1.40 points, "
+        "exceeds the seed spread. Paper defaults (50.00%): -40.20 points, exceeds the seed spread."
+    ), line
+
+
+@pytest.mark.keras_independent
+def test_scenario_b_is_compared_with_its_starting_model_not_dense_mean():
+    study = study_module.StudyConfig(levels=(0.5,), seeds=(0, 1, 2))
+    results = _finished(study)
+    for seed, accuracy in ((0, 0.9), (1, 0.8), (2, 0.7)):
+        results[f"dense_s{seed}"]["accuracy"] = accuracy
+    markdown = study_module.render(study, results)
+    a, b = markdown.split("### Scenario B")
+    assert "| dense, E epochs | - | 80.00 ± 10.00 (90.00, 80.00, 70.00) | - |" in a
+    assert "| LRPET, paper defaults | 0.5 | 50.00 ± 0.00 (50.00, 50.00, 50.00) | -30.00 |" in a
+    assert "| dense, E epochs, seed 0 (every run's start) | - | 90.00 | - |" in b
+    assert "| LRPET fine-tuning, paper defaults | 0.5 | 50.00 ± 0.00" in b
+    assert "| -40.00 |" in b and "-30.00" not in b
+
+
+@pytest.mark.keras_independent
+@pytest.mark.parametrize(
+    "scratch, dense, expected",
+    [
+        # LRPET 91.0 +- 0.1: 0.6 ahead (beyond 0.1 + 0.1) and 0.2 below dense.
+        (
+            90.4,
+            91.2,
+            "+0.60 points, exceeds the seed spread): met; {} -0.20 points): met. **Bar met.**",
+        ),
+        # Ahead by 0.15, within the spread.
+        (
+            90.85,
+            91.2,
+            "+0.15 points, within the seed spread): not met; {} -0.20 points): met. "
+            "**Bar not met.**",
+        ),
+        # Ahead beyond the spread, but 1.0 below dense.
+        (
+            90.4,
+            92.0,
+            "+0.60 points, exceeds the seed spread): met; {} -1.00 points): not met. "
+            "**Bar not met.**",
+        ),
+    ],
+)
+def test_the_bar_needs_both_parts(scratch, dense, expected):
+    study = study_module.StudyConfig(levels=(0.75,), seeds=(0, 1, 2))
+    seed0 = {r.name: fake(r.method, r.level, r.seed, 0.3) for r in study_module.runs_due(study, {})}
+    seed0["scratch_g0.75_s0"]["accuracy"] = 0.5  # the best baseline by seed 0
+    results = _finished(study, seed0, 0.3)
+    for seed, offset in enumerate((0.0, 0.1, -0.1)):  # sd 0.1 each
+        results[f"lrpet_g0.75_s{seed}"]["accuracy"] = (91.0 + offset) / 100
+        results[f"scratch_g0.75_s{seed}"]["accuracy"] = (scratch + offset) / 100
+        results[f"dense_s{seed}"]["accuracy"] = (dense + offset) / 100
+    scenario_a = study_module.render(study, results).split("### Scenario B")[0]
+    line = _line(scenario_a, "- The issue's bar", "")
+    near = "within 0.5 points of dense at >= 2x fewer MACs (g = 0.75 (2.00x),"
+    assert line.endswith("(g = 0.75, " + expected.format(near)), line
+
+
+@pytest.mark.keras_independent
+def test_the_bar_is_pending_while_a_compared_row_has_one_seed():
+    study = study_module.StudyConfig(levels=(0.75,), seeds=(0, 1, 2))
+    results = {
+        r.name: fake(r.method, r.level, r.seed, 0.5) for r in study_module.runs_due(study, {})
+    }
+    results = {n: s for n, s in results.items() if n.endswith("_s0")}
+    markdown = study_module.render(study, results)
+    bars = [x for x in markdown.splitlines() if x.startswith("- The issue's bar")]
+    assert len(bars) == 2  # scenarios A and B
+    for line in bars:
+        assert line.endswith("**Bar pending.**") and "seeds pending" in line, line
+
+
+@pytest.mark.keras_independent
+def test_dense_path_of_the_first_seed_falls_back_to_the_committed_model(tmp_path):
+    committed = tmp_path / "dense.keras"
+    study = study_module.StudyConfig(runs_dir=str(tmp_path / "runs"), dense_model=str(committed))
+    ctx = types.SimpleNamespace(study=study)
+    with pytest.raises(FileNotFoundError, match="dense_s0"):
+        study_module._Context.dense_path(ctx, 0)
+    committed.write_bytes(b"model")
+    assert study_module._Context.dense_path(ctx, 0) == str(committed)
+    with pytest.raises(FileNotFoundError, match="run dense_s1 first"):
+        study_module._Context.dense_path(ctx, 1)  # no committed copy of later seeds
+    trained = tmp_path / "runs" / "dense_s1" / "train.keras"
+    trained.parent.mkdir(parents=True)
+    trained.write_bytes(b"model")
+    assert study_module._Context.dense_path(ctx, 1) == str(trained)
