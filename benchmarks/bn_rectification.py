@@ -54,7 +54,6 @@ except ImportError:  # pragma: no cover
 
 import lrpet_tf  # noqa: E402
 from lrpet_tf import keras  # noqa: E402
-from lrpet_tf.graph.layer_graph import LayerGraph  # noqa: E402
 
 __all__ = ["ProbeConfig", "render", "run"]
 
@@ -149,7 +148,7 @@ def _layer_errors(layer, batchnorm, x, kernels):
 
 def _errors_after(dense, pairs, x, kernels_by_layer):
     """Relative error at the output of each BN's consumer, that conv alone projected."""
-    graph = LayerGraph(dense)  # the edges LRPET pairs each conv with its BN by
+    graph = lrpet_tf.LayerGraph(dense)  # the edges LRPET pairs each conv with its BN by
     consumers = []
     for bn in pairs.values():
         (call,) = graph.calls(dense.get_layer(bn))  # a rectified BN is called once
