@@ -4,10 +4,12 @@ Every entry point checks its arguments before it changes anything, and a
 failure leaves the user's model exactly as it was.
 """
 
+import importlib
 import logging
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import testing_models as tm
 
 import lrpet_tf
@@ -218,3 +220,148 @@ def test_export_to_a_directory_fails_before_converting(tmp_path, monkeypatch):
     monkeypatch.setattr(lrpet_tf.keras.Model, "export", no_conversion, raising=False)
     with pytest.raises(ValueError, match="`path`.*directory"):
         lrpet_tf.export_tflite(tm.residual_cnn(), tmp_path)
+
+
+def test_project_with_a_bad_rank_changes_no_kernel():
+    model = tm.residual_cnn()
+    cb = lrpet_tf.LRPET(prune_ratio=0.5, verbose=0)
+    cb.set_model(model)
+    cb.prepare(model)
+    before = tm.all_weights(model)
+    for ranks, match in (
+        ({"conv_a": 0}, r"`ranks\['conv_a'\]` to be an int in \[1, 16\].*=0"),
+        ({"conv_a": 17}, r"ranks\['conv_a'\]=17"),
+        ({"conv_a": 2.5}, r"ranks\['conv_a'\]=2.5"),
+        ({"nope": 2}, r"not projected here: \['nope'\]"),
+        (4, "dict of layer name -> rank. Received: ranks=4"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            cb.project(ranks)
+        assert unchanged(model, before)
+    cb.project({"conv_a": 2})
+    assert matrix_rank(model.get_layer("conv_a")) == 2
+
+
+class ZeroRank(lrpet_tf.RankPolicy):
+    """A custom policy with a bug: rank 0 would zero every kernel."""
+
+    def rank(self, name, matrix_shape):
+        return 0
+
+
+def test_a_custom_policy_out_of_range_is_refused_before_any_kernel_changes():
+    model = tm.residual_cnn()
+    before = tm.all_weights(model)
+    match = r"ZeroRank.rank\('stem', \(27, 8\)\)` to be an int in \[1, 8\].*=0"
+    with pytest.raises(ValueError, match=match):
+        lrpet_tf.LRPET(ranks=ZeroRank(), verbose=0).prepare(model)
+    with pytest.raises(ValueError, match=match):
+        lrpet_tf.factorize(model, ranks=ZeroRank())
+    assert unchanged(model, before)
+
+
+@pytest.mark.parametrize(
+    "ranks, error, match",
+    [
+        ({"nope": 2}, ValueError, r"does not have: \['nope'\]"),
+        ({"conv_a": 0}, ValueError, r"ranks\['conv_a'\]=0"),
+        ({"conv_a": 99}, ValueError, r"\[1, 16\].*ranks\['conv_a'\]=99"),
+        ({"bn_a": 2}, ValueError, "'bn_a' .BatchNormalization., which has no conv/dense kernel"),
+        (5, ValueError, "Received: ranks=5"),
+    ],
+)
+def test_model_report_checks_its_ranks(ranks, error, match):
+    with pytest.raises(error, match=match):
+        lrpet_tf.model_report(tm.residual_cnn(), ranks=ranks)
+
+
+def test_model_report_ranks_give_the_rank_and_energy_of_the_truncation():
+    model = tm.residual_cnn()
+    report = {c.name: c for c in lrpet_tf.model_report(model, ranks={"conv_a": 3}).layers}
+    k = model.get_layer("conv_a").kernel.numpy()
+    s = np.linalg.svd(k.reshape(-1, k.shape[-1]).astype(np.float64), compute_uv=False)
+    assert report["conv_a"].rank == 3 and report["conv_a"].max_rank == 16
+    assert report["conv_a"].energy_kept == pytest.approx(np.sum(s[:3] ** 2) / np.sum(s**2))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"tolerance": -1.0}, ValueError, "tolerance=-1.0"),
+        ({"tolerance": "x"}, ValueError, "tolerance='x'"),
+        ({"verify_data": np.zeros((2, 5, 5, 3))}, ValueError, r"`verify_data`.*\(8, 8, 3\)"),
+        ({"verify_data": np.zeros((0, 8, 8, 3))}, ValueError, "at least one input"),
+        (
+            {"verify_data": [np.zeros((2, 8, 8, 3))] * 2},
+            ValueError,
+            "one array per model input",
+        ),
+        (
+            {"quantization": "int8", "representative_dataset": np.zeros((0, 8, 8, 3))},
+            ValueError,
+            "`representative_dataset` to be a batch of at least one input",
+        ),
+    ],
+)
+def test_export_arguments_are_checked_before_converting(
+    tmp_path, monkeypatch, kwargs, error, match
+):
+    module = importlib.import_module("lrpet_tf.export.export_tflite")
+
+    def no_conversion(*args, **kw):
+        raise AssertionError("converted")
+
+    monkeypatch.setattr(module.conversion, "convert", no_conversion)
+    with pytest.raises(error, match=match):
+        lrpet_tf.export_tflite(tm.residual_cnn(), tmp_path / "m.tflite", **kwargs)
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_export_of_something_not_a_model_names_model_first(tmp_path):
+    with pytest.raises(TypeError, match="Received: model=None"):
+        lrpet_tf.export_tflite(None, tmp_path / "m.tflite", quantization="int8")
+
+
+def test_set_factors_with_a_wrong_shape_leaves_the_layer_as_it_was():
+    model = st.decompose(tm.residual_cnn())
+    layer = next(x for x in model.layers if isinstance(x, st.SVDConv2D))
+    before = [np.array(w) for w in (layer.u, layer.s, layer.v)]
+    u, s, v = (np.ones(w.shape, np.float32) for w in before)
+    with pytest.raises(ValueError, match=r"Expected `s` of shape .*Received: s of shape \(1,\)"):
+        layer.set_factors(u, np.ones(1, np.float32), v)
+    assert all(np.array_equal(a, np.array(w)) for a, w in zip(before, (layer.u, layer.s, layer.v)))
+    layer.set_factors(u, s, v)
+    assert np.array_equal(np.array(layer.s), s)
+
+
+def test_recalibration_with_nan_data_changes_no_statistic():
+    model = tm.randomize_batchnorm(tm.residual_cnn())
+    x, _ = tm.classification_data(32)
+    x[5, 2, 2, 1] = np.nan
+    before = tm.all_weights(model)
+    with pytest.raises(ValueError, match="'stem_bn' over `data` are not finite.*was changed"):
+        lrpet_tf.recalibrate_batchnorm(model, x)
+    assert unchanged(model, before)
+
+
+def test_recalibration_of_an_endless_dataset_needs_steps():
+    model = tm.randomize_batchnorm(tm.residual_cnn())
+    x, _ = tm.classification_data(32)
+    endless = tf.data.Dataset.from_tensor_slices(x).batch(8).repeat()
+    before = tm.all_weights(model)
+    with pytest.raises(ValueError, match="Expected `steps` for an infinite dataset"):
+        lrpet_tf.recalibrate_batchnorm(model, endless)
+    assert unchanged(model, before)
+    changes = lrpet_tf.recalibrate_batchnorm(model, endless, steps=4)
+    assert set(changes) == {"stem_bn", "bn_a", "bn_b", "bn_s"}
+
+
+def test_latency_table_checks_every_layer_before_timing(monkeypatch):
+    module = importlib.import_module("lrpet_tf.export.latency_table")
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("timed")
+
+    monkeypatch.setattr(module, "_measure_layer", no_timing)
+    with pytest.raises(ValueError, match="'bn_a', which cannot be timed: BatchNormalization"):
+        lrpet_tf.latency_table(tm.residual_cnn(), ranks={"conv_a": 2, "bn_a": 2}, cache_dir=False)

@@ -39,6 +39,8 @@ from lrpet_tf.ops.matrix_view import matrix_shape
 from lrpet_tf.ops.matrix_view import matrix_to_kernel
 from lrpet_tf.ops.projection import low_rank_projection
 from lrpet_tf.ops.rank_policy import RankPolicy
+from lrpet_tf.ops.rank_policy import check_rank_in_range
+from lrpet_tf.ops.rank_policy import checked_rank
 from lrpet_tf.ops.ranks import numerical_rank
 
 __all__ = ["Projector", "ProjectionStats", "ProjectionTarget", "check_on_nonfinite"]
@@ -177,7 +179,7 @@ class Projector:
             self.targets.append(
                 ProjectionTarget(
                     layer=layer,
-                    rank=int(policy.rank(layer.name, shape)),
+                    rank=checked_rank(policy, layer.name, shape),
                     matrix_shape=shape,
                     batchnorm=followers.get(id(layer)),
                 )
@@ -209,7 +211,7 @@ class Projector:
                 rank ramp); each in `[1, K]`. Default: the targets' ranks.
         """
         start = time.perf_counter()
-        ranks = self.ranks if ranks is None else {**self.ranks, **ranks}
+        ranks = self.ranks if ranks is None else {**self.ranks, **self._checked(ranks)}
         group_ranks = [tf.constant([ranks[t.name] for t in g], tf.int32) for g in self._groups]
         outputs = self._function(group_ranks) if self.targets else []
         stats = ProjectionStats({}, {}, {}, [], [], [], 0.0)
@@ -233,6 +235,24 @@ class Projector:
                 f"statistics of layers {stats.skipped_nonfinite}; no kernel was modified."
             )
         return stats
+
+    def _checked(self, ranks):
+        """`ranks` for this call, checked before any kernel changes: known layers, [1, K]."""
+        if not isinstance(ranks, Mapping):
+            raise ValueError(
+                f"Expected `ranks` to be a dict of layer name -> rank. Received: ranks={ranks!r}"
+            )
+        max_rank = {t.name: min(t.matrix_shape) for t in self.targets}
+        unknown = [name for name in ranks if name not in max_rank]
+        if unknown:
+            raise ValueError(
+                f"`ranks` names layers that are not projected here: {unknown}. "
+                f"Projected layers: {sorted(max_rank)}"
+            )
+        return {
+            name: check_rank_in_range(r, max_rank[name], f"ranks[{name!r}]")
+            for name, r in ranks.items()
+        }
 
     def _project_all(self, group_ranks):
         outputs, writes = [], []

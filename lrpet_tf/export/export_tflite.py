@@ -173,6 +173,8 @@ def export_tflite(
         ...     compact, "m_int8.tflite", quantization="int8", representative_dataset=x,
         ...     io_type="uint8", metadata={"labels": names, "mean": 0.0, "std": 255.0})
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"Expected `model` to be a Keras model. Received: model={model!r}")
     if os.path.isdir(os.fspath(path)):
         raise ValueError(
             "Expected `path` to be the .tflite file to write, not a directory. "
@@ -212,8 +214,6 @@ def export_tflite(
             "representative_dataset=None. For weights-only int8 without data "
             'use quantization="dynamic"; a model trained with prepare_qat needs none.'
         )
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"Expected `model` to be a Keras model. Received: model={model!r}")
     if not _has_inputs(model):
         raise ValueError(
             f"Model {model.name!r} has no known inputs: export_tflite needs a Functional model "
@@ -226,6 +226,21 @@ def export_tflite(
             [tuple(t.shape) for t in tf.nest.flatten(model.inputs)],
             [tuple(t.shape) for t in tf.nest.flatten(model.outputs)],
         )
+    if tolerance is not None and (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, numbers.Real)
+        or not 0.0 <= tolerance < float("inf")
+    ):
+        raise ValueError(
+            "Expected `tolerance` to be None or a finite number >= 0. "
+            f"Received: tolerance={tolerance!r}"
+        )
+    if verify and verify_data is not None:
+        _check_arrays(model, verify_data, "verify_data")
+    if representative_dataset is not None and not (
+        callable(representative_dataset) or isinstance(representative_dataset, tf.data.Dataset)
+    ):
+        _check_arrays(model, representative_dataset, "representative_dataset")
     calibration = None if representative_dataset is None else _as_generator(representative_dataset)
     content = conversion.convert(model, batch_size, quantization, io_type, calibration)
     if metadata is not None:
@@ -257,6 +272,28 @@ def _has_inputs(model):
         return bool(tf.nest.flatten(model.inputs))
     except (AttributeError, ValueError):
         return False
+
+
+def _check_arrays(model, data, argument):
+    """Arrays for `model`'s inputs: one per input, at least one example, the input shapes."""
+    arrays = [np.asarray(a) for a in _as_list(data)]
+    specs = tf.nest.flatten(model.inputs)
+    if len(arrays) != len(specs):
+        raise ValueError(
+            f"Expected `{argument}` to hold one array per model input ({len(specs)}). "
+            f"Received: {len(arrays)} arrays of shapes {[a.shape for a in arrays]}"
+        )
+    for array, spec in zip(arrays, specs):
+        expected = tuple(spec.shape)[1:]
+        fits = array.ndim == len(expected) + 1 and all(
+            e is None or e == d for e, d in zip(expected, array.shape[1:])
+        )
+        if not fits or len(array) == 0:
+            raise ValueError(
+                f"Expected `{argument}` to be a batch of at least one input of shape "
+                f"{expected} (input {_keras.producing_layer(spec).name!r}). Received: "
+                f"an array of shape {array.shape}"
+            )
 
 
 def _as_list(x):

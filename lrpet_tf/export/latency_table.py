@@ -36,6 +36,7 @@ from lrpet_tf.export.export_tflite import export_tflite
 from lrpet_tf.export.latency import measure_latency
 from lrpet_tf.graph.fold_batchnorm import fold_batchnorm
 from lrpet_tf.graph.layer_graph import LayerGraph
+from lrpet_tf.graph.layer_kinds import unsupported_reason
 from lrpet_tf.graph.targets import LayerSelector
 from lrpet_tf.graph.targets import LayerTypes
 from lrpet_tf.graph.targets import check_layer_names
@@ -465,6 +466,16 @@ def latency_table(
     for g in graph.walk():
         for node in g.nodes:
             shapes.setdefault(id(node.layer), node.input_shape)
+    for layer in layers:  # every layer checked before the first timing
+        reason = unsupported_reason(layer)
+        if reason is not None:
+            raise ValueError(f"`ranks` names layer {layer.name!r}, which cannot be timed: {reason}")
+        shape = shapes[id(layer)]
+        if any(d is None for d in shape[1:]):
+            raise ValueError(
+                f"Layer {layer.name!r} has an input of unknown size {tuple(shape)}: build the "
+                "model with a fixed input shape to time it."
+            )
     log = print if verbose else (lambda *_: None)
     cache = None if cache_dir is False else (cache_dir or _default_cache_dir())
     if cache:
@@ -473,11 +484,6 @@ def latency_table(
     entries = {}
     for layer in layers:
         shape = shapes[id(layer)]
-        if any(d is None for d in shape[1:]):
-            raise ValueError(
-                f"Layer {layer.name!r} has an input of unknown size {tuple(shape)}: build the "
-                "model with a fixed input shape to time it."
-            )
         signature = _signature(layer, shape, num_threads)
         key = hashlib.sha256(signature.encode()).hexdigest()[:24]
         path = os.path.join(cache, f"{key}.json") if cache else None

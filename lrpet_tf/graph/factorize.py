@@ -30,6 +30,7 @@ from lrpet_tf.ops.low_rank_factors import low_rank_factors
 from lrpet_tf.ops.matrix_view import matrix_shape
 from lrpet_tf.ops.rank_policy import HasRanks
 from lrpet_tf.ops.rank_policy import RankPolicy
+from lrpet_tf.ops.rank_policy import checked_rank
 from lrpet_tf.ops.rank_policy import get_rank_policy
 from lrpet_tf.ops.ranks import break_even_rank
 from lrpet_tf.ops.ranks import energy_kept
@@ -180,7 +181,7 @@ def _check_named_layers(policy, by_name, model_name):
         if reason is not None:
             raise ValueError(f"`ranks` names layer {name!r}, which cannot be factorized: {reason}.")
         # Validates the rank against the layer's max rank, before any work.
-        policy.rank(name, _matrix_shape(by_name[name]))
+        checked_rank(policy, name, _matrix_shape(by_name[name]))
 
 
 def _matrix_shape(layer):
@@ -198,7 +199,7 @@ def _decide(layer, policy, layer_types):
         s = _kernel_svd(layer, decision)[0].numpy()
         rank = max(1, int(numerical_rank(s, decision["matrix_shape"], layer.kernel.numpy().dtype)))
     elif policy.covers(layer.name) and (policy.layer_names() or kind in layer_types):
-        rank = policy.rank(layer.name, decision["matrix_shape"])
+        rank = checked_rank(policy, layer.name, decision["matrix_shape"])
     else:
         return None
     decision["rank"] = int(rank)

@@ -15,9 +15,12 @@ from lrpet_tf.graph.layer_kinds import call_macs
 from lrpet_tf.graph.layer_kinds import layer_kernel
 from lrpet_tf.graph.layer_kinds import low_rank_kind
 from lrpet_tf.graph.table import format_table
+from lrpet_tf.graph.targets import check_layer_names
+from lrpet_tf.graph.targets import layers_by_name
 from lrpet_tf.layers.svd_layer import SVDLayer
 from lrpet_tf.ops.low_rank_factors import exact_svd
 from lrpet_tf.ops.matrix_view import matrix_shape
+from lrpet_tf.ops.rank_policy import check_rank_in_range
 from lrpet_tf.ops.ranks import break_even_rank
 from lrpet_tf.ops.ranks import energy_kept
 from lrpet_tf.ops.ranks import numerical_rank
@@ -93,8 +96,9 @@ def model_report(model: keras.Model, ranks: Mapping[str, int] | None = None) -> 
     Args:
         model: A built Functional or Sequential model with static spatial
             input shapes (nested models are walked).
-        ranks: Optional dict layer name -> rank; for those layers `rank` is
-            the given value and `energy_kept` the fraction of energy a rank-r
+        ranks: Optional dict layer name -> rank (conv/dense layers of the
+            model, each rank in `[1, K]`); for those layers `rank` is the
+            given value and `energy_kept` the fraction of energy a rank-r
             truncation keeps. Other conv/dense layers report their numerical
             rank.
 
@@ -105,7 +109,7 @@ def model_report(model: keras.Model, ranks: Mapping[str, int] | None = None) -> 
         >>> report = lrpet_tf.model_report(model)
         >>> report.total_macs, report.conv_macs
     """
-    ranks = dict(ranks or {})
+    ranks = _checked_ranks(model, ranks)
     rows: list[LayerCost] = []
     _collect(LayerGraph(model), "", ranks, rows)
     total_macs = sum(r.macs for r in rows)
@@ -117,6 +121,27 @@ def model_report(model: keras.Model, ranks: Mapping[str, int] | None = None) -> 
         total_macs=int(total_macs),
         conv_macs=int(conv_macs),
     )
+
+
+def _checked_ranks(model, ranks):
+    """`ranks` as a dict, checked before any work: low-rank layers of `model`, [1, K] each."""
+    if ranks is None:
+        return {}
+    if not isinstance(ranks, Mapping):
+        raise ValueError(
+            f"Expected `ranks` to be a dict of layer name -> rank. Received: ranks={ranks!r}"
+        )
+    by_name = layers_by_name(model)
+    check_layer_names(list(ranks), by_name, "ranks", model.name)
+    for name, r in ranks.items():
+        layer = by_name[name]
+        if low_rank_kind(layer) is None:
+            raise ValueError(
+                f"`ranks` names layer {name!r} ({type(layer).__name__}), which has no "
+                "conv/dense kernel to rank."
+            )
+        check_rank_in_range(r, min(matrix_shape(layer.kernel.shape)), f"ranks[{name!r}]")
+    return dict(ranks)
 
 
 def _collect(graph, prefix, ranks, rows):

@@ -67,8 +67,10 @@ def recalibrate_batchnorm(
     Raises:
         TypeError: For a subclassed model (its BN inputs cannot be reached)
             or data of an unsupported type.
-        ValueError: For empty data, `batch_size` or `steps` below 1; raised
-            before any statistic changes.
+        ValueError: For empty data, `batch_size` or `steps` below 1, or an
+            infinite dataset without `steps` (raised before any work), or
+            data that give a NaN/Inf statistic (raised before any statistic
+            of `model` changes).
 
     Example:
         >>> model.fit(x, y, epochs=30, callbacks=[lrpet_tf.LRPET(prune_ratio=0.5)])
@@ -88,6 +90,15 @@ def recalibrate_batchnorm(
         isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1
     ):
         raise ValueError(f"Expected `steps` to be None or an int >= 1. Received: steps={steps!r}")
+    if (
+        isinstance(data, tf.data.Dataset)
+        and steps is None
+        and int(data.cardinality()) == int(tf.data.INFINITE_CARDINALITY)
+    ):
+        raise ValueError(
+            "Expected `steps` for an infinite dataset (one that repeats): without it the "
+            "pass over `data` never ends. Received: steps=None"
+        )
     batches = _batches(data, batch_size, steps)
     order = _batchnorms_in_call_order(graph)
     if not order:
@@ -116,20 +127,33 @@ def recalibrate_batchnorm(
 
     probe = graph.rebuild(plan)
     run = tf.function(lambda x: probe(x, training=False), reduce_retracing=True)
-    changes = {}
+    # The probe's copies take each new statistic as it is measured (later
+    # BNs see the earlier ones re-estimated); `model` changes only at the
+    # end, once every statistic is known to be finite.
+    statistics = []
     for bn in order:
         tap = taps[id(bn)]
         tap.reset()
         for x in batches():
             run(x)
         mean, variance = tap.statistics()
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(variance))):
+            raise ValueError(
+                f"The statistics of BatchNormalization {bn.name!r} over `data` are not "
+                "finite (NaN or Inf in the data, or in the activations they cause); "
+                f"no statistic of model {model.name!r} was changed."
+            )
+        tap.moving_mean.assign(mean.astype(_dtype(tap.moving_mean)))
+        tap.moving_variance.assign(variance.astype(_dtype(tap.moving_variance)))
+        statistics.append((bn, mean, variance))
+    changes = {}
+    for bn, mean, variance in statistics:
         changes[bn.name] = {
             "mean": _relative_change(bn.moving_mean, mean),
             "variance": _relative_change(bn.moving_variance, variance),
         }
-        for layer in (bn, tap):
-            layer.moving_mean.assign(mean.astype(_dtype(layer.moving_mean)))
-            layer.moving_variance.assign(variance.astype(_dtype(layer.moving_variance)))
+        bn.moving_mean.assign(mean.astype(_dtype(bn.moving_mean)))
+        bn.moving_variance.assign(variance.astype(_dtype(bn.moving_variance)))
     return changes
 
 
@@ -240,8 +264,9 @@ class _TappedBatchNormalization(keras.layers.BatchNormalization):
     def statistics(self):
         """`(mean, biased variance)` of everything summed since `reset`."""
         count, total, squares = (np.asarray(v.numpy(), np.float64) for v in self._sums.value)
-        mean = total / count
-        return mean, np.maximum(squares / count - mean**2, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):  # no data: NaN, refused
+            mean = total / count
+            return mean, np.maximum(squares / count - mean**2, 0.0)
 
 
 class _Holder:

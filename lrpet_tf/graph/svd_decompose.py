@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Literal
 
 import tensorflow as tf
@@ -89,6 +90,12 @@ def decompose(
     check_weight(orthogonality, "orthogonality")
     check_weight(sparsity_weight, "sparsity_weight")
     check_sparsity(sparsity)
+    if (
+        isinstance(rank_energy, bool)
+        or not isinstance(rank_energy, numbers.Real)
+        or not 0.0 <= rank_energy < 1.0
+    ):
+        raise ValueError(f"Expected `rank_energy` in [0, 1). Received: rank_energy={rank_energy!r}")
     graph = LayerGraph(model)
     targets, skipped = select_targets(model, layer_types, include, exclude)
     report = RewriteReport("decompose")

@@ -189,7 +189,28 @@ class SVDLayer(keras.layers.Layer):
     def set_factors(
         self, u: ArrayLike, s: ArrayLike, v: ArrayLike, bias: ArrayLike | None = None
     ) -> None:
-        """Assigns factors (numpy arrays of this layer's shapes) and the bias."""
-        for variable, value in ((self.u, u), (self.s, s), (self.v, v), (self.bias, bias)):
-            if variable is not None and value is not None:
-                variable.assign(tf.cast(value, variable.dtype))
+        """Assigns factors (numpy arrays of this layer's shapes) and the bias.
+
+        Every shape is checked before the first assignment, so a wrong one
+        leaves the layer as it was.
+
+        Raises:
+            ValueError: A value whose shape is not its variable's, or a
+                `bias` for a layer without one.
+        """
+        if bias is not None and self.bias is None:
+            raise ValueError(f"Layer {self.name!r} has no bias (use_bias=False). Received: bias")
+        pairs = [("u", self.u, u), ("s", self.s, s), ("v", self.v, v), ("bias", self.bias, bias)]
+        values = []
+        for argument, variable, value in pairs:
+            if variable is None or value is None:
+                continue
+            value = tf.cast(value, variable.dtype)
+            if tuple(value.shape) != tuple(variable.shape):
+                raise ValueError(
+                    f"Expected `{argument}` of shape {tuple(variable.shape)} (layer "
+                    f"{self.name!r}). Received: {argument} of shape {tuple(value.shape)}"
+                )
+            values.append((variable, value))
+        for variable, value in values:
+            variable.assign(value)

@@ -19,7 +19,14 @@ from typing import TypeVar
 from lrpet_tf.ops.ranks import rank_from_prune_ratio
 from lrpet_tf.ops.ranks import round_rank
 
-__all__ = ["FixedRank", "PruneRatio", "RankPolicy", "get_rank_policy"]
+__all__ = [
+    "FixedRank",
+    "PruneRatio",
+    "RankPolicy",
+    "check_rank_in_range",
+    "checked_rank",
+    "get_rank_policy",
+]
 
 _Policy = TypeVar("_Policy", bound="RankPolicy")
 
@@ -211,6 +218,28 @@ class FixedRank(RankPolicy):
 def _check_rank(r, argument):
     if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r < 1:
         raise ValueError(f"Expected `{argument}` to be an int >= 1. Received: {argument}={r!r}")
+
+
+def check_rank_in_range(r: Any, k: int, argument: str) -> int:
+    """Returns `r` as an int if it is one in `[1, k]`; else a ValueError naming `argument`."""
+    if isinstance(r, bool) or not isinstance(r, numbers.Integral) or not 1 <= r <= k:
+        raise ValueError(
+            f"Expected `{argument}` to be an int in [1, {k}] (the layer's max rank). "
+            f"Received: {argument}={r!r}"
+        )
+    return int(r)
+
+
+def checked_rank(policy: RankPolicy, name: str, matrix_shape: Sequence[int]) -> int:
+    """`policy.rank(name, matrix_shape)`, checked to be an int in `[1, K]`.
+
+    Every user of a policy (`LRPET`, `factorize`) asks through here, so a
+    custom `RankPolicy` that returns 0 (a zeroed kernel) or more than K is
+    refused before any kernel changes.
+    """
+    r = policy.rank(name, matrix_shape)
+    argument = f"{type(policy).__name__}.rank({name!r}, {tuple(int(d) for d in matrix_shape)})"
+    return check_rank_in_range(r, min(matrix_shape), argument)
 
 
 def get_rank_policy(
