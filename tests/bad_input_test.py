@@ -365,3 +365,36 @@ def test_latency_table_checks_every_layer_before_timing(monkeypatch):
     monkeypatch.setattr(module, "_measure_layer", no_timing)
     with pytest.raises(ValueError, match="'bn_a', which cannot be timed: BatchNormalization"):
         lrpet_tf.latency_table(tm.residual_cnn(), ranks={"conv_a": 2, "bn_a": 2}, cache_dir=False)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: lrpet_tf.LRPET(ranks={}), "at least one layer.*ranks={}"),
+        (lambda: lrpet_tf.factorize(tm.residual_cnn(), ranks={}), "at least one layer"),
+        (lambda: lrpet_tf.factorize(tm.residual_cnn(), layer_types=None), "layer_types=None"),
+        (
+            lambda: lrpet_tf.factorize(tm.residual_cnn(), latency_table="foo"),
+            "Expected `latency_table` to be a lrpet_tf.LatencyTable.*latency_table='foo'",
+        ),
+        (lambda: st.decompose(tm.residual_cnn(), rank_energy=5), "rank_energy=5"),
+        (lambda: lrpet_tf.LatencyTable.from_dict({"format": _latency_format()}), '"layers" dict'),
+        (
+            lambda: lrpet_tf.LatencyTable.from_dict(
+                {"format": _latency_format(), "layers": {"c": {"dense_ms": 1.0}}}
+            ),
+            r"layers\['c'\] of the latency table.*KeyError",
+        ),
+        (
+            lambda: lrpet_tf.LatencyTable({}).dense_ms("conv"),
+            r"`name` has no measurements of layers \['conv'\]",
+        ),
+    ],
+)
+def test_empty_ranks_layer_types_and_latency_tables(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def _latency_format():
+    return lrpet_tf.LatencyTable({}).to_dict()["format"]

@@ -172,12 +172,17 @@ class LatencyTable:
                 "model (lrpet_tf.latency_table(model)) or add them."
             )
 
+    def _layer(self, name):
+        self.require([name], "name")
+        return self.layers[name]
+
     def dense_ms(self, name: str) -> float:
-        return self.layers[name].dense_ms
+        """The dense layer `name`'s time (ms)."""
+        return self._layer(name).dense_ms
 
     def factorized_ms(self, name: str, rank: int) -> float | None:
         """The factorized pair of layer `name` at `rank`, or None past the measured ranks."""
-        return self.layers[name].factorized_ms(rank)
+        return self._layer(name).factorized_ms(rank)
 
     def pays(self, name: str, rank: int) -> bool:
         """Whether the factorized pair at `rank` is measured faster than the dense layer."""
@@ -190,7 +195,7 @@ class LatencyTable:
 
     def step_top(self, name: str, rank: int) -> int:
         """The largest rank of layer `name` that costs what `rank` costs."""
-        return self.layers[name].step_top(rank)
+        return self._layer(name).step_top(rank)
 
     def rank_steps(self) -> dict[str, list[tuple[int, int]]]:
         """Layer name -> `[(first, last), ...]`: the staircase alone (for `PruneRatio`)."""
@@ -226,15 +231,26 @@ class LatencyTable:
                 f"Expected a latency table of format {_FORMAT!r}. "
                 f"Received: format={data.get('format')!r}"
             )
-        layers = {
-            name: LayerLatency(
-                signature=entry["signature"],
-                dense_ms=float(entry["dense_ms"]),
-                steps=[[int(a), int(b), float(ms)] for a, b, ms in entry["steps"]],
-                max_rank=int(entry["max_rank"]),
+        if not isinstance(data.get("layers"), Mapping):
+            raise ValueError(
+                'Expected a latency table with a "layers" dict of layer name -> '
+                f'{{"signature", "dense_ms", "steps", "max_rank"}}. Received: keys {sorted(data)}'
             )
-            for name, entry in data["layers"].items()
-        }
+        layers = {}
+        for name, entry in data["layers"].items():
+            try:
+                layers[name] = LayerLatency(
+                    signature=entry["signature"],
+                    dense_ms=float(entry["dense_ms"]),
+                    steps=[[int(a), int(b), float(ms)] for a, b, ms in entry["steps"]],
+                    max_rank=int(entry["max_rank"]),
+                )
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(
+                    f'Expected layers[{name!r}] of the latency table to hold "signature", '
+                    '"dense_ms", "steps" as [first_rank, last_rank, ms] rows and "max_rank". '
+                    f"Received: {entry!r} ({type(e).__name__}: {e})"
+                ) from e
         return cls(layers, data.get("model_ms"), data.get("num_threads", 1), data.get("runtime"))
 
     def save(self, path: str | os.PathLike[str]) -> str | os.PathLike[str]:

@@ -30,6 +30,7 @@ from lrpet_tf.ops.low_rank_factors import low_rank_factors
 from lrpet_tf.ops.matrix_view import matrix_shape
 from lrpet_tf.ops.rank_policy import HasRanks
 from lrpet_tf.ops.rank_policy import RankPolicy
+from lrpet_tf.ops.rank_policy import check_latency_table
 from lrpet_tf.ops.rank_policy import checked_rank
 from lrpet_tf.ops.rank_policy import get_rank_policy
 from lrpet_tf.ops.ranks import break_even_rank
@@ -111,6 +112,8 @@ def factorize(
     """
     graph = LayerGraph(model)
     layer_types = check_layer_types(layer_types)
+    if latency_table is not None:
+        check_latency_table(latency_table)
     policy = _rank_policy(ranks)
     by_name = layers_by_name(model)
     _check_named_layers(policy, by_name, model.name)

@@ -33,6 +33,8 @@ from lrpet_tf.ops.matrix_view import matrix_shape
 from lrpet_tf.ops.matrix_view import matrix_to_kernel
 from lrpet_tf.ops.projection import low_rank_projection
 from lrpet_tf.ops.rank_policy import HasRanks
+from lrpet_tf.ops.rank_policy import check_latency_table
+from lrpet_tf.ops.rank_policy import check_rank_in_range
 from lrpet_tf.ops.ranks import break_even_rank
 from lrpet_tf.ops.ranks import budget_ranks
 from lrpet_tf.ops.ranks import max_rank
@@ -132,7 +134,11 @@ def allocate_ranks(
     baseline = _baseline_ranks(ranks)
     layers = _check_layers(model, baseline)
     x, y = _check_data(x, y)
-    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, numbers.Integral)
+        or batch_size < 1
+    ):
         raise ValueError(f"Expected `batch_size` >= 1. Received: batch_size={batch_size!r}")
     loss = _loss_function(model, loss)
     spend = _spend_function(model, layers, cost, latency_table)
@@ -144,8 +150,12 @@ def allocate_ranks(
     lowest = sum(min(spend(n, r) for r in candidates[n]) for n in layers)
     if budget is None:
         budget = sum(spend(name, rank) for name, rank in baseline.items())
-    elif isinstance(budget, bool) or not isinstance(budget, numbers.Real) or budget < 0:
-        raise ValueError(f"Expected `budget` >= 0. Received: budget={budget!r}")
+    elif (
+        isinstance(budget, bool)
+        or not isinstance(budget, numbers.Real)
+        or not 0 <= budget < float("inf")  # NaN too
+    ):
+        raise ValueError(f"Expected a finite `budget` >= 0. Received: budget={budget!r}")
     if budget < lowest:
         raise ValueError(
             f"Expected `budget` >= {lowest} ({cost}: every layer at its cheapest candidate "
@@ -212,6 +222,7 @@ def _spend_function(model, layers, cost, latency_table):
             'cost="latency" needs a measured table: pass `latency_table=` '
             "(lrpet_tf.latency_table(model)). Received: latency_table=None"
         )
+    check_latency_table(latency_table)
     latency_table.require(list(layers))
     return latency_table.layer_ms
 
@@ -224,7 +235,7 @@ def _baseline_ranks(ranks):
             f"one in `.ranks` (an LRPET callback after `prepare(model)`). Received: ranks={ranks!r}"
         )
     for name, rank in found.items():
-        if not isinstance(rank, numbers.Integral) or rank < 1:
+        if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
             raise ValueError(f"Expected ranks >= 1. Received: ranks[{name!r}]={rank!r}")
     return {name: int(rank) for name, rank in found.items()}
 
@@ -239,11 +250,7 @@ def _check_layers(model, baseline):
         if reason is not None:
             raise ValueError(f"`ranks` names layer {name!r}, which cannot be factorized: {reason}.")
         shape = tuple(kernel_to_matrix(layer.kernel).shape)
-        if rank > max_rank(shape):
-            raise ValueError(
-                f"Expected ranks <= the layer's max rank {max_rank(shape)}. "
-                f"Received: ranks[{name!r}]={rank}"
-            )
+        check_rank_in_range(rank, max_rank(shape), f"ranks[{name!r}]")
         layers[name] = layer
     return layers
 

@@ -44,14 +44,17 @@ def layers_by_name(model):
 
 def check_layer_types(layer_types):
     """Validates `layer_types` and returns it as a tuple."""
+    received = layer_types
     if isinstance(layer_types, str):
         layer_types = (layer_types,)
-    layer_types = tuple(layer_types)
-    unknown = [t for t in layer_types if t not in LOW_RANK_KINDS]
-    if unknown or not layer_types:
+    try:
+        layer_types = tuple(layer_types)
+    except TypeError:  # None, a number, ...
+        layer_types = ()
+    if not layer_types or any(t not in LOW_RANK_KINDS for t in layer_types):
         raise ValueError(
             f"Expected `layer_types` to be a non-empty subset of {LOW_RANK_KINDS}. "
-            f"Received: layer_types={layer_types!r}"
+            f"Received: layer_types={received!r}"
         )
     return layer_types
 

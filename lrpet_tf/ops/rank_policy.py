@@ -23,6 +23,7 @@ __all__ = [
     "FixedRank",
     "PruneRatio",
     "RankPolicy",
+    "check_latency_table",
     "check_rank_in_range",
     "checked_rank",
     "get_rank_policy",
@@ -79,6 +80,15 @@ def _check_round_to(round_to, latency=False):
     ):
         allowed = 'None, "latency" or an int >= 1' if latency else "None or an int >= 1"
         raise ValueError(f"Expected `round_to` to be {allowed}. Received: round_to={round_to!r}")
+
+
+def check_latency_table(value: Any, argument: str = "latency_table") -> None:
+    """Raises a ValueError unless `value` is a `lrpet_tf.LatencyTable` (duck-typed)."""
+    if not all(hasattr(value, m) for m in ("require", "rank_steps", "pays", "dense_ms")):
+        raise ValueError(
+            f"Expected `{argument}` to be a lrpet_tf.LatencyTable (lrpet_tf.latency_table(model) "
+            f"or LatencyTable.load(path)). Received: {argument}={value!r}"
+        )
 
 
 def _rank_steps(latency_table):
@@ -181,6 +191,11 @@ class FixedRank(RankPolicy):
 
     def __init__(self, ranks: int | dict[str, int], round_to: int | None = None) -> None:
         if isinstance(ranks, dict):
+            if not ranks:
+                raise ValueError(
+                    "Expected `ranks` to name at least one layer (a dict layer name -> rank). "
+                    "Received: ranks={}"
+                )
             for name, r in ranks.items():
                 _check_rank(r, f"ranks[{name!r}]")
             self.ranks: int | dict[str, int] = dict(ranks)
