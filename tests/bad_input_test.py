@@ -398,3 +398,41 @@ def test_empty_ranks_layer_types_and_latency_tables(call, match):
 
 def _latency_format():
     return lrpet_tf.LatencyTable({}).to_dict()["format"]
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: st.kept_indices([3.0, 1.0]), ValueError, "exactly one of `energy`, `threshold`"),
+        (lambda: st.kept_indices([3.0, 1.0], energy=5), ValueError, "energy=5"),
+        (
+            lambda: st.kept_indices([3.0, 1.0], energy=0.1, threshold=1.0),
+            ValueError,
+            "exactly one",
+        ),
+        (
+            lambda: st.energy_for_macs(st.decompose(tm.residual_cnn()), "10"),
+            ValueError,
+            "macs='10'",
+        ),
+        (lambda: lrpet_tf.TFLiteModel(tm.residual_cnn()), TypeError, "a .tflite path or its bytes"),
+        (lambda: lrpet_tf.TFLiteModel(b"", num_threads=0), ValueError, "num_threads=0"),
+        (lambda: lrpet_tf.LRPET(prune_ratio=0.5).ramp_ranks(1.0), ValueError, "prepare"),
+        (
+            lambda: lrpet_tf.LRPET(prune_ratio=0.5, project_at_end="no"),
+            ValueError,
+            "project_at_end='no'",
+        ),
+        (lambda: st.set_regularization(None, orthogonality=1.0), TypeError, "model=None"),
+        (lambda: st.SVDConv2D(4, None), ValueError, "kernel_size"),
+    ],
+)
+def test_svd_helpers_tflite_model_and_callback_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_measure_latency_takes_numpy_ints(tmp_path):
+    path = lrpet_tf.export_tflite(tm.residual_cnn(), tmp_path / "m.tflite").path
+    result = lrpet_tf.measure_latency(path, num_threads=np.int64(1), runs=np.int64(2), warmup=1)
+    assert len(result.samples_ms) == 2

@@ -158,6 +158,11 @@ class LRPET(keras.callbacks.Callback):
         check_selector(exclude, "exclude")
         self.include = include
         self.exclude = exclude
+        if not isinstance(project_at_end, bool):
+            raise ValueError(
+                f"Expected `project_at_end` to be True or False. "
+                f"Received: project_at_end={project_at_end!r}"
+            )
         self.project_at_end = bool(project_at_end)
         self.on_nonfinite = on_nonfinite
         self.verbose = verbose
@@ -316,7 +321,16 @@ class LRPET(keras.callbacks.Callback):
         return stats
 
     def ramp_ranks(self, progress: float) -> dict[str, int]:
-        """Layer name -> rank of a projection at ramp progress `progress` (epochs since warm-up)."""
+        """Layer name -> rank of a projection at ramp progress `progress` (epochs since warm-up).
+
+        Raises:
+            ValueError: Before `fit` or `prepare(model)` (no layers, no ranks yet).
+        """
+        if self._projector is None:
+            raise ValueError(
+                "LRPET.ramp_ranks() needs the layers and ranks: pass the callback to `fit`, "
+                "or call `cb.prepare(model)` first."
+            )
         return {
             t.name: ramp_rank(t.rank, min(t.matrix_shape), progress, self.schedule.ramp_epochs)
             for t in self._projector.targets

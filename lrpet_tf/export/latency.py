@@ -6,6 +6,7 @@ the benchmarks build their interleaved comparisons of several files on its
 """
 
 import dataclasses
+import numbers
 import os
 import time
 
@@ -61,7 +62,7 @@ class LatencyResult:
 def _check_counts(**values):
     """ValueError unless every value is an int >= its bound (`name=(value, low)`)."""
     for name, (value, low) in values.items():
-        if not isinstance(value, int) or value < low:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise ValueError(f"Expected `{name}` to be an int >= {low}. Received: {name}={value!r}")
 
 
@@ -135,8 +136,8 @@ class LatencyTimer:
                 center = (int(limits.min) + int(limits.max) + 1) // 2
                 value = np.clip(np.round(value * 32) + center, limits.min, limits.max)
             interpreter.set_tensor(detail["index"], value.astype(detail["dtype"]))
-        self.num_threads = num_threads
-        self.batch_size = batch_size
+        self.num_threads = int(num_threads)
+        self.batch_size = int(batch_size)
         self.invokes_per_batch = invokes
         self._interpreter = interpreter
 

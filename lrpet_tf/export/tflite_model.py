@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import numbers
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -45,10 +46,24 @@ class TFLiteModel:
             self.path: str | None = os.fspath(model)
             with open(self.path, "rb") as f:
                 self.content = f.read()
-        else:
+        elif isinstance(model, (bytes, bytearray, memoryview)):
             self.path = None
             self.content = bytes(model)
-        self.num_threads = num_threads
+        else:
+            raise TypeError(
+                "Expected `model` to be a .tflite path or its bytes (for a Keras model, "
+                f"lrpet_tf.export_tflite it first). Received: model={model!r}"
+            )
+        if (
+            isinstance(num_threads, bool)
+            or not isinstance(num_threads, numbers.Integral)
+            or not (num_threads >= 1 or num_threads == -1)
+        ):
+            raise ValueError(
+                "Expected `num_threads` to be an int >= 1 (or -1: the runtime's choice). "
+                f"Received: num_threads={num_threads!r}"
+            )
+        self.num_threads = int(num_threads)
         self.flatbuffer = FlatbufferModel(self.content)
         signature = self.flatbuffer.signature()
         by_index = {index: name for name, index in signature["inputs"].items()}

@@ -24,6 +24,27 @@ from lrpet_tf.ops.ranks import energy_rank
 __all__ = ["energy_for_macs", "kept_indices", "prune"]
 
 
+def _check_rule(**rule):
+    """Exactly one pruning rule of `rule` (name -> value or None), and a valid one."""
+    if sum(value is not None for value in rule.values()) != 1:
+        names = ", ".join(f"`{name}`" for name in rule)
+        given = ", ".join(f"{name}={value!r}" for name, value in rule.items())
+        raise ValueError(f"Expected exactly one of {names}. Received: {given}")
+    macs, energy, threshold = (rule.get(k) for k in ("macs", "energy", "threshold"))
+    if macs is not None and (
+        isinstance(macs, bool) or not isinstance(macs, numbers.Integral) or macs < 1
+    ):
+        raise ValueError(f"Expected `macs` to be an int >= 1. Received: macs={macs!r}")
+    if energy is not None and (
+        isinstance(energy, bool) or not isinstance(energy, numbers.Real) or not 0 <= energy < 1
+    ):
+        raise ValueError(f"Expected `energy` in [0, 1). Received: energy={energy!r}")
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not threshold >= 0
+    ):
+        raise ValueError(f"Expected `threshold` >= 0. Received: threshold={threshold!r}")
+
+
 def kept_indices(
     singular_values: ArrayLike, energy: float | None = None, threshold: float | None = None
 ) -> np.ndarray:
@@ -32,7 +53,11 @@ def kept_indices(
     Exactly one rule: `energy` e keeps the smallest K whose top-K energy
     (by |s|) is at least `(1 - e)` of the layer's total; `threshold` keeps
     every |s| > threshold. At least one value is always kept.
+
+    Raises:
+        ValueError: Both rules or neither, or a value out of range.
     """
+    _check_rule(energy=energy, threshold=threshold)
     s = np.abs(np.asarray(singular_values, np.float64))
     order = np.argsort(-s, kind="stable")
     if energy is not None:
@@ -83,23 +108,7 @@ def prune(
         ValueError: Both or neither rule, values out of range, or a model
             without SVD layers.
     """
-    if sum(value is not None for value in (energy, threshold, macs)) != 1:
-        raise ValueError(
-            "Expected exactly one of `energy`, `threshold` and `macs`. Received: "
-            f"energy={energy!r}, threshold={threshold!r}, macs={macs!r}"
-        )
-    if macs is not None and (
-        isinstance(macs, bool) or not isinstance(macs, numbers.Integral) or macs < 1
-    ):
-        raise ValueError(f"Expected `macs` to be an int >= 1. Received: macs={macs!r}")
-    if energy is not None and (
-        isinstance(energy, bool) or not isinstance(energy, numbers.Real) or not 0 <= energy < 1
-    ):
-        raise ValueError(f"Expected `energy` in [0, 1). Received: energy={energy!r}")
-    if threshold is not None and (
-        isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not threshold >= 0
-    ):
-        raise ValueError(f"Expected `threshold` >= 0. Received: threshold={threshold!r}")
+    _check_rule(energy=energy, threshold=threshold, macs=macs)
     graph = LayerGraph(model)
     if not svd_layers(model):
         raise ValueError(f"Model {model.name!r} has no SVD layers to prune.")
@@ -150,8 +159,10 @@ def energy_for_macs(model: keras.Model, macs: int) -> float:
         `e` in `[0, 1)`.
 
     Raises:
-        ValueError: If even every SVD layer at rank 1 exceeds `macs`.
+        ValueError: If `macs` is not an int >= 1, or even every SVD layer at
+            rank 1 exceeds it.
     """
+    _check_rule(macs=macs)
     candidates = {0.0}
     for layer in svd_layers(model):
         squares = np.sort(np.square(np.abs(layer.s.numpy().astype(np.float64))))[::-1]

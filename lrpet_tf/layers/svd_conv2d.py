@@ -26,7 +26,10 @@ SCHEMES = ("channel", "spatial")
 def _pair(value, argument):
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         value = (value, value)
-    value = tuple(value)
+    try:
+        value = tuple(value)
+    except TypeError:  # None, a float, ...
+        value = (value,)
     if len(value) != 2 or not all(
         isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in value
     ):

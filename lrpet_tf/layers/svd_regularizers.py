@@ -116,6 +116,8 @@ def set_regularization(
     Raises:
         ValueError: For a negative weight, or a model without SVD layers.
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"Expected `model` to be a Keras model. Received: model={model!r}")
     if orthogonality is not None:
         check_weight(orthogonality, "orthogonality")
     if sparsity_weight is not None:
