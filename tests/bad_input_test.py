@@ -436,3 +436,20 @@ def test_measure_latency_takes_numpy_ints(tmp_path):
     path = lrpet_tf.export_tflite(tm.residual_cnn(), tmp_path / "m.tflite").path
     result = lrpet_tf.measure_latency(path, num_threads=np.int64(1), runs=np.int64(2), warmup=1)
     assert len(result.samples_ms) == 2
+
+
+def test_recalibration_with_wrongly_shaped_data_names_data():
+    model = tm.randomize_batchnorm(tm.residual_cnn())
+    before = tm.all_weights(model)
+    with pytest.raises(ValueError, match=r"`data` to be batches of inputs of shape \(8, 8, 3\)"):
+        lrpet_tf.recalibrate_batchnorm(model, np.zeros((4, 6, 6, 3), np.float32))
+    with pytest.raises(ValueError, match=r"Received: a batch of shape \(4, 8, 8\)"):
+        lrpet_tf.recalibrate_batchnorm(model, np.zeros((4, 8, 8), np.float32))
+    assert unchanged(model, before)
+
+
+def test_allocate_ranks_on_an_unbuilt_sequential_says_to_give_it_an_input():
+    model = keras.Sequential([L.Conv2D(4, 3, name="conv"), L.Flatten(), L.Dense(2)])
+    x, y = np.zeros((4, 6, 6, 3), np.float32), np.zeros(4, int)
+    with pytest.raises(ValueError, match="Sequential model that is not built"):
+        lrpet_tf.allocate_ranks(model, x, y, {"conv": 2}, loss=lambda t, p: p)

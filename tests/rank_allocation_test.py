@@ -151,6 +151,11 @@ def _counting_loss():
         ({"budget": float("nan")}, "budget=nan"),
         ({"batch_size": True}, "batch_size=True"),
         ({"cost": "latency", "latency_table": "foo"}, "latency_table='foo'"),
+        (
+            {"x": np.zeros((16, 6, 6, 3), np.float32)},
+            r"`x` to be inputs of shape .*\(16, 6, 6, 3\)",
+        ),
+        ({"x": [np.zeros((16, 5, 5, 3), np.float32)]}, "x of type list"),
         ({"y": np.zeros(3, int)}, r"len\(x\)=16, len\(y\)=3"),
         ({"batch_size": 0}, "batch_size=0"),
         ({"budget": 10}, "budget=10"),

@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike
 
 from lrpet_tf._keras import keras
 from lrpet_tf.graph.fold_batchnorm import fold_batchnorm
+from lrpet_tf.graph.layer_graph import require_graph_model
 from lrpet_tf.graph.layer_kinds import unsupported_reason
 from lrpet_tf.graph.output_positions import output_positions
 from lrpet_tf.graph.rank_guard import warn_small_ranks
@@ -131,9 +132,10 @@ def allocate_ranks(
         >>> ranks = lrpet_tf.allocate_ranks(dense_model, x_train[:3000], y_train[:3000], cb)
         >>> model.fit(..., callbacks=[lrpet_tf.LRPET(ranks=ranks)])   # a fresh model
     """
+    require_graph_model(model)
     baseline = _baseline_ranks(ranks)
     layers = _check_layers(model, baseline)
-    x, y = _check_data(x, y)
+    x, y = _check_data(model, x, y)
     if (
         isinstance(batch_size, bool)
         or not isinstance(batch_size, numbers.Integral)
@@ -255,12 +257,27 @@ def _check_layers(model, baseline):
     return layers
 
 
-def _check_data(x, y):
+def _check_data(model, x, y):
+    inputs = tf.nest.flatten(model.inputs)
+    if len(inputs) != 1 or isinstance(x, (list, tuple, dict)):
+        raise ValueError(
+            "Expected a one-input model and `x` one array of its inputs (allocate_ranks "
+            f"supports those). Received: a model with {len(inputs)} inputs, x of type "
+            f"{type(x).__name__}"
+        )
     x, y = np.asarray(x), np.asarray(y)
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(
             "Expected `x` and `y` of the same non-zero length. "
             f"Received: len(x)={len(x)}, len(y)={len(y)}"
+        )
+    expected = tuple(inputs[0].shape)[1:]
+    if x.ndim != len(expected) + 1 or any(
+        e is not None and e != d for e, d in zip(expected, x.shape[1:])
+    ):
+        raise ValueError(
+            f"Expected `x` to be inputs of shape {expected} (model {model.name!r}). "
+            f"Received: x of shape {x.shape}"
         )
     return x, y
 

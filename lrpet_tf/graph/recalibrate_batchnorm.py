@@ -107,8 +107,10 @@ def recalibrate_batchnorm(
             model.name,
         )
         return {}
-    if not any(True for _ in batches()):
+    first = next(iter(batches()), None)
+    if first is None:
         raise ValueError(f"Expected `data` to hold at least one example. Received: data={data!r}")
+    _check_batch_shape(model, first)
 
     taps = {}
 
@@ -182,6 +184,20 @@ def _batchnorms_in_call_order(graph):
         seen.update(id(bn) for bn in new)
         order.extend(new)
     return order
+
+
+def _check_batch_shape(model, batch):
+    """A ValueError naming `data` if a one-input model's batch does not fit its input shape."""
+    inputs = tf.nest.flatten(model.inputs)
+    if len(inputs) != 1 or isinstance(batch, (dict, list, tuple)):
+        return  # several inputs: Keras matches them by name or position
+    expected = tuple(inputs[0].shape)[1:]
+    got = tuple(batch.shape)[1:]
+    if len(got) != len(expected) or any(e is not None and e != g for e, g in zip(expected, got)):
+        raise ValueError(
+            f"Expected `data` to be batches of inputs of shape {expected} (model "
+            f"{model.name!r}). Received: a batch of shape {tuple(batch.shape)}"
+        )
 
 
 def _batches(data, batch_size, steps):
