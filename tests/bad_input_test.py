@@ -378,6 +378,10 @@ def test_latency_table_checks_every_layer_before_timing(monkeypatch):
             "Expected `latency_table` to be a lrpet_tf.LatencyTable.*latency_table='foo'",
         ),
         (lambda: st.decompose(tm.residual_cnn(), rank_energy=5), "rank_energy=5"),
+        (
+            lambda: lrpet_tf.PruneRatio(0.5, round_to="latency", latency_table={"c": [(1,)]}),
+            r"rank steps as layer name -> \[\(first_rank, last_rank\)",
+        ),
         (lambda: lrpet_tf.LatencyTable.from_dict({"format": _latency_format()}), '"layers" dict'),
         (
             lambda: lrpet_tf.LatencyTable.from_dict(

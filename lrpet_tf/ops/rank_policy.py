@@ -101,7 +101,13 @@ def _rank_steps(latency_table):
             'Expected `latency_table` to be a lrpet_tf.LatencyTable (round_to="latency" '
             f"rounds each rank to the top of its latency step). Received: {latency_table!r}"
         )
-    return {name: [(int(a), int(b)) for a, b in value] for name, value in steps.items()}
+    try:
+        return {name: [(int(a), int(b)) for a, b in value] for name, value in steps.items()}
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            "Expected `latency_table`'s rank steps as layer name -> [(first_rank, last_rank), "
+            f"...]. Received: {steps!r} ({e})"
+        ) from e
 
 
 class PruneRatio(RankPolicy):
