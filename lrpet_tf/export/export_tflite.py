@@ -22,6 +22,7 @@ from lrpet_tf.export import conversion
 from lrpet_tf.export.metadata import ImageClassifierMetadata
 from lrpet_tf.export.quantization_aware import is_quantization_aware
 from lrpet_tf.export.tflite_model import TFLiteModel
+from lrpet_tf.graph.layer_graph import fits_input
 
 __all__ = ["ExportResult", "TFLiteVerificationError", "export_tflite"]
 
@@ -284,14 +285,10 @@ def _check_arrays(model, data, argument):
             f"Received: {len(arrays)} arrays of shapes {[a.shape for a in arrays]}"
         )
     for array, spec in zip(arrays, specs):
-        expected = tuple(spec.shape)[1:]
-        fits = array.ndim == len(expected) + 1 and all(
-            e is None or e == d for e, d in zip(expected, array.shape[1:])
-        )
-        if not fits or len(array) == 0:
+        if not fits_input(spec, array.shape) or len(array) == 0:
             raise ValueError(
                 f"Expected `{argument}` to be a batch of at least one input of shape "
-                f"{expected} (input {_keras.producing_layer(spec).name!r}). Received: "
+                f"{tuple(spec.shape)[1:]} (input {_keras.producing_layer(spec).name!r}). Received: "
                 f"an array of shape {array.shape}"
             )
 

@@ -31,12 +31,20 @@ import tensorflow as tf
 from lrpet_tf import _keras
 from lrpet_tf._keras import keras
 
-__all__ = ["CallNode", "LayerGraph", "Replacement", "require_graph_model"]
+__all__ = ["CallNode", "LayerGraph", "Replacement", "fits_input", "require_graph_model"]
 
 # What `LayerGraph.rebuild` calls instead of a layer: `(args, kwargs) -> outputs`.
 ReplacementCall: TypeAlias = Callable[[tuple, dict], Any]
 # `plan(graph) -> {id(layer): replacement}`.
 RebuildPlan: TypeAlias = Callable[["LayerGraph"], Mapping[int, ReplacementCall]]
+
+
+def fits_input(tensor, shape):
+    """Whether a batch of `shape` fits the model input `tensor` (its None dims fit any size)."""
+    expected, shape = tuple(tensor.shape), tuple(shape)
+    return len(shape) == len(expected) and all(
+        e is None or e == d for e, d in zip(expected[1:], shape[1:])
+    )
 
 
 def require_graph_model(model, argument="model"):

@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike
 
 from lrpet_tf._keras import keras
 from lrpet_tf.graph.fold_batchnorm import fold_batchnorm
+from lrpet_tf.graph.layer_graph import fits_input
 from lrpet_tf.graph.layer_graph import require_graph_model
 from lrpet_tf.graph.layer_kinds import unsupported_reason
 from lrpet_tf.graph.output_positions import output_positions
@@ -271,13 +272,10 @@ def _check_data(model, x, y):
             "Expected `x` and `y` of the same non-zero length. "
             f"Received: len(x)={len(x)}, len(y)={len(y)}"
         )
-    expected = tuple(inputs[0].shape)[1:]
-    if x.ndim != len(expected) + 1 or any(
-        e is not None and e != d for e, d in zip(expected, x.shape[1:])
-    ):
+    if not fits_input(inputs[0], x.shape):
         raise ValueError(
-            f"Expected `x` to be inputs of shape {expected} (model {model.name!r}). "
-            f"Received: x of shape {x.shape}"
+            f"Expected `x` to be inputs of shape {tuple(inputs[0].shape)[1:]} "
+            f"(model {model.name!r}). Received: x of shape {x.shape}"
         )
     return x, y
 

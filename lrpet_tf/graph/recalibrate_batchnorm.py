@@ -21,6 +21,7 @@ from lrpet_tf import _keras
 from lrpet_tf._keras import keras
 from lrpet_tf.graph.layer_graph import LayerGraph
 from lrpet_tf.graph.layer_graph import Replacement
+from lrpet_tf.graph.layer_graph import fits_input
 from lrpet_tf.graph.layer_graph import set_weights_of
 
 __all__ = ["recalibrate_batchnorm"]
@@ -191,11 +192,9 @@ def _check_batch_shape(model, batch):
     inputs = tf.nest.flatten(model.inputs)
     if len(inputs) != 1 or isinstance(batch, (dict, list, tuple)):
         return  # several inputs: Keras matches them by name or position
-    expected = tuple(inputs[0].shape)[1:]
-    got = tuple(batch.shape)[1:]
-    if len(got) != len(expected) or any(e is not None and e != g for e, g in zip(expected, got)):
+    if not fits_input(inputs[0], batch.shape):
         raise ValueError(
-            f"Expected `data` to be batches of inputs of shape {expected} (model "
+            f"Expected `data` to be batches of inputs of shape {tuple(inputs[0].shape)[1:]} (model "
             f"{model.name!r}). Received: a batch of shape {tuple(batch.shape)}"
         )
 
