@@ -58,12 +58,12 @@ def test_scenario_b_with_its_later_seeds_comes_first_then_scenario_a():
         "ft_lrpet_recal_g0.5_s1",
         "ft_lrpet_g0.5_s2",
         "ft_lrpet_recal_g0.5_s2",
-        "dense_s1",
-        "dense_s2",
         "lrpet_g0.5_s1",
         "lrpet_recal_g0.5_s1",
         "lrpet_g0.5_s2",
         "lrpet_recal_g0.5_s2",
+        "dense_s1",
+        "dense_s2",
     ]
     assert due.index("ft_lrpet_g0.5_s2") < due.index("lrpet_g0.5_s0")  # B answered first
     results = {
@@ -89,6 +89,18 @@ def test_scenario_b_with_its_later_seeds_comes_first_then_scenario_a():
     assert due.index("svd_g0.5_s0") < due.index("lrpet_ramp_g0.5_s0")
     assert due.index("lrpet_g0.5_s2") < due.index("lrpet_no_et_g0.5_s0")
     assert due[-2:] == ["lrpet_no_et_g0.5_s0", "lrpet_stem_g0.5_s0"]
+
+
+@pytest.mark.keras_independent
+def test_later_seeds_go_seed_by_seed_across_g_and_dense_last():
+    study = study_module.StudyConfig(levels=(0.5, 0.75), seeds=(0, 1, 2))
+    due = [r.name for r in study_module.runs_due(study, {})]
+    for prefix in ("ft_lrpet", "lrpet"):  # seed 1 at every g, then seed 2
+        assert due.index(f"{prefix}_g0.75_s1") < due.index(f"{prefix}_g0.5_s2")
+        assert due.index(f"{prefix}_g0.5_s1") < due.index(f"{prefix}_g0.75_s1")
+    # Dense's later seeds only feed "within 0.5 points of dense": after A's compared rows.
+    assert due.index("lrpet_recal_g0.75_s2") < due.index("dense_s1")
+    assert due.index("dense_s2") < due.index("lrpet_no_et_g0.5_s0")
 
 
 @pytest.mark.keras_independent
