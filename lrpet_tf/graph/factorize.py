@@ -14,13 +14,12 @@ from lrpet_tf.graph.layer_graph import set_weights_of
 from lrpet_tf.graph.layer_kinds import call_macs
 from lrpet_tf.graph.layer_kinds import low_rank_kind
 from lrpet_tf.graph.layer_kinds import spatial_positions
-from lrpet_tf.graph.layer_kinds import unsupported_reason
 from lrpet_tf.graph.rank_guard import warn_small_ranks
 from lrpet_tf.graph.rewrite_report import LayerChange
 from lrpet_tf.graph.rewrite_report import RewriteReport
 from lrpet_tf.graph.targets import LayerTypes
-from lrpet_tf.graph.targets import check_layer_names
 from lrpet_tf.graph.targets import check_layer_types
+from lrpet_tf.graph.targets import check_ranked_layers
 from lrpet_tf.graph.targets import layers_by_name
 from lrpet_tf.layers.svd_layer import SVDLayer
 from lrpet_tf.ops.costs import factorized_macs
@@ -115,8 +114,11 @@ def factorize(
     if latency_table is not None:
         check_latency_table(latency_table)
     policy = _rank_policy(ranks)
+    if policy is not None:  # the named layers and their ranks, before any work
+        check_ranked_layers(
+            model, policy.layer_names(), lambda name, shape: checked_rank(policy, name, shape)
+        )
     by_name = layers_by_name(model)
-    _check_named_layers(policy, by_name, model.name)
     decided = {}
     for layer in by_name.values():
         decision = _decide(layer, policy, layer_types)
@@ -172,19 +174,6 @@ def _rank_policy(ranks):
         if isinstance(found, dict):
             ranks = dict(found)
     return get_rank_policy(ranks=ranks)
-
-
-def _check_named_layers(policy, by_name, model_name):
-    if policy is None:
-        return
-    names = policy.layer_names()
-    check_layer_names(names, by_name, "ranks", model_name)
-    for name in names:
-        reason = unsupported_reason(by_name[name])
-        if reason is not None:
-            raise ValueError(f"`ranks` names layer {name!r}, which cannot be factorized: {reason}.")
-        # Validates the rank against the layer's max rank, before any work.
-        checked_rank(policy, name, _matrix_shape(by_name[name]))
 
 
 def _matrix_shape(layer):

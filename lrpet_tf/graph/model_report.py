@@ -15,8 +15,7 @@ from lrpet_tf.graph.layer_kinds import call_macs
 from lrpet_tf.graph.layer_kinds import layer_kernel
 from lrpet_tf.graph.layer_kinds import low_rank_kind
 from lrpet_tf.graph.table import format_table
-from lrpet_tf.graph.targets import check_layer_names
-from lrpet_tf.graph.targets import layers_by_name
+from lrpet_tf.graph.targets import check_ranked_layers
 from lrpet_tf.layers.svd_layer import SVDLayer
 from lrpet_tf.ops.low_rank_factors import exact_svd
 from lrpet_tf.ops.matrix_view import matrix_shape
@@ -131,16 +130,11 @@ def _checked_ranks(model, ranks):
         raise ValueError(
             f"Expected `ranks` to be a dict of layer name -> rank. Received: ranks={ranks!r}"
         )
-    by_name = layers_by_name(model)
-    check_layer_names(list(ranks), by_name, "ranks", model.name)
-    for name, r in ranks.items():
-        layer = by_name[name]
-        if low_rank_kind(layer) is None:
-            raise ValueError(
-                f"`ranks` names layer {name!r} ({type(layer).__name__}), which has no "
-                "conv/dense kernel to rank."
-            )
-        check_rank_in_range(r, min(matrix_shape(layer.kernel.shape)), f"ranks[{name!r}]")
+    check_ranked_layers(
+        model,
+        list(ranks),
+        lambda name, shape: check_rank_in_range(ranks[name], min(shape), f"ranks[{name!r}]"),
+    )
     return dict(ranks)
 
 

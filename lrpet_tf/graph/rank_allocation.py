@@ -22,10 +22,9 @@ from lrpet_tf._keras import keras
 from lrpet_tf.graph.fold_batchnorm import fold_batchnorm
 from lrpet_tf.graph.layer_graph import fits_input
 from lrpet_tf.graph.layer_graph import require_graph_model
-from lrpet_tf.graph.layer_kinds import unsupported_reason
 from lrpet_tf.graph.output_positions import output_positions
 from lrpet_tf.graph.rank_guard import warn_small_ranks
-from lrpet_tf.graph.targets import check_layer_names
+from lrpet_tf.graph.targets import check_ranked_layers
 from lrpet_tf.graph.targets import layers_by_name
 from lrpet_tf.ops.costs import factorized_macs
 from lrpet_tf.ops.costs import factorized_params
@@ -135,7 +134,13 @@ def allocate_ranks(
     """
     require_graph_model(model)
     baseline = _baseline_ranks(ranks)
-    layers = _check_layers(model, baseline)
+    layers = check_ranked_layers(
+        model,
+        list(baseline),
+        lambda name, shape: check_rank_in_range(
+            baseline[name], max_rank(shape), f"ranks[{name!r}]"
+        ),
+    )
     x, y = _check_data(model, x, y)
     if (
         isinstance(batch_size, bool)
@@ -241,21 +246,6 @@ def _baseline_ranks(ranks):
         if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
             raise ValueError(f"Expected ranks >= 1. Received: ranks[{name!r}]={rank!r}")
     return {name: int(rank) for name, rank in found.items()}
-
-
-def _check_layers(model, baseline):
-    by_name = layers_by_name(model)
-    check_layer_names(list(baseline), by_name, "ranks", model.name)
-    layers = {}
-    for name, rank in baseline.items():
-        layer = by_name[name]
-        reason = unsupported_reason(layer)
-        if reason is not None:
-            raise ValueError(f"`ranks` names layer {name!r}, which cannot be factorized: {reason}.")
-        shape = tuple(kernel_to_matrix(layer.kernel).shape)
-        check_rank_in_range(rank, max_rank(shape), f"ranks[{name!r}]")
-        layers[name] = layer
-    return layers
 
 
 def _check_data(model, x, y):

@@ -18,9 +18,11 @@ from lrpet_tf._keras import keras
 from lrpet_tf.graph.layer_kinds import LOW_RANK_KINDS
 from lrpet_tf.graph.layer_kinds import low_rank_kind
 from lrpet_tf.graph.layer_kinds import unsupported_reason
+from lrpet_tf.ops.matrix_view import matrix_shape
 
 __all__ = [
     "check_layer_names",
+    "check_ranked_layers",
     "check_layer_types",
     "check_selector",
     "layers_by_name",
@@ -70,6 +72,33 @@ def check_layer_names(names, by_name, argument, model_name):
             f"`{argument}` names layers that model {model_name!r} does not have: {shown}. "
             f"Layer names are those of `model.layers` (nested models included)."
         )
+
+
+def check_ranked_layers(model, names, check_rank, argument="ranks"):
+    """The layers `names` of `model` that a rank is given for, checked before any work.
+
+    The one check behind every entry point that takes ranks by layer name
+    (`factorize`, `model_report`, `allocate_ranks`): each name is a layer of
+    `model` (nested models included), one that can be factorized, and
+    `check_rank(name, matrix_shape)` accepts its rank (raises otherwise).
+
+    Returns:
+        Layer name -> layer, in the order of `names`.
+    """
+    by_name = layers_by_name(model)
+    check_layer_names(names, by_name, argument, model.name)
+    layers = {}
+    for name in names:
+        layer = by_name[name]
+        reason = unsupported_reason(layer)
+        if reason is not None:
+            raise ValueError(
+                f"`{argument}` names layer {name!r} ({type(layer).__name__}), which cannot "
+                f"be factorized: {reason}."
+            )
+        check_rank(name, matrix_shape(layer.kernel.shape))
+        layers[name] = layer
+    return layers
 
 
 def check_selector(selector, argument):
