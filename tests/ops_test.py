@@ -230,3 +230,26 @@ def test_kernel_singular_values_with_a_bn_scale_equal_numpy(shape):
     for row in range(2):  # the numerical rank of a float32 kernel, as NumPy's rule gives it
         assert int(ops.numerical_rank(got[row], shape)) == int(ops.numerical_rank(want[row], shape))
     assert int(ops.numerical_rank(got[1], shape)) == 3
+
+
+@pytest.mark.parametrize(
+    "ranks, match",
+    [
+        ([0, 2], r"in \[1, 4\].*Received: ranks=\[0, 2\]"),
+        ([2, 5], r"in \[1, 4\].*Received: ranks=\[2, 5\]"),
+        ([2], r"2 int\(s\).*Received: ranks=\[2\]"),
+        ([1.5, 2], r"Received: ranks=\[1.5, 2.0\]"),
+    ],
+)
+def test_projection_refuses_ranks_outside_one_to_k(ranks, match):
+    # Rank 0 would zero the matrix; above K there is nothing to keep.
+    with pytest.raises(ValueError, match=match):
+        ops.low_rank_projection(tf.random.normal((2, 6, 4)), ranks)
+
+
+def test_projection_refuses_unbatched_matrices_and_wrong_column_scale():
+    m = tf.random.normal((2, 6, 4))
+    with pytest.raises(ValueError, match=r"`matrices` to be a batch.*\(6, 4\)"):
+        ops.low_rank_projection(m[0], [2])
+    with pytest.raises(ValueError, match=r"`column_scale` of shape.*\(2, 4\).*\(2, 6\)"):
+        ops.low_rank_projection(m, [2, 2], column_scale=tf.ones((2, 6)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 
+import numpy as np
 import tensorflow as tf
 from numpy.typing import ArrayLike
 
@@ -73,6 +74,7 @@ def low_rank_projection(
         TensorShape([2, 36, 8])
     """
     matrices = tf.convert_to_tensor(matrices)
+    _check_shapes(matrices, ranks, column_scale)
     out_dtype = matrices.dtype
     work_dtype = tf.float64 if out_dtype == tf.float64 else tf.float32
     x = tf.cast(matrices, work_dtype)
@@ -94,6 +96,43 @@ def low_rank_projection(
         singular_values=s,
         kernel_singular_values=kernel_s,
     )
+
+
+def _check_shapes(matrices, ranks, column_scale):
+    """ValueErrors naming the argument, for what is known before the SVD runs.
+
+    Ranks are checked when their value is known (eager calls, constants);
+    inside a traced function they are the caller's to check (the LRPET
+    `Projector` checks them before it calls its tf.function).
+    """
+    shape = matrices.shape
+    if shape.rank != 3:
+        raise ValueError(
+            f"Expected `matrices` to be a batch (b, rows, cols). Received: shape {shape}"
+        )
+    value = tf.get_static_value(ranks)
+    if value is not None:
+        value = np.asarray(value)
+        k = min(d for d in shape[1:] if d is not None) if None not in shape[1:] else None
+        if (
+            (shape[0] is not None and value.shape != (shape[0],))
+            or not np.issubdtype(value.dtype, np.integer)
+            or (value < 1).any()
+            or (k is not None and (value > k).any())
+        ):
+            raise ValueError(
+                f"Expected `ranks` to be {shape[0]} int(s) in [1, {k}] (one per matrix of "
+                f"`matrices` {tuple(shape)}). Received: ranks={value.tolist()!r}"
+            )
+    if column_scale is not None:
+        scale_shape = tf.TensorShape(
+            column_scale.shape if hasattr(column_scale, "shape") else np.shape(column_scale)
+        )
+        if not scale_shape.is_compatible_with([shape[0], shape[2]]):
+            raise ValueError(
+                f"Expected `column_scale` of shape (b, cols) = ({shape[0]}, {shape[2]}). "
+                f"Received: shape {scale_shape}"
+            )
 
 
 def _unmerged_singular_values(matrices, dtype):
