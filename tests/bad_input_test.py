@@ -220,6 +220,11 @@ def test_export_to_a_directory_fails_before_converting(tmp_path, monkeypatch):
     monkeypatch.setattr(lrpet_tf.keras.Model, "export", no_conversion, raising=False)
     with pytest.raises(ValueError, match="`path`.*directory"):
         lrpet_tf.export_tflite(tm.residual_cnn(), tmp_path)
+    # A path under a file: its folder cannot be created, which was found after converting.
+    (tmp_path / "taken").write_text("")
+    under_a_file = tmp_path / "taken" / "sub" / "m.tflite"
+    with pytest.raises(ValueError, match=r"is a file\. Received: path=.*taken/sub/m\.tflite"):
+        lrpet_tf.export_tflite(tm.residual_cnn(), under_a_file)
 
 
 def test_project_with_a_bad_rank_changes_no_kernel():

@@ -176,11 +176,7 @@ def export_tflite(
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"Expected `model` to be a Keras model. Received: model={model!r}")
-    if os.path.isdir(os.fspath(path)):
-        raise ValueError(
-            "Expected `path` to be the .tflite file to write, not a directory. "
-            f"Received: path={os.fspath(path)!r}"
-        )
+    _check_path(path)
     if quantization not in QUANTIZATIONS:
         raise ValueError(
             f"Expected `quantization` to be one of {QUANTIZATIONS}. "
@@ -273,6 +269,23 @@ def _has_inputs(model):
         return bool(tf.nest.flatten(model.inputs))
     except (AttributeError, ValueError):
         return False
+
+
+def _check_path(path):
+    """A file path whose folders exist or can be created, before any conversion."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(
+            "Expected `path` to be the .tflite file to write, not a directory. "
+            f"Received: path={path!r}"
+        )
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):  # the nearest existing ancestor
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(
+            f"Expected `path` in a folder, but {parent!r} is a file. Received: path={path!r}"
+        )
 
 
 def _check_arrays(model, data, argument):
