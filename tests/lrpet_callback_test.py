@@ -173,7 +173,7 @@ def test_verbose_line_is_printed_between_epochs(capsys):
         (
             {"prune_ratio": 1.5},
             ValueError,
-            r"Expected `prune_ratio` in \[0, 1\). Received: prune_ratio=1.5",
+            r"Expected `prune_ratio` to be a finite number in \[0, 1\). Received: prune_ratio=1.5",
         ),
         ({"ranks": 0}, ValueError, r"ranks=0"),
         ({"prune_ratio": 0.5, "frequency": "batch"}, ValueError, r"frequency='batch'"),

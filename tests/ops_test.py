@@ -188,7 +188,11 @@ def test_low_rank_factors_reproduce_truncation():
     [
         ({"prune_ratio": 1.5}, ValueError, r"prune_ratio=1.5"),
         ({"prune_ratio": -0.1}, ValueError, r"prune_ratio=-0.1"),
-        ({"prune_ratio": 1.0}, ValueError, r"Expected `prune_ratio` in \[0, 1\)"),
+        (
+            {"prune_ratio": 1.0},
+            ValueError,
+            r"Expected `prune_ratio` to be a finite number in \[0, 1\)",
+        ),
         ({"ranks": 0}, ValueError, r"ranks=0"),
         ({"ranks": {"conv": -2}}, ValueError, r"ranks\['conv'\]=-2"),
         ({"ranks": 2.5}, TypeError, r"ranks=2.5"),
@@ -253,3 +257,24 @@ def test_projection_refuses_unbatched_matrices_and_wrong_column_scale():
         ops.low_rank_projection(m[0], [2])
     with pytest.raises(ValueError, match=r"`column_scale` of shape.*\(2, 4\).*\(2, 6\)"):
         ops.low_rank_projection(m, [2, 2], column_scale=tf.ones((2, 6)))
+
+
+def test_argument_checks_one_rule_and_one_wording():
+    from lrpet_tf.ops import arguments
+
+    assert arguments.check_int(np.int64(3), "r") == 3 and type(arguments.check_int(3, "r")) is int
+    assert arguments.check_int(None, "steps", also=(None,)) is None
+    assert arguments.check_int("epoch", "frequency", also=("epoch",)) == "epoch"
+    assert arguments.check_number(np.float32(0.5), "g", 0, 1, high_open=True) == 0.5
+    for value in (True, 0, 2.0, "2", None, 9):
+        with pytest.raises(
+            ValueError, match=rf"`r` to be an int in \[1, 8\]\. Received: r={value!r}$"
+        ):
+            arguments.check_int(value, "r", 1, 8)
+    with pytest.raises(ValueError, match=r'`f` to be "epoch" or an int >= 1 \(steps\)\. .*f=0$'):
+        arguments.check_int(0, "f", also=("epoch",), hint="steps")
+    for value in (1.0, -0.1, float("nan"), float("inf"), True, "0.5"):
+        with pytest.raises(ValueError, match=r"`g` to be a finite number in \[0, 1\)\. Received"):
+            arguments.check_number(value, "g", 0, 1, high_open=True)
+    with pytest.raises(ValueError, match=r"`w` to be None or a finite number > 0\. .*w=0"):
+        arguments.check_number(0, "w", low=0, low_open=True, also=(None,))

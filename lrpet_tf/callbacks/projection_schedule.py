@@ -8,18 +8,17 @@ Nothing here knows Keras, so the schedule is tested on its own.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping
 from typing import Any
 from typing import Literal
+
+from lrpet_tf.ops.arguments import check_int
 
 __all__ = ["ProjectionSchedule"]
 
 
 def _check_epochs(value, argument):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"Expected `{argument}` to be an int >= 0. Received: {argument}={value!r}")
-    return int(value)
+    return check_int(value, argument, low=0)
 
 
 class ProjectionSchedule:
@@ -57,15 +56,7 @@ class ProjectionSchedule:
         warmup_epochs: int = 0,
         ramp_epochs: int = 0,
     ) -> None:
-        if frequency != "epoch" and (
-            isinstance(frequency, bool)
-            or not isinstance(frequency, numbers.Integral)
-            or frequency < 1
-        ):
-            raise ValueError(
-                'Expected `frequency` to be "epoch" or an int >= 1 (a step '
-                f"count). Received: frequency={frequency!r}"
-            )
+        check_int(frequency, "frequency", also=("epoch",), hint="a step count")
         self.frequency = frequency
         self.warmup_epochs = _check_epochs(warmup_epochs, "warmup_epochs")
         self.ramp_epochs = _check_epochs(ramp_epochs, "ramp_epochs")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import os
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -23,6 +22,8 @@ from lrpet_tf.export.metadata import ImageClassifierMetadata
 from lrpet_tf.export.quantization_aware import is_quantization_aware
 from lrpet_tf.export.tflite_model import TFLiteModel
 from lrpet_tf.graph.layer_graph import fits_input
+from lrpet_tf.ops.arguments import check_int
+from lrpet_tf.ops.arguments import check_number
 
 __all__ = ["ExportResult", "TFLiteVerificationError", "export_tflite"]
 
@@ -189,17 +190,12 @@ def export_tflite(
             f'An integer `io_type` needs full-integer quantization (quantization="int8"). '
             f"Received: io_type={io_type!r}, quantization={quantization!r}"
         )
-    if batch_size is not None and (
-        not isinstance(batch_size, numbers.Integral)
-        or isinstance(batch_size, bool)
-        or batch_size < 1
-    ):
-        raise ValueError(
-            "Expected `batch_size` to be a positive int (the file's static batch) or None "
-            f"(a dynamic batch). Received: batch_size={batch_size!r}"
-        )
-    if batch_size is not None:
-        batch_size = int(batch_size)
+    batch_size = check_int(
+        batch_size,
+        "batch_size",
+        also=(None,),
+        hint="the file's static batch; None: dynamic",
+    )
     if (
         quantization == "int8"
         and representative_dataset is None
@@ -223,15 +219,7 @@ def export_tflite(
             [tuple(t.shape) for t in tf.nest.flatten(model.inputs)],
             [tuple(t.shape) for t in tf.nest.flatten(model.outputs)],
         )
-    if tolerance is not None and (
-        isinstance(tolerance, bool)
-        or not isinstance(tolerance, numbers.Real)
-        or not 0.0 <= tolerance < float("inf")
-    ):
-        raise ValueError(
-            "Expected `tolerance` to be None or a finite number >= 0. "
-            f"Received: tolerance={tolerance!r}"
-        )
+    check_number(tolerance, "tolerance", low=0, also=(None,))
     if verify and verify_data is not None:
         _check_arrays(model, verify_data, "verify_data")
     if representative_dataset is not None and not (

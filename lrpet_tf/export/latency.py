@@ -6,13 +6,13 @@ the benchmarks build their interleaved comparisons of several files on its
 """
 
 import dataclasses
-import numbers
 import os
 import time
 
 import numpy as np
 
 from lrpet_tf.export.tflite_model import TFLiteModel
+from lrpet_tf.ops.arguments import check_int
 
 __all__ = ["LatencyResult", "LatencyTimer", "measure_latency"]
 
@@ -62,8 +62,7 @@ class LatencyResult:
 def _check_counts(**values):
     """ValueError unless every value is an int >= its bound (`name=(value, low)`)."""
     for name, (value, low) in values.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"Expected `{name}` to be an int >= {low}. Received: {name}={value!r}")
+        check_int(value, name, low)
 
 
 def _check_clock(clock):

@@ -19,7 +19,6 @@ import hashlib
 import importlib.metadata
 import json
 import math
-import numbers
 import os
 import platform
 import tempfile
@@ -42,6 +41,8 @@ from lrpet_tf.graph.targets import LayerTypes
 from lrpet_tf.graph.targets import check_layer_names
 from lrpet_tf.graph.targets import layers_by_name
 from lrpet_tf.graph.targets import select_targets
+from lrpet_tf.ops.arguments import check_int
+from lrpet_tf.ops.arguments import check_number
 from lrpet_tf.ops.matrix_view import matrix_shape
 from lrpet_tf.ops.rank_policy import HasRanks
 from lrpet_tf.ops.ranks import break_even_rank
@@ -452,19 +453,9 @@ def latency_table(
         ...     dense_model, x, y, cb, cost="latency", latency_table=table
         ... )
     """
-    for name, value, low in (
-        ("num_threads", num_threads, 1),
-        ("rounds", rounds, 1),
-        ("runs", runs, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"Expected `{name}` to be an int >= {low}. Received: {name}={value!r}")
-    if (
-        isinstance(tolerance, bool)
-        or not isinstance(tolerance, numbers.Real)
-        or not 0 <= tolerance < 1
-    ):
-        raise ValueError(f"Expected `tolerance` in [0, 1). Received: tolerance={tolerance!r}")
+    for name, value in (("num_threads", num_threads), ("rounds", rounds), ("runs", runs)):
+        check_int(value, name)
+    check_number(tolerance, "tolerance", 0, 1, high_open=True)
     graph = LayerGraph(model)
     if ranks is not None:
         names = ranks if isinstance(ranks, dict) else getattr(ranks, "ranks", None)

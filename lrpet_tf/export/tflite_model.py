@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import numbers
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -13,6 +12,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from lrpet_tf.export.flatbuffer_model import FlatbufferModel
+from lrpet_tf.ops.arguments import check_int
 
 if TYPE_CHECKING:  # imported when an interpreter is made, not with this module
     from ai_edge_litert.interpreter import Interpreter
@@ -54,15 +54,7 @@ class TFLiteModel:
                 "Expected `model` to be a .tflite path or its bytes (for a Keras model, "
                 f"lrpet_tf.export_tflite it first). Received: model={model!r}"
             )
-        if (
-            isinstance(num_threads, bool)
-            or not isinstance(num_threads, numbers.Integral)
-            or not (num_threads >= 1 or num_threads == -1)
-        ):
-            raise ValueError(
-                "Expected `num_threads` to be an int >= 1 (or -1: the runtime's choice). "
-                f"Received: num_threads={num_threads!r}"
-            )
+        check_int(num_threads, "num_threads", also=(-1,), hint="-1: the runtime's choice")
         self.num_threads = int(num_threads)
         self.flatbuffer = FlatbufferModel(self.content)
         signature = self.flatbuffer.signature()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numbers
-
 from lrpet_tf._keras import keras
 from lrpet_tf.graph.model_report import model_report
 from lrpet_tf.graph.output_positions import output_positions
 from lrpet_tf.graph.targets import LayerSelector
 from lrpet_tf.graph.targets import LayerTypes
 from lrpet_tf.graph.targets import select_targets
+from lrpet_tf.ops.arguments import check_int
 from lrpet_tf.ops.costs import factorized_macs
 from lrpet_tf.ops.costs import kernel_macs
 from lrpet_tf.ops.matrix_view import matrix_shape
@@ -56,8 +55,7 @@ def prune_ratio_for_macs(
         >>> g = lrpet_tf.prune_ratio_for_macs(model, total // 2, exclude=["stem"])
         >>> model.fit(..., callbacks=[lrpet_tf.LRPET(prune_ratio=g, exclude=["stem"])])
     """
-    if isinstance(macs, bool) or not isinstance(macs, numbers.Integral) or macs < 1:
-        raise ValueError(f"Expected `macs` to be an int >= 1. Received: macs={macs!r}")
+    macs = check_int(macs, "macs")
     layers, _ = select_targets(model, layer_types=layer_types, include=include, exclude=exclude)
     positions = output_positions(model, layers)
     costs = {}  # id(layer) -> (matrix shape, output positions, dense MACs)

@@ -9,7 +9,6 @@ Fashion-MNIST accuracy at 6x in benchmarks/RESULTS.md section 5).
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 from typing import Literal
@@ -26,6 +25,8 @@ from lrpet_tf.graph.output_positions import output_positions
 from lrpet_tf.graph.rank_guard import warn_small_ranks
 from lrpet_tf.graph.targets import check_ranked_layers
 from lrpet_tf.graph.targets import layers_by_name
+from lrpet_tf.ops.arguments import check_int
+from lrpet_tf.ops.arguments import check_number
 from lrpet_tf.ops.costs import factorized_macs
 from lrpet_tf.ops.costs import factorized_params
 from lrpet_tf.ops.costs import kernel_macs
@@ -142,12 +143,7 @@ def allocate_ranks(
         ),
     )
     x, y = _check_data(model, x, y)
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, numbers.Integral)
-        or batch_size < 1
-    ):
-        raise ValueError(f"Expected `batch_size` >= 1. Received: batch_size={batch_size!r}")
+    batch_size = check_int(batch_size, "batch_size")
     loss = _loss_function(model, loss)
     spend = _spend_function(model, layers, cost, latency_table)
     steps = latency_table.rank_steps() if cost == "latency" else {}
@@ -158,12 +154,7 @@ def allocate_ranks(
     lowest = sum(min(spend(n, r) for r in candidates[n]) for n in layers)
     if budget is None:
         budget = sum(spend(name, rank) for name, rank in baseline.items())
-    elif (
-        isinstance(budget, bool)
-        or not isinstance(budget, numbers.Real)
-        or not 0 <= budget < float("inf")  # NaN too
-    ):
-        raise ValueError(f"Expected a finite `budget` >= 0. Received: budget={budget!r}")
+    check_number(budget, "budget", low=0)
     if budget < lowest:
         raise ValueError(
             f"Expected `budget` >= {lowest} ({cost}: every layer at its cheapest candidate "
@@ -243,8 +234,7 @@ def _baseline_ranks(ranks):
             f"one in `.ranks` (an LRPET callback after `prepare(model)`). Received: ranks={ranks!r}"
         )
     for name, rank in found.items():
-        if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1:
-            raise ValueError(f"Expected ranks >= 1. Received: ranks[{name!r}]={rank!r}")
+        check_int(rank, f"ranks[{name!r}]")
     return {name: int(rank) for name, rank in found.items()}
 
 

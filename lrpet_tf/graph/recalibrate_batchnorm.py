@@ -9,7 +9,6 @@ to 28.7%, re-estimating them on training images alone lifted it to 54.9%.
 from __future__ import annotations
 
 import logging
-import numbers
 from collections.abc import Mapping
 from collections.abc import Sequence
 
@@ -23,6 +22,7 @@ from lrpet_tf.graph.layer_graph import LayerGraph
 from lrpet_tf.graph.layer_graph import Replacement
 from lrpet_tf.graph.layer_graph import fits_input
 from lrpet_tf.graph.layer_graph import set_weights_of
+from lrpet_tf.ops.arguments import check_int
 
 __all__ = ["recalibrate_batchnorm"]
 
@@ -79,18 +79,8 @@ def recalibrate_batchnorm(
         >>> compact = lrpet_tf.fold_batchnorm(lrpet_tf.factorize(model, ranks=cb))
     """
     graph = LayerGraph(model)  # TypeError for subclassed models
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, numbers.Integral)
-        or batch_size < 1
-    ):
-        raise ValueError(
-            f"Expected `batch_size` to be an int >= 1. Received: batch_size={batch_size!r}"
-        )
-    if steps is not None and (
-        isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1
-    ):
-        raise ValueError(f"Expected `steps` to be None or an int >= 1. Received: steps={steps!r}")
+    batch_size = check_int(batch_size, "batch_size")
+    steps = check_int(steps, "steps", also=(None,))
     if (
         isinstance(data, tf.data.Dataset)
         and steps is None

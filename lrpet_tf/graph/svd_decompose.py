@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Literal
 
 import tensorflow as tf
@@ -21,6 +20,7 @@ from lrpet_tf.layers.svd_dense import SVDDense
 from lrpet_tf.layers.svd_monitor import attach_svd_metrics
 from lrpet_tf.layers.svd_regularizers import check_sparsity
 from lrpet_tf.layers.svd_regularizers import check_weight
+from lrpet_tf.ops.arguments import check_number
 from lrpet_tf.ops.low_rank_factors import exact_svd
 from lrpet_tf.ops.matrix_view import kernel_to_matrix
 from lrpet_tf.ops.matrix_view import matrix_shape
@@ -90,12 +90,7 @@ def decompose(
     check_weight(orthogonality, "orthogonality")
     check_weight(sparsity_weight, "sparsity_weight")
     check_sparsity(sparsity)
-    if (
-        isinstance(rank_energy, bool)
-        or not isinstance(rank_energy, numbers.Real)
-        or not 0.0 <= rank_energy < 1.0
-    ):
-        raise ValueError(f"Expected `rank_energy` in [0, 1). Received: rank_energy={rank_energy!r}")
+    check_number(rank_energy, "rank_energy", 0, 1, high_open=True)
     graph = LayerGraph(model)
     targets, skipped = select_targets(model, layer_types, include, exclude)
     report = RewriteReport("decompose")

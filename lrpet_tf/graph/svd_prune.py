@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -17,6 +15,8 @@ from lrpet_tf.graph.rewrite_report import RewriteReport
 from lrpet_tf.layers.svd_layer import SVDLayer
 from lrpet_tf.layers.svd_monitor import attach_svd_metrics
 from lrpet_tf.layers.svd_monitor import svd_layers
+from lrpet_tf.ops.arguments import check_int
+from lrpet_tf.ops.arguments import check_number
 from lrpet_tf.ops.ranks import break_even_rank
 from lrpet_tf.ops.ranks import energy_kept
 from lrpet_tf.ops.ranks import energy_rank
@@ -31,18 +31,9 @@ def _check_rule(**rule):
         given = ", ".join(f"{name}={value!r}" for name, value in rule.items())
         raise ValueError(f"Expected exactly one of {names}. Received: {given}")
     macs, energy, threshold = (rule.get(k) for k in ("macs", "energy", "threshold"))
-    if macs is not None and (
-        isinstance(macs, bool) or not isinstance(macs, numbers.Integral) or macs < 1
-    ):
-        raise ValueError(f"Expected `macs` to be an int >= 1. Received: macs={macs!r}")
-    if energy is not None and (
-        isinstance(energy, bool) or not isinstance(energy, numbers.Real) or not 0 <= energy < 1
-    ):
-        raise ValueError(f"Expected `energy` in [0, 1). Received: energy={energy!r}")
-    if threshold is not None and (
-        isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not threshold >= 0
-    ):
-        raise ValueError(f"Expected `threshold` >= 0. Received: threshold={threshold!r}")
+    check_int(macs, "macs", also=(None,))
+    check_number(energy, "energy", 0, 1, high_open=True, also=(None,))
+    check_number(threshold, "threshold", low=0, also=(None,))
 
 
 def kept_indices(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import Any
 from typing import Literal
@@ -13,6 +12,8 @@ import tensorflow as tf
 from lrpet_tf import _keras
 from lrpet_tf._keras import keras
 from lrpet_tf.layers.svd_layer import SVDLayer
+from lrpet_tf.ops.arguments import check_int
+from lrpet_tf.ops.arguments import is_int
 from lrpet_tf.ops.matrix_view import matrix_shape
 from lrpet_tf.ops.matrix_view import matrix_to_kernel
 from lrpet_tf.ops.matrix_view import spatial_matrix_shape
@@ -24,15 +25,13 @@ SCHEMES = ("channel", "spatial")
 
 
 def _pair(value, argument):
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    if is_int(value):
         value = (value, value)
     try:
         value = tuple(value)
     except TypeError:  # None, a float, ...
         value = (value,)
-    if len(value) != 2 or not all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in value
-    ):
+    if len(value) != 2 or not all(is_int(v) and v >= 1 for v in value):
         raise ValueError(
             f"Expected `{argument}` to be an int >= 1 or a pair of them. "
             f"Received: {argument}={value!r}"
@@ -89,8 +88,7 @@ class SVDConv2D(SVDLayer):
         **kwargs: Any,
     ) -> None:
         super().__init__(rank=rank, **kwargs)
-        if isinstance(filters, bool) or not isinstance(filters, numbers.Integral) or filters < 1:
-            raise ValueError(f"Expected `filters` to be an int >= 1. Received: filters={filters!r}")
+        check_int(filters, "filters")
         if scheme not in SCHEMES:
             raise ValueError(
                 f"Expected `scheme` to be one of {SCHEMES}. Received: scheme={scheme!r}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +11,7 @@ import tensorflow as tf
 from lrpet_tf import _keras
 from lrpet_tf._keras import keras
 from lrpet_tf.layers.svd_layer import SVDLayer
+from lrpet_tf.ops.arguments import check_int
 from lrpet_tf.ops.costs import factorized_macs
 from lrpet_tf.ops.costs import kernel_macs
 
@@ -44,9 +44,7 @@ class SVDDense(SVDLayer):
 
     def __init__(self, units: int, rank: int | None = None, **kwargs: Any) -> None:
         super().__init__(rank=rank, **kwargs)
-        if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
-            raise ValueError(f"Expected `units` to be an int >= 1. Received: units={units!r}")
-        self.units: int = int(units)
+        self.units: int = check_int(units, "units")
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         in_dim = int(input_shape[-1])

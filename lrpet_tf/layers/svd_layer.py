@@ -9,7 +9,6 @@ folds `sqrt(|s|)` into both factors, `A = U sqrt|s|` and
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import Any
 from typing import TypeAlias
@@ -22,6 +21,7 @@ from lrpet_tf.layers.svd_regularizers import OrthogonalityRegularizer
 from lrpet_tf.layers.svd_regularizers import SingularValueSparsity
 from lrpet_tf.layers.svd_regularizers import check_sparsity
 from lrpet_tf.layers.svd_regularizers import check_weight
+from lrpet_tf.ops.arguments import check_int
 from lrpet_tf.ops.svd_penalties import SparsityKind
 from lrpet_tf.ops.svd_penalties import orthogonality_penalty
 from lrpet_tf.ops.svd_penalties import sparsity_penalty
@@ -66,11 +66,7 @@ class SVDLayer(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if rank is not None and (
-            isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or rank < 1
-        ):
-            raise ValueError(f"Expected `rank` to be None or an int >= 1. Received: rank={rank!r}")
-        self.rank = None if rank is None else int(rank)
+        self.rank = check_int(rank, "rank", also=(None,))
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)
         self.orthogonality = check_weight(orthogonality, "orthogonality")

@@ -11,13 +11,13 @@ pipeline turns sparsity off for fine-tuning) without retracing or rebuilding.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import tensorflow as tf
 
 from lrpet_tf import _keras
 from lrpet_tf._keras import keras
+from lrpet_tf.ops.arguments import check_number
 from lrpet_tf.ops.svd_penalties import SPARSITY_KINDS
 from lrpet_tf.ops.svd_penalties import SparsityKind
 from lrpet_tf.ops.svd_penalties import orthogonality_penalty
@@ -28,16 +28,7 @@ __all__ = ["OrthogonalityRegularizer", "SingularValueSparsity", "set_regularizat
 
 def check_weight(value, argument):
     """Validates a regulariser weight: a finite float >= 0."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not value >= 0.0
-        or value == float("inf")
-    ):
-        raise ValueError(
-            f"Expected `{argument}` to be a float >= 0. Received: {argument}={value!r}"
-        )
-    return float(value)
+    return check_number(value, argument, low=0)
 
 
 def check_sparsity(kind):

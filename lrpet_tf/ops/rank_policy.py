@@ -16,6 +16,8 @@ from typing import Literal
 from typing import Protocol
 from typing import TypeVar
 
+from lrpet_tf.ops.arguments import check_int
+from lrpet_tf.ops.arguments import check_number
 from lrpet_tf.ops.ranks import rank_from_prune_ratio
 from lrpet_tf.ops.ranks import round_rank
 
@@ -75,11 +77,7 @@ class RankPolicy:
 def _check_round_to(round_to, latency=False):
     if latency and round_to == "latency":
         return
-    if round_to is not None and (
-        isinstance(round_to, bool) or not isinstance(round_to, numbers.Integral) or round_to < 1
-    ):
-        allowed = 'None, "latency" or an int >= 1' if latency else "None or an int >= 1"
-        raise ValueError(f"Expected `round_to` to be {allowed}. Received: round_to={round_to!r}")
+    check_int(round_to, "round_to", also=(None, "latency") if latency else (None,))
 
 
 def check_latency_table(value: Any, argument: str = "latency_table") -> None:
@@ -136,16 +134,9 @@ class PruneRatio(RankPolicy):
         min_rank: int = 1,
         latency_table: SupportsRankSteps | dict[str, Sequence[tuple[int, int]]] | None = None,
     ) -> None:
-        if (
-            isinstance(prune_ratio, bool)
-            or not isinstance(prune_ratio, numbers.Real)
-            or not 0.0 <= prune_ratio < 1.0
-        ):
-            raise ValueError(
-                f"Expected `prune_ratio` in [0, 1). Received: prune_ratio={prune_ratio!r}"
-            )
+        check_number(prune_ratio, "prune_ratio", 0, 1, high_open=True)
         _check_round_to(round_to, latency=True)
-        _check_rank(min_rank, "min_rank")
+        check_int(min_rank, "min_rank")
         if (round_to == "latency") != (latency_table is not None):
             raise ValueError(
                 'Expected `latency_table` exactly when round_to="latency". Received: '
@@ -203,10 +194,10 @@ class FixedRank(RankPolicy):
                     "Received: ranks={}"
                 )
             for name, r in ranks.items():
-                _check_rank(r, f"ranks[{name!r}]")
+                check_int(r, f"ranks[{name!r}]")
             self.ranks: int | dict[str, int] = dict(ranks)
         else:
-            _check_rank(ranks, "ranks")
+            check_int(ranks, "ranks")
             self.ranks = int(ranks)
         _check_round_to(round_to)
         self.round_to = round_to
@@ -236,19 +227,9 @@ class FixedRank(RankPolicy):
         return {"ranks": self.ranks, "round_to": self.round_to}
 
 
-def _check_rank(r, argument):
-    if isinstance(r, bool) or not isinstance(r, numbers.Integral) or r < 1:
-        raise ValueError(f"Expected `{argument}` to be an int >= 1. Received: {argument}={r!r}")
-
-
 def check_rank_in_range(r: Any, k: int, argument: str) -> int:
     """Returns `r` as an int if it is one in `[1, k]`; else a ValueError naming `argument`."""
-    if isinstance(r, bool) or not isinstance(r, numbers.Integral) or not 1 <= r <= k:
-        raise ValueError(
-            f"Expected `{argument}` to be an int in [1, {k}] (the layer's max rank). "
-            f"Received: {argument}={r!r}"
-        )
-    return int(r)
+    return check_int(r, argument, 1, k, hint="the layer's max rank")
 
 
 def checked_rank(policy: RankPolicy, name: str, matrix_shape: Sequence[int]) -> int:
