@@ -906,10 +906,66 @@ def render(study, results):
         if len(table) > (1 if reference else 0):
             lines += [f"### {title}", "", bench_utils.markdown_table(headers, table), ""]
             lines += _comparisons(study, results, by_key, scenario, reference)
+            lines += _fit_table(results, scenario)
             if scenario == "B":
                 lines += _start_table(study)
     lines.append(_plot_note(study))
     return "\n".join(lines)
+
+
+def _fit_table(results, scenario):
+    """How well each row's training fits its training data, from the runs' epoch histories.
+
+    Training accuracy on the augmented batches as Keras reports it for the
+    epoch (LRPET's weights before that epoch's projection), mean over seeds:
+    after epochs 1 and 2 of the first stage and in the last epoch. A row that
+    trails another in test accuracy and in training accuracy alike is held
+    back by its optimization, not by overfitting. LRPET rows also give the
+    energy their first projection kept.
+    """
+    groups = {}
+    for summary in results.values():
+        history = summary.get("history") or []
+        if summary["scenario"] == scenario and len(history) >= 2:
+            groups.setdefault((summary["method"], summary["level"]), []).append(summary)
+    if not groups:
+        return []
+    order = {name: i for i, name in enumerate(METHODS)}
+    table = []
+    for (method, level), members in sorted(
+        groups.items(), key=lambda kv: (kv[0][1] or 0.0, order[kv[0][0]])
+    ):
+        histories = [m["history"] for m in members]
+
+        def mean(values):
+            return float(np.mean(values)) if values else None
+
+        kept = mean([h[0]["lrpet_energy_kept"] for h in histories if "lrpet_energy_kept" in h[0]])
+        cells = [mean([100 * h[i]["accuracy"] for h in histories]) for i in (0, 1, -1)] + [
+            mean([100 * m["accuracy"] for m in members])
+        ]
+        table.append(
+            [METHODS[method].label, f"{level:g}", str(len(members))]
+            + [f"{c:.2f}" for c in cells]
+            + ["" if kept is None else f"{kept:.3f}"]
+        )
+    headers = [
+        "method",
+        "g",
+        "seeds",
+        "train acc. %, epoch 1",
+        "epoch 2",
+        "last epoch",
+        "test acc. %",
+        "energy kept by the first projection",
+    ]
+    return [
+        "How the rows fit their training data (accuracy on the augmented training batches "
+        "during the epoch, LRPET's weights before that epoch's projection; mean over seeds):",
+        "",
+        bench_utils.markdown_table(headers, table),
+        "",
+    ]
 
 
 def _dense_reference(study, results, scenario):

@@ -104,6 +104,31 @@ def test_later_seeds_go_seed_by_seed_across_g_and_dense_last():
 
 
 @pytest.mark.keras_independent
+def test_fit_table_means_training_accuracy_over_seeds_from_the_histories():
+    results = {}
+    for seed, (first, last) in enumerate([(0.50, 0.90), (0.70, 0.94)]):
+        item = fake("ft_lrpet", 0.5, seed, 0.9)
+        item["history"] = [
+            {"stage": "train", "epoch": 1, "accuracy": first, "lrpet_energy_kept": 0.6},
+            {"stage": "train", "epoch": 2, "accuracy": 0.8},
+            {"stage": "train", "epoch": 3, "accuracy": last},
+        ]
+        results[item["run"]] = item
+    tsvd = fake("ft_tsvd", 0.5, 0, 0.91)
+    tsvd["history"] = [{"stage": "train", "epoch": e, "accuracy": 0.85} for e in (1, 2)]
+    results[tsvd["run"]] = tsvd
+    no_history = fake("lrpet", 0.5, 0, 0.9)  # scenario A: not in B's table
+    results[no_history["run"]] = no_history
+    lines = "\n".join(study_module._fit_table(results, "B")).splitlines()
+    rows = [line for line in lines if line.startswith(("| LRPET", "| trunc"))]
+    assert rows == [
+        "| LRPET fine-tuning, paper defaults | 0.5 | 2 | 60.00 | 80.00 | 92.00 | 90.00 | 0.600 |",
+        "| truncated SVD, then fine-tuning | 0.5 | 1 | 85.00 | 85.00 | 85.00 | 91.00 |  |",
+    ]
+    assert study_module._fit_table(results, "A") == []
+
+
+@pytest.mark.keras_independent
 def test_aggregate_mean_sample_sd_and_spread_comparison():
     results = {}
     for seed, (a, b) in enumerate([(0.90, 0.85), (0.92, 0.86), (0.91, 0.84)]):
