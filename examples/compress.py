@@ -293,12 +293,7 @@ def run(config=None, callbacks=(), **changes):
     }
     if config.plots:
         results["plots"] = _plots(config, results, original, lrpet, run_dir)
-    results["stages"] = stages.rows
-    example_reports.write_json(os.path.join(run_dir, "results.json"), results)
-    print(example_reports.write_report(run_dir, results, [factor_report]))
-    print()
-    print(stages.summary())
-    return results
+    return example_reports.finish_run(run_dir, results, stages, [factor_report])
 
 
 def _plots(config, results, original, lrpet, run_dir):

@@ -256,6 +256,21 @@ def rank_table(layers):
     )
 
 
+def finish_run(run_dir, results, stages, extra_sections=()):
+    """The end of a training example: its files and what it prints.
+
+    Adds the stage times to `results` (`results["stages"]`), writes
+    results.json and report.txt (`write_report`) into `run_dir`, prints the
+    report and the stage summary, and returns `results`.
+    """
+    results["stages"] = stages.rows
+    write_json(os.path.join(run_dir, "results.json"), results)
+    print(write_report(run_dir, results, extra_sections))
+    print()
+    print(stages.summary())
+    return results
+
+
 def write_report(run_dir, results, extra_sections=()):
     """Writes report.txt (per-layer ranks, extra sections, summary) and returns it."""
     parts = [rank_table(results["layers"])] if results.get("layers") else []
