@@ -241,7 +241,7 @@ def test_kernel_singular_values_with_a_bn_scale_equal_numpy(shape):
     [
         ([0, 2], r"in \[1, 4\].*Received: ranks=\[0, 2\]"),
         ([2, 5], r"in \[1, 4\].*Received: ranks=\[2, 5\]"),
-        ([2], r"2 int\(s\).*Received: ranks=\[2\]"),
+        ([2, 2, 2], r"2 int\(s\).*Received: ranks=\[2, 2, 2\]"),
         ([1.5, 2], r"Received: ranks=\[1.5, 2.0\]"),
     ],
 )
@@ -249,6 +249,20 @@ def test_projection_refuses_ranks_outside_one_to_k(ranks, match):
     # Rank 0 would zero the matrix; above K there is nothing to keep.
     with pytest.raises(ValueError, match=match):
         ops.low_rank_projection(tf.random.normal((2, 6, 4)), ranks)
+
+
+def test_projection_one_rank_for_all_and_ranks_it_cannot_see():
+    m = tf.random.normal((2, 6, 4))
+    both = ops.low_rank_projection(m, [2, 2]).matrices.numpy()
+    np.testing.assert_array_equal(ops.low_rank_projection(m, 2).matrices.numpy(), both)
+    with pytest.raises(ValueError, match=r"Received: ranks=\[0, 9\]"):  # eager: read and checked
+        ops.low_rank_projection(m, tf.Variable([0, 9]))
+
+    @tf.function(input_signature=[tf.TensorSpec(None), tf.TensorSpec([None], tf.int32)])
+    def traced(matrices, ranks):  # nothing known while tracing: the caller checks
+        return ops.low_rank_projection(matrices, ranks).matrices
+
+    np.testing.assert_allclose(traced(m, tf.constant([2, 2])).numpy(), both, atol=1e-5)
 
 
 def test_projection_refuses_unbatched_matrices_and_wrong_column_scale():
@@ -265,6 +279,8 @@ def test_argument_checks_one_rule_and_one_wording():
     assert arguments.check_int(np.int64(3), "r") == 3 and type(arguments.check_int(3, "r")) is int
     assert arguments.check_int(None, "steps", also=(None,)) is None
     assert arguments.check_int("epoch", "frequency", also=("epoch",)) == "epoch"
+    assert arguments.check_int(np.str_("epoch"), "frequency", also=("epoch",)) == "epoch"
+    assert arguments.check_int(np.int64(-1), "num_threads", also=(-1,)) == -1
     assert arguments.check_number(np.float32(0.5), "g", 0, 1, high_open=True) == 0.5
     for value in (True, 0, 2.0, "2", None, 9):
         with pytest.raises(

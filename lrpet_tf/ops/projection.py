@@ -101,28 +101,37 @@ def low_rank_projection(
 def _check_shapes(matrices, ranks, column_scale):
     """ValueErrors naming the argument, for what is known before the SVD runs.
 
-    Ranks are checked when their value is known (eager calls, constants);
-    inside a traced function they are the caller's to check (the LRPET
-    `Projector` checks them before it calls its tf.function).
+    Ranks are checked when their value is known (eager calls, constants); a
+    tensor traced inside a tf.function is the caller's to check (the LRPET
+    `Projector` checks its ranks before it calls its tf.function). One rank
+    (a scalar or a length-1 list) applies to every matrix.
     """
     shape = matrices.shape
+    if shape.rank is None:
+        return  # traced with an unknown rank: nothing is known yet
     if shape.rank != 3:
         raise ValueError(
             f"Expected `matrices` to be a batch (b, rows, cols). Received: shape {shape}"
         )
+    if tf.executing_eagerly() and isinstance(ranks, tf.Variable):
+        ranks = ranks.value()
     value = tf.get_static_value(ranks)
     if value is not None:
         value = np.asarray(value)
-        k = min(d for d in shape[1:] if d is not None) if None not in shape[1:] else None
+        known = [d for d in shape[1:] if d is not None]
+        k = min(known) if known else None  # either dimension bounds the rank
+        per_matrix = value.ndim == 1 and (shape[0] is None or value.shape[0] == shape[0])
         if (
-            (shape[0] is not None and value.shape != (shape[0],))
+            not (value.shape in ((), (1,)) or per_matrix)
             or not np.issubdtype(value.dtype, np.integer)
             or (value < 1).any()
             or (k is not None and (value > k).any())
         ):
+            count = "one int per matrix" if shape[0] is None else f"{shape[0]} int(s)"
+            bound = f"in [1, {k}]" if k is not None else ">= 1"
             raise ValueError(
-                f"Expected `ranks` to be {shape[0]} int(s) in [1, {k}] (one per matrix of "
-                f"`matrices` {tuple(shape)}). Received: ranks={value.tolist()!r}"
+                f"Expected `ranks` to be {count} {bound} (or one for all) for `matrices` of "
+                f"shape {tuple(shape)}. Received: ranks={value.tolist()!r}"
             )
     if column_scale is not None:
         scale_shape = tf.TensorShape(
