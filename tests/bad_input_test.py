@@ -462,3 +462,12 @@ def test_allocate_ranks_on_an_unbuilt_sequential_says_to_give_it_an_input():
     x, y = np.zeros((4, 6, 6, 3), np.float32), np.zeros(4, int)
     with pytest.raises(ValueError, match="Sequential model that is not built"):
         lrpet_tf.allocate_ranks(model, x, y, {"conv": 2}, loss=lambda t, p: p)
+
+
+def test_metadata_normalization_must_be_finite():
+    for field, value, argument in (
+        ("mean", float("nan"), "mean"),
+        ("std", [1.0, float("inf")], r"std\[1\]"),
+    ):
+        with pytest.raises(ValueError, match=rf"`{argument}` to be a finite number"):
+            lrpet_tf.export.ImageClassifierMetadata(labels=["a", "b"], **{field: value})

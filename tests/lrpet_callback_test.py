@@ -185,6 +185,8 @@ def test_verbose_line_is_printed_between_epochs(capsys):
         ),
         ({"prune_ratio": 0.5, "layer_types": ("conv", "lstm")}, ValueError, r"layer_types="),
         ({"prune_ratio": 0.5, "bn_rectification": "yes"}, TypeError, r"bn_rectification='yes'"),
+        ({"prune_ratio": 0.5, "verbose": True}, ValueError, r"int in \[0, 2\].*verbose=True"),
+        ({"prune_ratio": 0.5, "verbose": 3}, ValueError, r"verbose=3"),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs, error, match):

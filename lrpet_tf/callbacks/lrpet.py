@@ -23,6 +23,7 @@ from lrpet_tf.graph.targets import LayerTypes
 from lrpet_tf.graph.targets import check_layer_types
 from lrpet_tf.graph.targets import check_selector
 from lrpet_tf.graph.targets import select_targets
+from lrpet_tf.ops.arguments import check_int
 from lrpet_tf.ops.energy_transfer import EnergyTransfer
 from lrpet_tf.ops.energy_transfer import check_energy_transfer
 from lrpet_tf.ops.rank_policy import RankPolicy
@@ -148,8 +149,7 @@ class LRPET(keras.callbacks.Callback):
                 "Expected `bn_rectification` to be a bool. Received: "
                 f"bn_rectification={bn_rectification!r}"
             )
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"Expected `verbose` in (0, 1, 2). Received: verbose={verbose!r}")
+        check_int(verbose, "verbose", 0, 2)
         self.prune_ratio = prune_ratio
         self.energy_transfer = energy_transfer
         self.bn_rectification = bn_rectification

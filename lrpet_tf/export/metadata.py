@@ -14,6 +14,7 @@ import flatbuffers
 
 from lrpet_tf.export.flatbuffer_model import FlatbufferModel
 from lrpet_tf.export.third_party import tflite_metadata_schema as schema
+from lrpet_tf.ops.arguments import check_number
 
 __all__ = ["ImageClassifierMetadata"]
 
@@ -304,7 +305,10 @@ def _floats(field, value):
             f"Expected `{field}` to be a number or a list of numbers (one per channel). "
             f"Received: {field}={value!r}"
         )
-    return tuple(float(v) for v in values)
+    return tuple(
+        check_number(v, field if len(values) == 1 else f"{field}[{i}]")
+        for i, v in enumerate(values)
+    )
 
 
 def _text(value):

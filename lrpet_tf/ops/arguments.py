@@ -43,7 +43,7 @@ def check_int(
     Raises:
         ValueError: Naming `argument` and `value`.
     """
-    if any(value is a or (type(value) is type(a) and value == a) for a in also):
+    if _is_alternative(value, also):
         return value
     if is_int(value) and value >= low and (high is None or value <= high):
         return int(value)
@@ -72,7 +72,7 @@ def check_number(
     Raises:
         ValueError: Naming `argument` and `value` (NaN and infinities too).
     """
-    if any(value is a for a in also):
+    if _is_alternative(value, also):
         return value
     ok = (
         isinstance(value, numbers.Real)
@@ -92,6 +92,23 @@ def check_number(
     else:
         what = ""
     _refuse(argument, value, f"a finite number {what}".rstrip(), also, None)
+
+
+def _is_alternative(value, also):
+    """Whether `value` is one of `also`: None by identity, a string or an int by value.
+
+    A bool is never an int here, and numpy scalars count (`np.int64(-1)` is -1).
+    """
+    for a in also:
+        if a is None:
+            if value is None:
+                return True
+        elif isinstance(a, str):
+            if isinstance(value, str) and value == a:
+                return True
+        elif is_int(a) and is_int(value) and value == a:
+            return True
+    return False
 
 
 def _refuse(argument, value, what, also, hint):
