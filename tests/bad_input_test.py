@@ -6,6 +6,7 @@ failure leaves the user's model exactly as it was.
 
 import importlib
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -225,6 +226,9 @@ def test_export_to_a_directory_fails_before_converting(tmp_path, monkeypatch):
     under_a_file = tmp_path / "taken" / "sub" / "m.tflite"
     with pytest.raises(ValueError, match=r"is a file\. Received: path=.*taken/sub/m\.tflite"):
         lrpet_tf.export_tflite(tm.residual_cnn(), under_a_file)
+    for folder_like in ("", str(tmp_path / "new_folder") + os.sep):  # no file name
+        with pytest.raises(ValueError, match="`path`.*not a directory"):
+            lrpet_tf.export_tflite(tm.residual_cnn(), folder_like)
 
 
 def test_project_with_a_bad_rank_changes_no_kernel():

@@ -262,14 +262,14 @@ def _has_inputs(model):
 def _check_path(path):
     """A file path whose folders exist or can be created, before any conversion."""
     path = os.fspath(path)
-    if os.path.isdir(path):
+    if os.path.isdir(path) or not os.path.basename(path):
         raise ValueError(
             "Expected `path` to be the .tflite file to write, not a directory. "
             f"Received: path={path!r}"
         )
     parent = os.path.dirname(os.path.abspath(path))
-    while not os.path.exists(parent):  # the nearest existing ancestor
-        parent = os.path.dirname(parent)
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)  # up to the nearest existing ancestor
     if not os.path.isdir(parent):
         raise ValueError(
             f"Expected `path` in a folder, but {parent!r} is a file. Received: path={path!r}"
