@@ -961,7 +961,8 @@ def _fit_table(results, scenario):
     ]
     return [
         "How the rows fit their training data (accuracy on the augmented training batches "
-        "during the epoch, LRPET's weights before that epoch's projection; mean over seeds):",
+        "during the epoch, LRPET's weights before that epoch's projection; mean over seeds; "
+        "the BN re-estimation rows train nothing and are left out):",
         "",
         bench_utils.markdown_table(headers, table),
         "",
