@@ -17,10 +17,6 @@ from lrpet_tf.ops.arguments import check_int
 __all__ = ["ProjectionSchedule"]
 
 
-def _check_epochs(value, argument):
-    return check_int(value, argument, low=0)
-
-
 class ProjectionSchedule:
     """The projection schedule of the LRPET callback.
 
@@ -58,8 +54,8 @@ class ProjectionSchedule:
     ) -> None:
         check_int(frequency, "frequency", also=("epoch",), hint="a step count")
         self.frequency = frequency
-        self.warmup_epochs = _check_epochs(warmup_epochs, "warmup_epochs")
-        self.ramp_epochs = _check_epochs(ramp_epochs, "ramp_epochs")
+        self.warmup_epochs = check_int(warmup_epochs, "warmup_epochs", low=0)
+        self.ramp_epochs = check_int(ramp_epochs, "ramp_epochs", low=0)
         self._epoch = 0
         self._step = 0
         self._steps_per_epoch: int | None = None

@@ -115,9 +115,7 @@ def factorize(
         check_latency_table(latency_table)
     policy = _rank_policy(ranks)
     if policy is not None:  # the named layers and their ranks, before any work
-        check_ranked_layers(
-            model, policy.layer_names(), lambda name, shape: checked_rank(policy, name, shape)
-        )
+        check_ranked_layers(model, policy)
     by_name = layers_by_name(model)
     decided = {}
     for layer in by_name.values():

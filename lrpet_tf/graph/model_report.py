@@ -19,7 +19,6 @@ from lrpet_tf.graph.targets import check_ranked_layers
 from lrpet_tf.layers.svd_layer import SVDLayer
 from lrpet_tf.ops.low_rank_factors import exact_svd
 from lrpet_tf.ops.matrix_view import matrix_shape
-from lrpet_tf.ops.rank_policy import check_rank_in_range
 from lrpet_tf.ops.ranks import break_even_rank
 from lrpet_tf.ops.ranks import energy_kept
 from lrpet_tf.ops.ranks import numerical_rank
@@ -130,11 +129,7 @@ def _checked_ranks(model, ranks):
         raise ValueError(
             f"Expected `ranks` to be a dict of layer name -> rank. Received: ranks={ranks!r}"
         )
-    check_ranked_layers(
-        model,
-        list(ranks),
-        lambda name, shape: check_rank_in_range(ranks[name], min(shape), f"ranks[{name!r}]"),
-    )
+    check_ranked_layers(model, ranks)
     return dict(ranks)
 
 

@@ -36,7 +36,6 @@ from lrpet_tf.ops.matrix_view import matrix_to_kernel
 from lrpet_tf.ops.projection import low_rank_projection
 from lrpet_tf.ops.rank_policy import HasRanks
 from lrpet_tf.ops.rank_policy import check_latency_table
-from lrpet_tf.ops.rank_policy import check_rank_in_range
 from lrpet_tf.ops.ranks import break_even_rank
 from lrpet_tf.ops.ranks import budget_ranks
 from lrpet_tf.ops.ranks import max_rank
@@ -135,13 +134,7 @@ def allocate_ranks(
     """
     require_graph_model(model)
     baseline = _baseline_ranks(ranks)
-    layers = check_ranked_layers(
-        model,
-        list(baseline),
-        lambda name, shape: check_rank_in_range(
-            baseline[name], max_rank(shape), f"ranks[{name!r}]"
-        ),
-    )
+    layers = check_ranked_layers(model, baseline)
     x, y = _check_data(model, x, y)
     batch_size = check_int(batch_size, "batch_size")
     loss = _loss_function(model, loss)
@@ -233,9 +226,7 @@ def _baseline_ranks(ranks):
             "Expected `ranks` to be a non-empty dict layer name -> rank, or an object with "
             f"one in `.ranks` (an LRPET callback after `prepare(model)`). Received: ranks={ranks!r}"
         )
-    for name, rank in found.items():
-        check_int(rank, f"ranks[{name!r}]")
-    return {name: int(rank) for name, rank in found.items()}
+    return {name: check_int(rank, f"ranks[{name!r}]") for name, rank in found.items()}
 
 
 def _check_data(model, x, y):

@@ -19,6 +19,9 @@ from lrpet_tf.graph.layer_kinds import LOW_RANK_KINDS
 from lrpet_tf.graph.layer_kinds import low_rank_kind
 from lrpet_tf.graph.layer_kinds import unsupported_reason
 from lrpet_tf.ops.matrix_view import matrix_shape
+from lrpet_tf.ops.rank_policy import RankPolicy
+from lrpet_tf.ops.rank_policy import check_rank_in_range
+from lrpet_tf.ops.rank_policy import checked_rank
 
 __all__ = [
     "check_layer_names",
@@ -74,17 +77,25 @@ def check_layer_names(names, by_name, argument, model_name):
         )
 
 
-def check_ranked_layers(model, names, check_rank, argument="ranks"):
-    """The layers `names` of `model` that a rank is given for, checked before any work.
+def check_ranked_layers(model, ranks, argument="ranks"):
+    """The layers of `model` that `ranks` names, checked before any work.
 
     The one check behind every entry point that takes ranks by layer name
     (`factorize`, `model_report`, `allocate_ranks`): each name is a layer of
-    `model` (nested models included), one that can be factorized, and
-    `check_rank(name, matrix_shape)` accepts its rank (raises otherwise).
+    `model` (nested models included), one that can be factorized, and its
+    rank an int in `[1, K]`.
+
+    Args:
+        model: The model the names refer to.
+        ranks: Layer name -> rank, or a `RankPolicy` (its `layer_names()`,
+            each rank asked through `checked_rank`).
+        argument: The caller's argument name, for the messages.
 
     Returns:
-        Layer name -> layer, in the order of `names`.
+        Layer name -> layer, in the order of the names.
     """
+    is_policy = isinstance(ranks, RankPolicy)
+    names = list(ranks.layer_names() if is_policy else ranks)
     by_name = layers_by_name(model)
     check_layer_names(names, by_name, argument, model.name)
     layers = {}
@@ -96,7 +107,11 @@ def check_ranked_layers(model, names, check_rank, argument="ranks"):
                 f"`{argument}` names layer {name!r} ({type(layer).__name__}), which cannot "
                 f"be factorized: {reason}."
             )
-        check_rank(name, matrix_shape(layer.kernel.shape))
+        shape = matrix_shape(layer.kernel.shape)
+        if is_policy:
+            checked_rank(ranks, name, shape)
+        else:
+            check_rank_in_range(ranks[name], min(shape), f"{argument}[{name!r}]")
         layers[name] = layer
     return layers
 

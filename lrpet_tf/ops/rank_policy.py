@@ -75,8 +75,6 @@ class RankPolicy:
 
 
 def _check_round_to(round_to, latency=False):
-    if latency and round_to == "latency":
-        return
     check_int(round_to, "round_to", also=(None, "latency") if latency else (None,))
 
 
@@ -197,8 +195,7 @@ class FixedRank(RankPolicy):
                 check_int(r, f"ranks[{name!r}]")
             self.ranks: int | dict[str, int] = dict(ranks)
         else:
-            check_int(ranks, "ranks")
-            self.ranks = int(ranks)
+            self.ranks = check_int(ranks, "ranks")
         _check_round_to(round_to)
         self.round_to = round_to
 
