@@ -814,17 +814,24 @@ def load_results(study):
 # -- the report ---------------------------------------------------------------
 
 
-def aggregate(results):
-    """One row per (method, g) over seeds: mean and sample sd of the accuracy (%)."""
+def _grouped(results):
+    """(method, g) -> its runs' summaries by seed, in the report's row order (g, then METHODS)."""
     groups = {}
     for summary in results.values():
         groups.setdefault((summary["method"], summary["level"]), []).append(summary)
     order = {name: i for i, name in enumerate(METHODS)}
+    return {
+        key: sorted(members, key=lambda s: s["seed"])
+        for key, members in sorted(
+            groups.items(), key=lambda kv: (kv[0][1] or 0.0, order[kv[0][0]])
+        )
+    }
+
+
+def aggregate(results):
+    """One row per (method, g) over seeds: mean and sample sd of the accuracy (%)."""
     rows = []
-    for (method, level), members in sorted(
-        groups.items(), key=lambda kv: (kv[0][1] or 0.0, order[kv[0][0]])
-    ):
-        members = sorted(members, key=lambda s: s["seed"])
+    for (method, level), members in _grouped(results).items():
         accuracies = np.array([100 * s["accuracy"] for s in members])
         rows.append(
             {
@@ -923,32 +930,25 @@ def _fit_table(results, scenario):
     back by its optimization, not by overfitting. LRPET rows also give the
     energy their first projection kept.
     """
-    groups = {}
-    for summary in results.values():
-        history = summary.get("history") or []
-        if summary["scenario"] == scenario and len(history) >= 2:
-            groups.setdefault((summary["method"], summary["level"]), []).append(summary)
-    if not groups:
-        return []
-    order = {name: i for i, name in enumerate(METHODS)}
+    trained = {
+        name: summary
+        for name, summary in results.items()
+        if summary["scenario"] == scenario and len(summary.get("history") or []) >= 2
+    }
     table = []
-    for (method, level), members in sorted(
-        groups.items(), key=lambda kv: (kv[0][1] or 0.0, order[kv[0][0]])
-    ):
+    for (method, level), members in _grouped(trained).items():
         histories = [m["history"] for m in members]
-
-        def mean(values):
-            return float(np.mean(values)) if values else None
-
-        kept = mean([h[0]["lrpet_energy_kept"] for h in histories if "lrpet_energy_kept" in h[0]])
-        cells = [mean([100 * h[i]["accuracy"] for h in histories]) for i in (0, 1, -1)] + [
-            mean([100 * m["accuracy"] for m in members])
-        ]
+        energies = [h[0]["lrpet_energy_kept"] for h in histories if "lrpet_energy_kept" in h[0]]
+        kept = float(np.mean(energies)) if energies else None
+        cells = [np.mean([100 * h[i]["accuracy"] for h in histories]) for i in (0, 1, -1)]
+        cells.append(np.mean([100 * m["accuracy"] for m in members]))
         table.append(
             [METHODS[method].label, f"{level:g}", str(len(members))]
             + [f"{c:.2f}" for c in cells]
             + ["" if kept is None else f"{kept:.3f}"]
         )
+    if not table:
+        return []
     headers = [
         "method",
         "g",
