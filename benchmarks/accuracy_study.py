@@ -79,12 +79,16 @@ from absl import flags  # noqa: E402
 
 try:  # as a script (benchmarks/ on sys.path) or as benchmarks.accuracy_study
     import bench_models
-    import bench_training
     import bench_utils
 except ImportError:  # pragma: no cover
     from benchmarks import bench_models
-    from benchmarks import bench_training
     from benchmarks import bench_utils
+
+sys.path.insert(0, os.path.join(os.path.dirname(bench_utils.BENCHMARKS_DIR), "examples"))
+
+import example_data  # noqa: E402
+import example_recipes  # noqa: E402
+import example_training  # noqa: E402
 
 import lrpet_tf  # noqa: E402
 from lrpet_tf import keras  # noqa: E402
@@ -106,6 +110,22 @@ NAME = "accuracy_study"
 _ROOT = os.path.dirname(bench_utils.BENCHMARKS_DIR)
 DENSE_MODEL = os.path.join(_ROOT, "saved_models", "fashion_mnist_resnet20_dense.keras")
 STEM = "stem"
+
+# The study's training recipes (examples/example_recipes.py), by the name the methods use.
+RECIPES = {
+    # The LRPET paper's optimizer (SGD 0.1, momentum 0.9, coupled L2 1e-4) with a
+    # cosine schedule, which reaches a converged model in far fewer epochs than
+    # the paper's steps at 50%/75% of 400.
+    "sgd": example_recipes.get_recipe("paper", schedule="cosine"),
+    # Fine-tuning a trained model: the same at a tenth of the rate.
+    "finetune": example_recipes.get_recipe("finetune"),
+    # The SVD-training code's released recipe (yanghr/SVD_Prune_EDLCV,
+    # cifar10_resnet20): Adam 1e-3, no weight decay, x0.1 at epochs 81 and 122
+    # of 164, scaled to each stage's epochs.
+    "svd_released": example_recipes.get_recipe("svd_paper"),
+    # ... at a tenth of the rate, for starting from a trained model.
+    "svd_finetune": example_recipes.get_recipe("svd_paper", learning_rate=1e-4),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -403,7 +423,10 @@ class _Context:
 
     def __init__(self, study):
         self.study = study
-        self.images = bench_training.load_images(study.dataset, study.train_images)
+        self.images = example_data.load_dataset(
+            study.dataset, train_limit=study.train_images, standardize=True
+        )
+        self._stages = {}
         dense = self.build(0)
         self.dense_costs = lrpet_tf.model_report(lrpet_tf.fold_batchnorm(dense))
 
@@ -422,18 +445,35 @@ class _Context:
         return os.path.join(self.study.runs_dir, item.name)
 
     def fit(self, model, item, recipe, epochs, stage="train", callbacks=()):
-        path = bench_training.fit_stage(
+        """Trains one stage of `item` (resumable), or loads it when an earlier process finished it.
+
+        The stage lives in `<run dir>/<stage>/` (backup, history.csv) and its
+        trained model in `<run dir>/<stage>.keras`, which marks it done.
+        """
+        self._stages.setdefault(item.name, []).append(stage)
+        return example_training.fit_or_load(
             model,
             self.images,
-            bench_training.RECIPES[recipe],
+            RECIPES[recipe],
             epochs,
-            self.run_dir(item),
-            stage,
-            item.seed,
-            batch_size=self.study.batch_size,
+            self.study.batch_size,
+            os.path.join(self.run_dir(item), stage),
+            os.path.join(self.run_dir(item), f"{stage}.keras"),
             callbacks=callbacks,
+            seed=item.seed,
+            verbose=0,
+            validate=False,
         )
-        return bench_training.load_model(path)
+
+    def history(self, item):
+        """The run's per-epoch logs, stage by stage in the order this process asked for them."""
+        rows = []
+        for stage in self._stages.get(item.name, []):
+            csv_path = os.path.join(self.run_dir(item), stage, "history.csv")
+            for row in example_training.read_history(csv_path):
+                row = {k: round(v, 5) for k, v in row.items()}
+                rows.append({"stage": stage, **row, "epoch": int(row["epoch"]) + 1})
+        return rows
 
     def lrpet(self, level, project_stem=False, **options):
         return lrpet_tf.LRPET(
@@ -468,7 +508,7 @@ class _Context:
             with open(cache) as f:
                 allocation = json.load(f)
         else:
-            dense = bench_training.load_model(dense_path)
+            dense = example_training.load_model(dense_path)
             callback = self.lrpet(item.level)
             callback.prepare(dense)
             n = self.study.allocation_images
@@ -497,7 +537,7 @@ class _Context:
         statistics (a fine-tuned model lost 0.88 points that way, and nothing
         on augmented batches).
         """
-        return bench_training.train_batches(self.images, 500, seed).map(lambda x, y: x)
+        return self.images.train_dataset(500, "crop_flip", seed).map(lambda x, y: x)
 
     def dense_path(self, seed):
         """The trained dense model of `seed` (of seed 0: the committed copy, in a fresh clone)."""
@@ -556,7 +596,7 @@ def _recalibrated(ctx, item, source_method):
     path = os.path.join(ctx.run_dir(source), "train.keras")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} is missing: run {source.name} first.")
-    model = bench_training.load_model(path)
+    model = example_training.load_model(path)
     start = time.perf_counter()
     changes = lrpet_tf.recalibrate_batchnorm(model, ctx.recalibration_batches(item.seed))
     seconds = time.perf_counter() - start
@@ -616,7 +656,7 @@ def _train_svd(ctx, item):
 def _dense_start(ctx):
     if not os.path.exists(ctx.study.dense_model):
         raise FileNotFoundError(f"{ctx.study.dense_model} is missing: run dense_s0 first.")
-    return bench_training.load_model(ctx.study.dense_model)
+    return example_training.load_model(ctx.study.dense_model)
 
 
 def _finetune_lrpet(ctx, item):
@@ -705,7 +745,7 @@ def projection_start(ctx):
 
             def accuracy(model=model, ranks=ranks):  # of a copy: factorize returns a new model
                 compact = lrpet_tf.factorize(model, ranks=ranks)
-                return bench_training.accuracy(lrpet_tf.fold_batchnorm(compact), ctx.images)
+                return example_training.accuracy(lrpet_tf.fold_batchnorm(compact), ctx.images)
 
             row = {"level": level, "variant": label, "projected": accuracy()}
             lrpet_tf.recalibrate_batchnorm(model, batches)  # in place
@@ -758,7 +798,7 @@ def run_one(ctx, item):
         "role": method.role,
         "level": item.level,
         "seed": item.seed,
-        "accuracy": bench_training.accuracy(compact, ctx.images),
+        "accuracy": example_training.accuracy(compact, ctx.images),
         "macs": int(costs.total_macs),
         "params": int(costs.total_params),
         "dense_macs": int(ctx.dense_costs.total_macs),
@@ -773,7 +813,7 @@ def run_one(ctx, item):
         "seconds_this_process": time.perf_counter() - start,
         "finished": bench_utils.machine_info()["date"],
         "load_average": bench_utils.load_average(),
-        "history": _history(ctx.run_dir(item)),
+        "history": ctx.history(item),
         **extra,
     }
     os.makedirs(ctx.study.json_dir(), exist_ok=True)
@@ -781,21 +821,6 @@ def run_one(ctx, item):
         json.dump(summary, f, indent=1)
         f.write("\n")
     return summary
-
-
-def _history(run_dir):
-    """The run's per-epoch logs (the last record of each stage and epoch)."""
-    path = os.path.join(run_dir, "epochs.jsonl")
-    if not os.path.exists(path):
-        return []
-    rows = {}
-    with open(path) as f:
-        for line in f:
-            row = json.loads(line)
-            rows[(row["stage"], row["epoch"])] = {
-                k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()
-            }
-    return list(rows.values())
 
 
 def load_results(study):
@@ -1134,20 +1159,19 @@ def run_seconds(summary):
 
 
 def _budget_text(study, results):
-    recipes = bench_training.RECIPES
     images = next(iter(results.values()))["train_images"] if results else study.train_images
     hours = sum(map(run_seconds, results.values())) / 3600
     f, e = study.finetune_epochs, study.epochs
     return (
         f"Budget: {images:,} training images, batch {study.batch_size}, crop + flip. Dense and "
-        f"every scenario-A LRPET/TRP/scratch run: E = {e} epochs of {recipes['sgd'].describe()}; "
+        f"every scenario-A LRPET/TRP/scratch run: E = {e} epochs of {RECIPES['sgd'].describe()}; "
         f"LRPET projects once per epoch, ramp over {study.ramp_epochs[0]} epochs. SVD training "
         f"from scratch: {e - 2 * (e // 3)} + {e // 3} + {e // 3} epochs (orthogonality; + Hoyer "
         f"lambda_s {study.svd_sparsity_weight:g}; pruned to LRPET's MACs, fine-tuned) of "
-        f"{recipes['svd_released'].describe()}, restarted per stage. Scenario B: F = {f} epochs "
-        f"of {recipes['finetune'].describe()} for every method (ramp over "
+        f"{RECIPES['svd_released'].describe()}, restarted per stage. Scenario B: F = {f} epochs "
+        f"of {RECIPES['finetune'].describe()} for every method (ramp over "
         f"{study.ramp_epochs[1]}), SVD training {f - f // 2} + {f // 2} epochs of "
-        f"{recipes['svd_finetune'].describe()}. Accuracy: the factorized, BN-folded compact "
+        f"{RECIPES['svd_finetune'].describe()}. Accuracy: the factorized, BN-folded compact "
         f"model on all test images; sd: sample standard deviation over seeds. Scenario B's "
         f"seeds share one starting model and differ in fine-tuning only, so its spreads leave "
         f"out the dense model's own seed variance. The rows compared are the best of each "

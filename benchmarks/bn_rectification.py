@@ -45,12 +45,15 @@ from absl import flags  # noqa: E402
 
 try:  # as a script (benchmarks/ on sys.path) or as benchmarks.bn_rectification
     import bench_models
-    import bench_training
     import bench_utils
 except ImportError:  # pragma: no cover
     from benchmarks import bench_models
-    from benchmarks import bench_training
     from benchmarks import bench_utils
+
+sys.path.insert(0, os.path.join(os.path.dirname(bench_utils.BENCHMARKS_DIR), "examples"))
+
+import example_data  # noqa: E402
+import example_training  # noqa: E402
 
 import lrpet_tf  # noqa: E402
 from lrpet_tf import keras  # noqa: E402
@@ -99,7 +102,7 @@ class ProbeConfig:
 
 
 def _projected(config, level, rectified):
-    model = bench_training.load_model(config.dense_model)
+    model = example_training.load_model(config.dense_model)
     callback = lrpet_tf.LRPET(
         prune_ratio=level,
         exclude=list(config.exclude),
@@ -114,7 +117,7 @@ def _projected(config, level, rectified):
 
 def _with_kernels(config, sources):
     """The dense model with each named layer's kernel taken from `sources[name]`."""
-    model = bench_training.load_model(config.dense_model)
+    model = example_training.load_model(config.dense_model)
     for name, source in sources.items():
         model.get_layer(name).kernel.assign(source.get_layer(name).kernel)
     return model
@@ -170,7 +173,7 @@ def _errors_after(dense, pairs, x, kernels_by_layer):
 
 
 def _accuracy_with(config, images, sources):
-    return bench_training.accuracy(_with_kernels(config, sources), images)
+    return example_training.accuracy(_with_kernels(config, sources), images)
 
 
 def _features(model, x):
@@ -183,7 +186,7 @@ def _group_alone(config, images, x, names, source, reference):
     model = _with_kernels(config, {name: source for name in names})
     features = _features(model, x)
     return {
-        "accuracy": bench_training.accuracy(model, images),
+        "accuracy": example_training.accuracy(model, images),
         "feature_error": _relative_error(features, reference),
     }
 
@@ -194,7 +197,7 @@ def probe_level(config, images, level):
     rectified, rectified_callback = _projected(config, level, rectified=True)
     models = {"plain": plain, "rectified": rectified}
     pairs = rectified_callback.rectified_layers
-    dense = bench_training.load_model(config.dense_model)
+    dense = example_training.load_model(config.dense_model)
     x = images.x_train[: config.images]
     layers = [dense.get_layer(name) for name in pairs]
     inputs = keras.Model(dense.inputs, [layer.input for layer in layers]).predict(x, verbose=0)
@@ -212,7 +215,7 @@ def probe_level(config, images, level):
     groups = {}
     for name, row in errors.items():
         groups.setdefault(row["channels"], []).append(name)
-    accuracy = {label: bench_training.accuracy(m, images) for label, m in models.items()}
+    accuracy = {label: example_training.accuracy(m, images) for label, m in models.items()}
     reference = _features(dense, x)
     swapped, alone = {}, {}
     for channels, names in sorted(groups.items()):
@@ -243,7 +246,7 @@ def run(config=None, smoke=False, output_dir=None, log=print):
     if smoke and not output_dir:
         raise ValueError("Smoke mode writes its model to `output_dir`; give one.")
     if smoke:
-        images = bench_training.load_images("digits")
+        images = example_data.load_dataset("digits", standardize=True)
         keras.utils.set_random_seed(0)
         model = bench_models.cifar_resnet(
             1, images.input_shape, images.num_classes, width=4, shortcut="zeros"
@@ -254,13 +257,15 @@ def run(config=None, smoke=False, output_dir=None, log=print):
         model.save(path)
         config = ProbeConfig(dense_model=path, dataset="digits", train_images=None, levels=(0.5,))
     config = config or ProbeConfig()
-    images = bench_training.load_images(config.dataset, config.train_images)
+    images = example_data.load_dataset(
+        config.dataset, train_limit=config.train_images, standardize=True
+    )
     payload = {
         "command": config.command or bench_utils.command_line(),
         "dense_model": "smoke" if smoke else os.path.relpath(config.dense_model, _ROOT),
         "images": config.images,
-        "dense_accuracy": bench_training.accuracy(
-            bench_training.load_model(config.dense_model), images
+        "dense_accuracy": example_training.accuracy(
+            example_training.load_model(config.dense_model), images
         ),
         "levels": [probe_level(config, images, level) for level in config.levels],
     }

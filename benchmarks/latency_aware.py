@@ -45,13 +45,16 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 try:
+    import accuracy_study
     import bench_models
-    import bench_training
     import bench_utils
 except ImportError:  # pragma: no cover
+    from benchmarks import accuracy_study
     from benchmarks import bench_models
-    from benchmarks import bench_training
     from benchmarks import bench_utils
+
+import example_data  # noqa: E402  (accuracy_study put examples/ on sys.path)
+import example_training  # noqa: E402
 
 import lrpet_tf  # noqa: E402
 from lrpet_tf import keras  # noqa: E402
@@ -195,15 +198,25 @@ def _uniform_g_for_latency(model, table, target_ms, exclude):
 def _dense_model(study_dir, smoke):
     """Part 2's dense model and images: the accuracy study's, or a tiny one for the smoke run."""
     if smoke:
-        images = bench_training.load_images("digits")
+        images = example_data.load_dataset("digits", standardize=True)
         keras.utils.set_random_seed(0)
         dense = bench_models.cifar_resnet(1, images.input_shape, 10, width=4, shortcut="zeros")
-        path = bench_training.fit_stage(
-            dense, images, bench_training.RECIPES["sgd"], 1, study_dir, "dense", 0
+        path = os.path.join(study_dir, "dense.keras")
+        example_training.fit_or_load(
+            dense,
+            images,
+            accuracy_study.RECIPES["sgd"],
+            1,
+            128,
+            os.path.join(study_dir, "dense"),
+            path,
+            verbose=0,
+            validate=False,
         )
     else:
-        images = bench_training.load_images("fashion_mnist", 10_000)  # the study's images
-        path = os.path.join(_ROOT, "saved_models", "fashion_mnist_resnet20_dense.keras")
+        # The accuracy study's images (its dense model's input statistics).
+        images = example_data.load_dataset("fashion_mnist", train_limit=10_000, standardize=True)
+        path = accuracy_study.DENSE_MODEL
     return path, images
 
 
@@ -247,7 +260,7 @@ def accuracy_case(study_dir, fraction, epochs, seed, rounds, runs, log, smoke=Fa
     augmentation do. Each fine-tuning is resumable under `study_dir/<arm>_s<seed>`.
     """
     dense_path, images = _dense_model(study_dir, smoke)
-    dense = bench_training.load_model(dense_path)
+    dense = example_training.load_model(dense_path)
     table = lrpet_tf.latency_table(dense, exclude=["stem"], layer_types=("conv",), verbose=True)
     plan = _plan(dense, images, table, fraction, study_dir, smoke)
     results = {k: plan[k] for k in ("target_ms", "rest_ms", "uniform_g")}
@@ -255,26 +268,29 @@ def accuracy_case(study_dir, fraction, epochs, seed, rounds, runs, log, smoke=Fa
     compact = {}
     for label, ranks in plan["ranks"].items():
         keras.utils.set_random_seed(seed)
-        model = bench_training.load_model(dense_path)
+        model = example_training.load_model(dense_path)
         cb = lrpet_tf.LRPET(ranks=ranks, verbose=0)
-        path = bench_training.fit_stage(
+        run_dir = os.path.join(study_dir, f"{label}_s{seed}")
+        trained = example_training.fit_or_load(
             model,
             images,
-            bench_training.RECIPES["finetune"],
+            accuracy_study.RECIPES["finetune"],
             epochs,
-            os.path.join(study_dir, f"{label}_s{seed}"),
-            "finetune",
-            seed,
+            128,
+            os.path.join(run_dir, "finetune"),
+            os.path.join(run_dir, "finetune.keras"),
             callbacks=[cb],
+            seed=seed,
+            verbose=0,
+            validate=False,
         )
-        trained = bench_training.load_model(path)
         table_arg = table if label == "aware" else None
         compact[label] = lrpet_tf.fold_batchnorm(
             lrpet_tf.factorize(trained, ranks=ranks, latency_table=table_arg)
         )
         results[label] = {
             "ranks": ranks,
-            "accuracy": bench_training.accuracy(compact[label], images),
+            "accuracy": example_training.accuracy(compact[label], images),
             "predicted_ms": table.predicted_ms(ranks),
             "params": int(compact[label].count_params()),
             "macs": int(lrpet_tf.model_report(compact[label]).total_macs),
@@ -286,7 +302,7 @@ def accuracy_case(study_dir, fraction, epochs, seed, rounds, runs, log, smoke=Fa
     for label in ("uniform", "aware"):
         results[label]["ms"] = median[label]
         results[label]["speedup"] = speedup[label]
-    results["dense"] = {"ms": median["dense"], "accuracy": bench_training.accuracy(dense, images)}
+    results["dense"] = {"ms": median["dense"], "accuracy": example_training.accuracy(dense, images)}
     log(
         f"latency budget {fraction}x, seed {seed}: uniform g={plan['uniform_g']} "
         f"{100 * results['uniform']['accuracy']:.2f}% "

@@ -140,6 +140,21 @@ class Recipe:
             return keras.optimizers.Adam(schedule)
         return keras.optimizers.SGD(schedule, momentum=self.momentum, nesterov=self.nesterov)
 
+    def describe(self):
+        """The recipe in words, for reports (`"SGD momentum 0.9, lr 0.1, ..."`)."""
+        if self.optimizer == "sgd":
+            name = f"SGD {'Nesterov ' if self.nesterov else ''}momentum {self.momentum:g}"
+        else:
+            name = "Adam"
+        if self.schedule == "cosine":
+            schedule = "cosine decay to 0"
+        elif self.schedule == "constant":
+            schedule = "constant rate"
+        else:
+            steps = "/".join(f"{f:.0%}" for f in self.lr_steps)
+            schedule = f"x{self.lr_decay:g} at {steps} of the epochs"
+        return f"{name}, lr {self.learning_rate:g}, {schedule}, coupled L2 {self.weight_decay:g}"
+
     def compile(self, model, steps_per_epoch, epochs):
         """Compiles `model` for `epochs` epochs of `steps_per_epoch` steps.
 

@@ -6,7 +6,8 @@ the same folder:
 
     <stage_dir>/backup/        keras.callbacks.BackupAndRestore (weights,
                                optimizer state and epoch; removed once the
-                               stage's model is saved)
+                               stage's model is saved; a backup that cannot
+                               be read is dropped and the stage restarts)
     <stage_dir>/history.csv    one row per epoch (appended across restarts)
     <save_path>                the trained model: its existence marks the
                                stage as finished, so the scripts skip it
@@ -24,8 +25,10 @@ import time
 import zipfile
 
 import example_recipes
+import h5py
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 import lrpet_tf
 from lrpet_tf import keras
@@ -34,6 +37,7 @@ __all__ = [
     "STRATEGIES",
     "accuracy",
     "epochs_detail",
+    "fit_or_load",
     "fit_stage",
     "load_model",
     "make_strategy",
@@ -120,6 +124,7 @@ def fit_stage(
         recipe.compile(model, steps, epochs)
     os.makedirs(stage_dir, exist_ok=True)
     backup_dir = os.path.join(stage_dir, "backup")
+    _drop_unreadable_backup(backup_dir)
     history_path = os.path.join(stage_dir, "history.csv")
     all_callbacks = [_EpochTimer(), *callbacks]
     all_callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False))
@@ -143,6 +148,37 @@ def fit_stage(
         "epochs_run": len(result.epoch),
         "seconds": float(sum(row.get("epoch_seconds", 0.0) for row in history)),
     }
+
+
+def fit_or_load(model, data, recipe, epochs, batch_size, stage_dir, save_path, **fit_options):
+    """The trained model of a stage: loaded when `save_path` exists, else trained by `fit_stage`.
+
+    For drivers that rerun a whole list of stages and skip the finished ones
+    (the benchmarks' studies); the arguments are `fit_stage`'s. The model is
+    returned as loaded from `save_path` either way (uncompiled).
+    """
+    if not os.path.exists(save_path):
+        fit_stage(model, data, recipe, epochs, batch_size, stage_dir, save_path, **fit_options)
+    return load_model(save_path, fit_options.get("strategy"))
+
+
+def _drop_unreadable_backup(backup_dir):
+    """Deletes a `BackupAndRestore` folder whose weights file cannot be read.
+
+    Keras 3 writes `latest.weights.h5` in place, so a process killed while
+    writing it leaves a file that fails to open, and every resume would crash
+    on it. The stage then restarts from its first epoch, with a warning.
+    (tf_keras writes TensorFlow checkpoints, which are not checked here.)
+    """
+    weights = os.path.join(backup_dir, "latest.weights.h5")
+    if not os.path.exists(weights):
+        return
+    try:
+        with h5py.File(weights, "r"):
+            pass
+    except OSError as error:
+        logging.warning("Backup %s cannot be read (%s); the stage restarts.", weights, error)
+        shutil.rmtree(backup_dir)
 
 
 def epochs_detail(epochs, stage_dir):

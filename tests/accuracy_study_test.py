@@ -20,7 +20,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import accuracy_study as study_module  # noqa: E402
-import bench_training  # noqa: E402
 
 Run = study_module.Run
 
@@ -232,37 +231,6 @@ def test_smoke_study_second_call_skips_finished_runs(smoke):
     assert lines == [] and markdown == smoke[1]
     with open(os.path.join(study.results_dir, "accuracy_study.json")) as f:
         assert json.load(f)["pending"] == []
-
-
-@keras_3_only
-def test_fit_stage_restarts_from_an_unreadable_backup(tmp_path):
-    """A process killed while Keras wrote its backup left a truncated file: restart, not crash."""
-    images = bench_training.load_images("digits")
-
-    def model():
-        study_module.keras.utils.set_random_seed(0)
-        return study_module.keras.Sequential(
-            [
-                study_module.keras.Input(images.input_shape),
-                study_module.keras.layers.Flatten(),
-                study_module.keras.layers.Dense(10),
-            ]
-        )
-
-    recipe = bench_training.RECIPES["svd_released"]
-    args = (images, recipe, 2, str(tmp_path), "train", 0)
-    bench_training.fit_stage(model(), *args)
-    os.remove(tmp_path / "train.keras")
-    backup = tmp_path / "train_backup"
-    backup.mkdir()
-    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
-    (backup / "training_metadata.json").write_text('{"epoch": 0, "batch": -1}')
-    path = bench_training.fit_stage(model(), *args)
-    assert sorted(os.listdir(tmp_path)) == ["epochs.jsonl", "train.keras"]  # backup gone
-    with open(tmp_path / "epochs.jsonl") as f:
-        epochs = [json.loads(line)["epoch"] for line in f]
-    assert epochs == [1, 2, 1, 2]  # the second call trained both epochs again
-    assert bench_training.load_model(path).count_params() == 650
 
 
 @pytest.mark.keras_independent

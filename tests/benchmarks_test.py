@@ -22,7 +22,6 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import android_latency  # noqa: E402
 import applications_report  # noqa: E402
 import bench_models  # noqa: E402
-import bench_training  # noqa: E402
 import bench_utils  # noqa: E402
 import bn_rectification  # noqa: E402
 import int8_study  # noqa: E402
@@ -298,7 +297,7 @@ def test_bn_rectification_smoke(tmp_path):
         bn_rectification.ProbeConfig(dense_model="/nowhere.keras")
     payload = bn_rectification.run(smoke=True, output_dir=str(tmp_path), log=lambda _: None)
     (entry,) = payload["levels"]
-    dense = bench_training.load_model(str(tmp_path / "smoke_dense.keras"))
+    dense = bn_rectification.example_training.load_model(str(tmp_path / "smoke_dense.keras"))
     assert sorted(entry["layers"]) == sorted(n for names in entry["groups"].values() for n in names)
     for name, row in entry["layers"].items():
         # The rectified projection is the best rank-r approximation of the

@@ -423,9 +423,52 @@ def test_models_recipes_and_flag_parsing():
     assert [float(schedule(s)) for s in (0, 1999, 2000, 2999, 3000)] == pytest.approx(
         [0.1, 0.1, 0.01, 0.01, 0.001]
     )
+    assert example_recipes.get_recipe("paper").describe() == (
+        "SGD momentum 0.9, lr 0.1, x0.1 at 50%/75% of the epochs, coupled L2 0.0001"
+    )
+    assert example_recipes.get_recipe("svd_paper", schedule="cosine").describe() == (
+        "Adam, lr 0.001, cosine decay to 0, coupled L2 0"
+    )
     assert example_flags.parse_ranks("18,43*12") == [18] + [43] * 12
     assert example_flags.parse_ranks("stem=2,b0_conv1=3") == {"stem": 2, "b0_conv1": 3}
     assert example_flags.parse_ranks("8") == 8
+
+
+@pytest.mark.skipif(
+    not keras.__version__.startswith("3."),
+    reason="Keras 3's backup is an .h5 weights file; tf_keras writes TF checkpoints",
+)
+def test_fit_stage_restarts_from_an_unreadable_backup_and_fit_or_load_skips_a_done_stage(
+    tmp_path,
+):
+    """A process killed while Keras wrote its backup left a truncated file: restart, not crash."""
+    data = example_data.load_dataset("digits", train_limit=192, test_limit=96)
+
+    def model():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential(
+            [keras.Input(data.input_shape), keras.layers.Flatten(), keras.layers.Dense(10)]
+        )
+
+    recipe = example_recipes.get_recipe("svd_paper")
+    stage_dir, path = str(tmp_path / "train"), str(tmp_path / "train.keras")
+    args = (data, recipe, 2, 64, stage_dir, path)
+    example_training.fit_stage(model(), *args, verbose=0, validate=False)
+    os.remove(path)
+    backup = tmp_path / "train" / "backup"
+    backup.mkdir()
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    (backup / "training_metadata.json").write_text('{"epoch": 0, "batch": -1}')
+    example_training.fit_stage(model(), *args, verbose=0, validate=False)
+    assert sorted(os.listdir(tmp_path / "train")) == ["history.csv"]  # backup gone
+    history = example_training.read_history(str(tmp_path / "train" / "history.csv"))
+    assert [row["epoch"] for row in history] == [0, 1, 0, 1]  # both epochs trained again
+    trained = example_training.load_model(path)
+    # A finished stage is loaded, not trained: the untrained model given is ignored.
+    loaded = example_training.fit_or_load(model(), *args, verbose=0, validate=False)
+    assert len(example_training.read_history(str(tmp_path / "train" / "history.csv"))) == 4
+    for a, b in zip(loaded.get_weights(), trained.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_svd_pruning_energy_for_a_macs_target(tmp_path):
