@@ -104,8 +104,7 @@ def check_ranked_layers(model, ranks, argument="ranks"):
         reason = unsupported_reason(layer)
         if reason is not None:
             raise ValueError(
-                f"`{argument}` names layer {name!r} ({type(layer).__name__}), which cannot "
-                f"be factorized: {reason}."
+                f"`{argument}` names layer {name!r}, which cannot be factorized: {reason}."
             )
         shape = matrix_shape(layer.kernel.shape)
         if is_policy:
