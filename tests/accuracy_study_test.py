@@ -87,7 +87,11 @@ def test_scenario_b_with_its_later_seeds_comes_first_then_scenario_a():
     # Scenario A's ranking rows (and their later seeds) before its explanatory rows.
     assert due.index("svd_g0.5_s0") < due.index("lrpet_ramp_g0.5_s0")
     assert due.index("lrpet_g0.5_s2") < due.index("lrpet_no_et_g0.5_s0")
-    assert due[-2:] == ["lrpet_no_et_g0.5_s0", "lrpet_stem_g0.5_s0"]
+    assert due[-3:] == [
+        "ft_lrpet_trunc_first_g0.5_s0",
+        "lrpet_no_et_g0.5_s0",
+        "lrpet_stem_g0.5_s0",
+    ]
 
 
 @pytest.mark.keras_independent
@@ -179,6 +183,7 @@ def test_smoke_study_runs_every_method_and_reports(smoke):
         "scratch",
         "ft_lrpet",
         "ft_lrpet_no_bnrect",
+        "ft_lrpet_trunc_first",
         "ft_tsvd",
     ):
         assert results[f"{name}_g0.5_s0"]["macs"] == lrpet["macs"], name
@@ -194,6 +199,17 @@ def test_smoke_study_runs_every_method_and_reports(smoke):
     for name in ("svd_g0.5_s0", "ft_svd_g0.5_s0"):
         assert results[name]["macs"] <= results[name]["macs_target"] == lrpet["macs"]
     assert "stem" in results["lrpet_stem_g0.5_s0"]["ranks"]
+    # The truncated start: the dense kernels' energy in their top-r singular values.
+    dense = study_module.example_training.load_model(study.dense_model)
+    uniform = study_module.lrpet_tf.LRPET(prune_ratio=0.5, exclude=["stem"], verbose=0)
+    uniform.prepare(dense)
+    kept = []
+    for name, rank in uniform.ranks.items():
+        kernel = dense.get_layer(name).kernel.numpy()
+        s = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)
+        kept.append(np.sum(s[:rank] ** 2) / np.sum(s**2))
+    trunc_first = results["ft_lrpet_trunc_first_g0.5_s0"]
+    assert trunc_first["truncation_energy_kept"] == pytest.approx(np.mean(kept), rel=1e-5)
     assert "stem" not in lrpet["ranks"] and lrpet["ranks"]
     for summary in results.values():
         assert 0.0 <= summary["accuracy"] <= 1.0 and summary["test_images"] == 360
