@@ -25,21 +25,26 @@ benchmarks can compare runs of different methods:
 and `<run_dir>/report.txt` with the tables printed at the end of the run.
 """
 
+import dataclasses
 import json
 import os
 
+import example_training
 import numpy as np
 
 import lrpet_tf
+from lrpet_tf import keras
 from lrpet_tf.graph import format_table  # re-exported for the scripts
 
 __all__ = [
     "compression_ratios",
     "cost_row",
+    "finish_run",
     "format_table",
     "layer_rows",
     "results_table",
     "run_costs",
+    "start_run",
     "write_json",
     "write_report",
 ]
@@ -254,6 +259,23 @@ def rank_table(layers):
         rows,
         title="Ranks per layer:",
     )
+
+
+def start_run(config):
+    """The start of a training example: its folder, its config.json, its seed, data and strategy.
+
+    Creates `config.run_dir()`, writes the config there as config.json, seeds
+    Keras (`config.seed`), loads the data and makes the distribution strategy.
+
+    Returns:
+        `(run_dir, data, strategy)`.
+    """
+    run_dir = config.run_dir()
+    os.makedirs(run_dir, exist_ok=True)
+    write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
+    keras.utils.set_random_seed(config.seed)
+    data = config.load_data()
+    return run_dir, data, example_training.make_strategy(config.strategy)
 
 
 def finish_run(run_dir, results, stages, extra_sections=()):

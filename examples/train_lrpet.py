@@ -170,12 +170,7 @@ def run(config=None, callbacks=(), **changes):
     """
     config = dataclasses.replace(config or TrainConfig(), **changes)
     start = time.perf_counter()
-    run_dir = config.run_dir()
-    os.makedirs(run_dir, exist_ok=True)
-    example_reports.write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
-    keras.utils.set_random_seed(config.seed)
-    data = config.load_data()
-    strategy = example_training.make_strategy(config.strategy)
+    run_dir, data, strategy = example_reports.start_run(config)
     trained_path = os.path.join(run_dir, "trained.keras")
     stages = example_console.Stages(3 if config.recalibrate_bn else 2)
 

@@ -53,7 +53,6 @@ import example_training  # noqa: E402
 import numpy as np  # noqa: E402
 
 import lrpet_tf  # noqa: E402
-from lrpet_tf import keras  # noqa: E402
 from lrpet_tf import svd_training  # noqa: E402
 
 __all__ = ["STAGES", "SVDConfig", "run"]
@@ -148,12 +147,7 @@ def run(config=None, callbacks=(), **changes):
     """
     config = dataclasses.replace(config or SVDConfig(), **changes)
     start = time.perf_counter()
-    run_dir = config.run_dir()
-    os.makedirs(run_dir, exist_ok=True)
-    example_reports.write_json(os.path.join(run_dir, "config.json"), dataclasses.asdict(config))
-    keras.utils.set_random_seed(config.seed)
-    data = config.load_data()
-    strategy = example_training.make_strategy(config.strategy)
+    run_dir, data, strategy = example_reports.start_run(config)
     recipe = config.make_recipe()
     with strategy.scope():
         dense = example_models.build_model(
