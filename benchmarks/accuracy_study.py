@@ -1086,6 +1086,23 @@ def _compared(study, results, by_key, scenario, level):
     paths = [r for r in (paper, chosen["variant"]) if r is not None]
     chosen["path"] = max(paths, key=lambda r: r["accuracy"])
     chosen["unequal"] = [r for r in here if not at_equal_macs(r["macs"], paper["macs"])]
+    # Rows the seed-0 choice passed over that ended above the row compared for
+    # their role (its later seeds came out lower): the reader should see them.
+    chosen["above"] = {
+        side: [
+            r
+            for r in here
+            if r["role"] in roles
+            and r is not compared
+            and at_equal_macs(r["macs"], paper["macs"])
+            and r["accuracy"] > compared["accuracy"]
+        ]
+        for side, roles, compared in (
+            ("path", ("lrpet", "variant"), chosen["path"]),
+            ("baseline", ("baseline",), chosen["baseline"]),
+        )
+        if compared is not None
+    }
     return chosen
 
 
@@ -1112,6 +1129,16 @@ def _comparisons(study, results, by_key, scenario, dense):
                 f"{allocation['accuracy']:.2f}%): {_versus(allocation, baseline)} vs the best "
                 f"baseline, {_versus(allocation, path)} vs the best LRPET path."
             )
+        for side, rows in chosen["above"].items():
+            if rows:
+                line += (
+                    f" Above the compared {'LRPET path' if side == 'path' else 'baseline'} "
+                    "on fewer seeds (passed over by seed 0): "
+                    + "; ".join(
+                        f"{r['label']} ({r['accuracy']:.2f}%, {_seeds_text(r)})" for r in rows
+                    )
+                    + "."
+                )
         if chosen["unequal"]:
             line += (
                 " Not ranked, more MACs than uniform g: "
@@ -1126,6 +1153,11 @@ def _comparisons(study, results, by_key, scenario, dense):
         # Scenario B's reference is one model (its start): no seeds to wait for.
         lines.append(_bar(at_level, dense, dense_final=scenario == "B" or dense["sd"] is not None))
     return lines + [""] if lines else []
+
+
+def _seeds_text(row):
+    count = len(row["seeds"])
+    return f"{count} seed{'' if count == 1 else 's'}"
 
 
 def _all(states):

@@ -277,6 +277,27 @@ def test_rows_with_more_macs_than_uniform_g_are_reported_not_ranked():
     assert study_module.at_equal_macs(101, 100) and not study_module.at_equal_macs(102, 100)
 
 
+@pytest.mark.keras_independent
+def test_rows_passed_over_by_seed_0_that_end_above_the_compared_row_are_named():
+    study = study_module.StudyConfig(levels=(0.5,), seeds=(0, 1, 2))
+    results = {
+        r.name: fake(r.method, r.level, r.seed, 0.5) for r in study_module.runs_due(study, {})
+    }
+    results["scratch_g0.5_s0"]["accuracy"] = 0.9  # the baseline chosen by seed 0 ...
+    results["trp_g0.5_s0"]["accuracy"] = 0.8
+    results["lrpet_no_bnrect_g0.5_s0"]["accuracy"] = 0.7  # ... and the chosen variant
+    results = _finished(study, results)
+    results["scratch_g0.5_s1"]["accuracy"] = 0.6  # ... whose later seeds fall
+    results["scratch_g0.5_s2"]["accuracy"] = 0.6  # mean 0.70: below TRP's one seed
+    line = _line(study_module.render(study, results), "- g = 0.5", "compact architecture")
+    assert "best baseline (compact architecture from scratch, 70.00%)" in line
+    assert (
+        "Above the compared baseline on fewer seeds (passed over by seed 0): "
+        "TRP-style truncation (80.00%, 1 seed)."
+    ) in line
+    assert "Above the compared LRPET path" not in line  # the variant stayed the best path
+
+
 def _finished(study, results=None, accuracy=0.5):
     """Every run due (later seeds included) finished at `accuracy`, over `results`."""
     results = dict(results or {})
