@@ -40,7 +40,7 @@ channel, a 9 x 16 matrix) stays dense in every variant but `lrpet_stem`.
   the uniform ranks' MACs) allocates at equal MACs; scenario A uses it only,
   scenario B both.
 * Seeds: 1 and 2 for `dense`, the paper-default LRPET (and its BN
-  re-estimation, derived without training), the best other LRPET variant, the
+  re-estimation, derived without training), the best trained LRPET variant, the
   best allocation row and the best baseline of each scenario and g (best by
   seed 0, among the rows at equal MACs). The comparisons use those rows, so a
   runner-up with one seed never outranks a row with three. The allocation rows use
@@ -121,15 +121,17 @@ RECIPES = {
     # The LRPET paper's optimizer (SGD 0.1, momentum 0.9, coupled L2 1e-4) with a
     # cosine schedule, which reaches a converged model in far fewer epochs than
     # the paper's steps at 50%/75% of 400.
-    "sgd": example_recipes.get_recipe("paper", schedule="cosine"),
+    "sgd": example_recipes.get_recipe("paper", schedule="cosine", augment="crop_flip"),
     # Fine-tuning a trained model: the same at a tenth of the rate.
-    "finetune": example_recipes.get_recipe("finetune"),
+    "finetune": example_recipes.get_recipe("finetune", augment="crop_flip"),
     # The SVD-training code's released recipe (yanghr/SVD_Prune_EDLCV,
     # cifar10_resnet20): Adam 1e-3, no weight decay, x0.1 at epochs 81 and 122
     # of 164, scaled to each stage's epochs.
-    "svd_released": example_recipes.get_recipe("svd_paper"),
+    "svd_released": example_recipes.get_recipe("svd_paper", augment="crop_flip"),
     # ... at a tenth of the rate, for starting from a trained model.
-    "svd_finetune": example_recipes.get_recipe("svd_paper", learning_rate=1e-4),
+    "svd_finetune": example_recipes.get_recipe(
+        "svd_paper", learning_rate=1e-4, augment="crop_flip"
+    ),
 }
 
 
@@ -320,11 +322,17 @@ def _best(study, results, scenario, role, level):
 
     Only methods at equal MACs (`at_equal_macs` of the paper-default LRPET
     run) compete; None until every candidate and that run have finished.
+    The paper-default run's BN re-estimation is no candidate: it gets every
+    seed with that run, so the later seeds go to a trained variant.
     """
+    derived = f"{PAPER_LRPET[scenario]}_recal"
     candidates = [
         m.name
         for m in METHODS.values()
-        if m.scenario == scenario and m.role == role and m.name in study.methods
+        if m.scenario == scenario
+        and m.role == role
+        and m.name in study.methods
+        and m.name != derived
     ]
     seed0 = {
         m: results[Run(m, level, study.seeds[0]).name]
@@ -985,7 +993,12 @@ def _fit_table(results, scenario):
     table = []
     for (method, level), members in _grouped(trained).items():
         histories = [m["history"] for m in members]
-        energies = [h[0]["lrpet_energy_kept"] for h in histories if "lrpet_energy_kept" in h[0]]
+        # The first projection: the truncation before training where there is one.
+        energies = [
+            m.get("truncation_energy_kept", m["history"][0].get("lrpet_energy_kept"))
+            for m in members
+        ]
+        energies = [e for e in energies if e is not None]
         kept = float(np.mean(energies)) if energies else None
         cells = [np.mean([100 * h[i]["accuracy"] for h in histories]) for i in (0, 1, -1)]
         cells.append(np.mean([100 * m["accuracy"] for m in members]))
@@ -1130,15 +1143,22 @@ def _comparisons(study, results, by_key, scenario, dense):
                 f"baseline, {_versus(allocation, path)} vs the best LRPET path."
             )
         for side, rows in chosen["above"].items():
-            if rows:
-                line += (
-                    f" Above the compared {'LRPET path' if side == 'path' else 'baseline'} "
-                    "on fewer seeds (passed over by seed 0): "
-                    + "; ".join(
-                        f"{r['label']} ({r['accuracy']:.2f}%, {_seeds_text(r)})" for r in rows
+            compared = chosen[side]
+            for fewer in (True, False):
+                group = [r for r in rows if (len(r["seeds"]) < len(compared["seeds"])) == fewer]
+                if group:
+                    line += (
+                        f" Above the compared {'LRPET path' if side == 'path' else 'baseline'} "
+                        + (
+                            "on fewer seeds (passed over by seed 0): "
+                            if fewer
+                            else "with as many seeds: "
+                        )
+                        + "; ".join(
+                            f"{r['label']} ({r['accuracy']:.2f}%, {_seeds_text(r)})" for r in group
+                        )
+                        + "."
                     )
-                    + "."
-                )
         if chosen["unequal"]:
             line += (
                 " Not ranked, more MACs than uniform g: "

@@ -67,7 +67,11 @@ def make_strategy(name=None):
 
 
 class _EpochTimer(keras.callbacks.Callback):
-    """Adds `epoch_seconds` to each epoch's logs (and so to history.csv)."""
+    """Adds `epoch_seconds` to each epoch's logs (and so to history.csv).
+
+    Placed after the caller's callbacks, so an epoch's time includes their
+    end-of-epoch work (LRPET's projection).
+    """
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -126,9 +130,12 @@ def fit_stage(
     backup_dir = os.path.join(stage_dir, "backup")
     _drop_unreadable_backup(backup_dir)
     history_path = os.path.join(stage_dir, "history.csv")
-    all_callbacks = [_EpochTimer(), *callbacks]
-    all_callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False))
+    # The history row before the backup: a process killed between the two
+    # runs that epoch again and logs it twice, and `read_history` keeps the
+    # later row; the other order would lose the row.
+    all_callbacks = [*callbacks, _EpochTimer()]
     all_callbacks.append(keras.callbacks.CSVLogger(history_path, append=True))
+    all_callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False))
     if log_dir:
         all_callbacks.append(keras.callbacks.TensorBoard(log_dir, write_graph=False))
     all_callbacks.extend(extra_callbacks)
@@ -196,15 +203,22 @@ def epochs_detail(epochs, stage_dir):
 
 
 def read_history(path):
-    """The rows of a CSVLogger file as dicts of floats (empty if missing; "NA" dropped)."""
+    """The rows of a CSVLogger file as dicts of floats, one per epoch, in epoch order.
+
+    An epoch logged more than once (a stage resumed from a backup older than
+    its last row, or restarted from its first epoch) keeps its last row.
+    Empty if the file is missing; "NA" values are dropped.
+    """
     if not os.path.exists(path):
         return []
     with open(path, newline="") as f:
         # Keras 3 writes "NA" in the val_* columns of epochs without validation.
-        return [
+        rows = [
             {k: float(v) for k, v in row.items() if v not in ("", "NA")}
             for row in csv.DictReader(f)
         ]
+    by_epoch = {row["epoch"]: row for row in rows}
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
 def save_model(model, path, strategy=None):

@@ -68,14 +68,18 @@ def test_scenario_b_with_its_later_seeds_comes_first_then_scenario_a():
     results = {
         r.name: fake(r.method, r.level, r.seed, 0.5) for r in study_module.runs_due(study, {})
     }
-    results["lrpet_recal_g0.5_s0"]["accuracy"] = 0.9  # best scenario-A variant
+    results["lrpet_recal_g0.5_s0"]["accuracy"] = 0.9  # gets every seed with lrpet anyway, so
+    results["lrpet_no_bnrect_g0.5_s0"]["accuracy"] = 0.85  # the best trained variant gets them
     results["scratch_g0.5_s0"]["accuracy"] = 0.8  # best scenario-A baseline
     results["ft_tsvd_g0.5_s0"]["accuracy"] = 0.7
     results["ft_lrpet_ramp_g0.5_s0"]["accuracy"] = 0.6
     due = [r.name for r in study_module.runs_due(study, results)]
     for seed in (1, 2):
-        for name in ("lrpet", "lrpet_recal", "scratch", "ft_lrpet", "ft_lrpet_ramp", "ft_tsvd"):
+        for name in ("lrpet", "lrpet_recal", "lrpet_no_bnrect", "scratch", "ft_lrpet"):
             assert f"{name}_g0.5_s{seed}" in due
+        for name in ("ft_lrpet_ramp", "ft_tsvd"):
+            assert f"{name}_g0.5_s{seed}" in due
+        assert f"lrpet_ramp_g0.5_s{seed}" not in due
     # Scenario B's later seeds (best variant and baseline included) come before scenario A.
     b_later = [
         due.index(f"{m}_g0.5_s{seed}") for m in ("ft_lrpet_ramp", "ft_tsvd") for seed in (1, 2)
@@ -296,6 +300,15 @@ def test_rows_passed_over_by_seed_0_that_end_above_the_compared_row_are_named():
         "TRP-style truncation (80.00%, 1 seed)."
     ) in line
     assert "Above the compared LRPET path" not in line  # the variant stayed the best path
+    # BN re-estimation has every seed with LRPET: above the path, it is named as such.
+    for seed in (0, 1, 2):
+        results[f"lrpet_recal_g0.5_s{seed}"]["accuracy"] = 0.75
+    line = _line(study_module.render(study, results), "- g = 0.5", "compact architecture")
+    assert line.endswith(
+        "Above the compared LRPET path with as many seeds: LRPET + BN re-estimation "
+        "(75.00%, 3 seeds). Above the compared baseline on fewer seeds (passed over by "
+        "seed 0): TRP-style truncation (80.00%, 1 seed)."
+    )
 
 
 def _finished(study, results=None, accuracy=0.5):
