@@ -597,20 +597,34 @@ _LRPET_OPTIONS = {
 }
 
 
-def _train_lrpet(ctx, item):
+def _lrpet_callback(ctx, item, epochs, ramp_epochs):
+    """The LRPET callback of an LRPET run (either scenario), and the run's `extra` so far.
+
+    The method's options (`_LRPET_OPTIONS`), the rank ramp over
+    `ramp_epochs` for the `_ramp` methods, `allocate_ranks`' ranks for the
+    `_alloc_macs` ones, the stem projected for `lrpet_stem`.
+    """
     options = dict(_LRPET_OPTIONS.get(item.method, {}))
-    extra = {"epochs": [ctx.study.epochs]}
-    if item.method == "lrpet_ramp":
-        options["ramp_epochs"] = ctx.study.ramp_epochs[0]
-        extra["ramp_epochs"] = options["ramp_epochs"]
-    if item.method == "lrpet_alloc_macs":
+    extra = {"epochs": [epochs]}
+    if item.method.endswith("_ramp"):
+        options["ramp_epochs"] = extra["ramp_epochs"] = ramp_epochs
+    if item.method.endswith("_alloc_macs"):
         callback = lrpet_tf.LRPET(ranks=ctx.allocated_ranks(item, extra), verbose=0)
     else:
         callback = ctx.lrpet(item.level, project_stem=item.method == "lrpet_stem", **options)
-    model = ctx.fit(ctx.build(item.seed), item, "sgd", ctx.study.epochs, callbacks=[callback])
+    return callback, extra
+
+
+def _lrpet_compact(model, callback):
+    """The trained model factorized at the callback's ranks, BN folded."""
     callback.prepare(model)
-    compact = lrpet_tf.factorize(model, ranks=dict(callback.ranks))
-    return lrpet_tf.fold_batchnorm(compact), extra
+    return lrpet_tf.fold_batchnorm(lrpet_tf.factorize(model, ranks=dict(callback.ranks)))
+
+
+def _train_lrpet(ctx, item):
+    callback, extra = _lrpet_callback(ctx, item, ctx.study.epochs, ctx.study.ramp_epochs[0])
+    model = ctx.fit(ctx.build(item.seed), item, "sgd", ctx.study.epochs, callbacks=[callback])
+    return _lrpet_compact(model, callback), extra
 
 
 def _recalibrated(ctx, item, source_method):
@@ -683,15 +697,8 @@ def _dense_start(ctx):
 
 
 def _finetune_lrpet(ctx, item):
-    options = dict(_LRPET_OPTIONS.get(item.method, {}))
-    extra = {"epochs": [ctx.study.finetune_epochs]}
-    if item.method == "ft_lrpet_ramp":
-        options["ramp_epochs"] = ctx.study.ramp_epochs[1]
-        extra["ramp_epochs"] = options["ramp_epochs"]
-    if item.method == "ft_lrpet_alloc_macs":
-        callback = lrpet_tf.LRPET(ranks=ctx.allocated_ranks(item, extra), verbose=0)
-    else:
-        callback = ctx.lrpet(item.level, **options)
+    epochs = ctx.study.finetune_epochs
+    callback, extra = _lrpet_callback(ctx, item, epochs, ctx.study.ramp_epochs[1])
     start = _dense_start(ctx)
     if item.method == "ft_lrpet_trunc_first":
         # Plain truncation before the first epoch: the start of truncated SVD
@@ -700,10 +707,8 @@ def _finetune_lrpet(ctx, item):
         truncation.set_model(start)
         kept = truncation.project().energy_kept
         extra["truncation_energy_kept"] = float(np.mean(list(kept.values())))
-    model = ctx.fit(start, item, "finetune", ctx.study.finetune_epochs, callbacks=[callback])
-    callback.prepare(model)
-    compact = lrpet_tf.factorize(model, ranks=dict(callback.ranks))
-    return lrpet_tf.fold_batchnorm(compact), extra
+    model = ctx.fit(start, item, "finetune", epochs, callbacks=[callback])
+    return _lrpet_compact(model, callback), extra
 
 
 def _finetune_tsvd(ctx, item):
