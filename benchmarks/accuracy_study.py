@@ -470,8 +470,7 @@ class _Context:
     def fit(self, model, item, recipe, epochs, stage="train", callbacks=()):
         """Trains one stage of `item` (resumable), or loads it when an earlier process finished it.
 
-        The stage lives in `<run dir>/<stage>/` (backup, history.csv) and its
-        trained model in `<run dir>/<stage>.keras`, which marks it done.
+        The stage's files are laid out by `example_training.fit_or_load`.
         """
         self._stages.setdefault(item.name, []).append(stage)
         return example_training.fit_or_load(
@@ -480,8 +479,8 @@ class _Context:
             RECIPES[recipe],
             epochs,
             self.study.batch_size,
-            os.path.join(self.run_dir(item), stage),
-            os.path.join(self.run_dir(item), f"{stage}.keras"),
+            self.run_dir(item),
+            stage,
             callbacks=callbacks,
             seed=item.seed,
             verbose=0,

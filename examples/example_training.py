@@ -157,14 +157,18 @@ def fit_stage(
     }
 
 
-def fit_or_load(model, data, recipe, epochs, batch_size, stage_dir, save_path, **fit_options):
-    """The trained model of a stage: loaded when `save_path` exists, else trained by `fit_stage`.
+def fit_or_load(model, data, recipe, epochs, batch_size, run_dir, stage, **fit_options):
+    """The trained model of stage `stage` of a run: loaded if done, else trained by `fit_stage`.
 
-    For drivers that rerun a whole list of stages and skip the finished ones
-    (the benchmarks' studies); the arguments are `fit_stage`'s. The model is
-    returned as loaded from `save_path` either way (uncompiled).
+    For drivers that rerun a whole list of runs and skip the finished stages
+    (the benchmarks' studies). The stage lives in `<run_dir>/<stage>/`
+    (backup, history.csv) and its trained model in `<run_dir>/<stage>.keras`,
+    whose existence marks it done. The other arguments are `fit_stage`'s.
+    The model is returned as loaded from that file either way (uncompiled).
     """
+    save_path = os.path.join(run_dir, f"{stage}.keras")
     if not os.path.exists(save_path):
+        stage_dir = os.path.join(run_dir, stage)
         fit_stage(model, data, recipe, epochs, batch_size, stage_dir, save_path, **fit_options)
     return load_model(save_path, fit_options.get("strategy"))
 

@@ -452,14 +452,14 @@ def test_fit_stage_restarts_from_an_unreadable_backup_and_fit_or_load_skips_a_do
 
     recipe = example_recipes.get_recipe("svd_paper")
     stage_dir, path = str(tmp_path / "train"), str(tmp_path / "train.keras")
-    args = (data, recipe, 2, 64, stage_dir, path)
-    example_training.fit_stage(model(), *args, verbose=0, validate=False)
+    args = (data, recipe, 2, 64)
+    example_training.fit_stage(model(), *args, stage_dir, path, verbose=0, validate=False)
     os.remove(path)
     backup = tmp_path / "train" / "backup"
     backup.mkdir()
     (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
     (backup / "training_metadata.json").write_text('{"epoch": 0, "batch": -1}')
-    example_training.fit_stage(model(), *args, verbose=0, validate=False)
+    example_training.fit_stage(model(), *args, stage_dir, path, verbose=0, validate=False)
     assert sorted(os.listdir(tmp_path / "train")) == ["history.csv"]  # backup gone
     csv_path = str(tmp_path / "train" / "history.csv")
     with open(csv_path) as f:  # both epochs trained again and logged again ...
@@ -468,7 +468,9 @@ def test_fit_stage_restarts_from_an_unreadable_backup_and_fit_or_load_skips_a_do
     assert [row["epoch"] for row in history] == [0, 1]  # ... and read once, the later rows
     trained = example_training.load_model(path)
     # A finished stage is loaded, not trained: the untrained model given is ignored.
-    loaded = example_training.fit_or_load(model(), *args, verbose=0, validate=False)
+    loaded = example_training.fit_or_load(
+        model(), *args, str(tmp_path), "train", verbose=0, validate=False
+    )
     assert example_training.read_history(csv_path) == history  # nothing trained
     for a, b in zip(loaded.get_weights(), trained.get_weights()):
         np.testing.assert_array_equal(a, b)
