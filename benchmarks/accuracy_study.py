@@ -89,7 +89,7 @@ except ImportError:  # pragma: no cover
     from benchmarks import bench_models
     from benchmarks import bench_utils
 
-sys.path.insert(0, os.path.join(os.path.dirname(bench_utils.BENCHMARKS_DIR), "examples"))
+bench_utils.add_examples_to_path()
 
 import example_data  # noqa: E402
 import example_recipes  # noqa: E402
@@ -112,8 +112,7 @@ __all__ = [
 ]
 
 NAME = "accuracy_study"
-_ROOT = os.path.dirname(bench_utils.BENCHMARKS_DIR)
-DENSE_MODEL = os.path.join(_ROOT, "saved_models", "fashion_mnist_resnet20_dense.keras")
+DENSE_MODEL = os.path.join(bench_utils.SAVED_MODELS_DIR, "fashion_mnist_resnet20_dense.keras")
 STEM = "stem"
 
 # The study's training recipes (examples/example_recipes.py), by the name the methods use.
@@ -258,7 +257,7 @@ class StudyConfig:
     methods: tuple = tuple(METHODS)
     allocation_images: int = 3000
     svd_sparsity_weight: float = 0.1
-    runs_dir: str = os.path.join(_ROOT, "saved_models", NAME)
+    runs_dir: str = os.path.join(bench_utils.SAVED_MODELS_DIR, NAME)
     results_dir: str = os.path.join(bench_utils.BENCHMARKS_DIR, "results")
     plot_dir: str = os.path.join(bench_utils.BENCHMARKS_DIR, "plots")
     dense_model: str = DENSE_MODEL
@@ -1363,8 +1362,8 @@ def dense_model_note(study):
         return None
     with open(path, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
-    inside = os.path.abspath(path).startswith(_ROOT + os.sep)
-    shown = os.path.relpath(path, _ROOT) if inside else os.path.basename(path)
+    inside = os.path.abspath(path).startswith(bench_utils.REPO_DIR + os.sep)
+    shown = os.path.relpath(path, bench_utils.REPO_DIR) if inside else os.path.basename(path)
     return {"path": shown, "sha256": digest, "bytes": os.path.getsize(path)}
 
 
@@ -1450,6 +1449,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, _ROOT)
+    sys.path.insert(0, bench_utils.REPO_DIR)
     define_flags()
     app.run(main)

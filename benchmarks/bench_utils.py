@@ -25,6 +25,8 @@ import numpy as np
 __all__ = [
     "BENCHMARKS_DIR",
     "REPO_DIR",
+    "SAVED_MODELS_DIR",
+    "add_examples_to_path",
     "as_study",
     "command_line",
     "source_revision",
@@ -48,7 +50,19 @@ __all__ = [
 
 BENCHMARKS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(BENCHMARKS_DIR)
+SAVED_MODELS_DIR = os.path.join(REPO_DIR, "saved_models")
+_EXAMPLES_DIR = os.path.join(REPO_DIR, "examples")
 _PACKAGES = ("tensorflow", "keras", "ai-edge-litert", "numpy")
+
+
+def add_examples_to_path():
+    """Puts examples/ on sys.path, for the benchmarks that reuse its `example_*` modules.
+
+    The examples are scripts, not a package; the benchmarks share their data
+    loading, recipes and training loop instead of keeping copies.
+    """
+    if _EXAMPLES_DIR not in sys.path:
+        sys.path.insert(0, _EXAMPLES_DIR)
 
 
 def command_line(argv=None, drop=()):

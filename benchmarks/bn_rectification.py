@@ -44,13 +44,15 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 try:  # as a script (benchmarks/ on sys.path) or as benchmarks.bn_rectification
+    import accuracy_study
     import bench_models
     import bench_utils
 except ImportError:  # pragma: no cover
+    from benchmarks import accuracy_study
     from benchmarks import bench_models
     from benchmarks import bench_utils
 
-sys.path.insert(0, os.path.join(os.path.dirname(bench_utils.BENCHMARKS_DIR), "examples"))
+bench_utils.add_examples_to_path()
 
 import example_data  # noqa: E402
 import example_training  # noqa: E402
@@ -61,8 +63,6 @@ from lrpet_tf import keras  # noqa: E402
 __all__ = ["ProbeConfig", "render", "run"]
 
 NAME = "bn_rectification"
-_ROOT = os.path.dirname(bench_utils.BENCHMARKS_DIR)
-_DENSE_MODEL = os.path.join(_ROOT, "saved_models", "fashion_mnist_resnet20_dense.keras")
 
 
 @dataclasses.dataclass
@@ -81,7 +81,7 @@ class ProbeConfig:
         command: The command line, for the report.
     """
 
-    dense_model: str = _DENSE_MODEL
+    dense_model: str = accuracy_study.DENSE_MODEL
     dataset: str = "fashion_mnist"
     train_images: int = 10000
     levels: tuple = (0.5, 0.75)
@@ -262,7 +262,9 @@ def run(config=None, smoke=False, output_dir=None, log=print):
     )
     payload = {
         "command": config.command or bench_utils.command_line(),
-        "dense_model": "smoke" if smoke else os.path.relpath(config.dense_model, _ROOT),
+        "dense_model": "smoke"
+        if smoke
+        else os.path.relpath(config.dense_model, bench_utils.REPO_DIR),
         "images": config.images,
         "dense_accuracy": example_training.accuracy(
             example_training.load_model(config.dense_model), images
@@ -363,7 +365,7 @@ def main(argv):
             print(render(json.load(f)))
         return
     config = ProbeConfig(
-        dense_model=FLAGS.dense_model or _DENSE_MODEL,
+        dense_model=FLAGS.dense_model or accuracy_study.DENSE_MODEL,
         levels=tuple(float(g) for g in FLAGS.levels),
         images=FLAGS.images,
         command=bench_utils.command_line(),

@@ -45,7 +45,6 @@ Usage:
 
 import dataclasses
 import os
-import sys
 import tempfile
 import time
 
@@ -62,8 +61,7 @@ except ImportError:  # pragma: no cover
     from benchmarks import bench_utils
     from benchmarks import rank_allocation
 
-_ROOT = os.path.dirname(bench_utils.BENCHMARKS_DIR)
-sys.path.insert(0, os.path.join(_ROOT, "examples"))
+bench_utils.add_examples_to_path()
 
 import example_config  # noqa: E402
 import example_export  # noqa: E402

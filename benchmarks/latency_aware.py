@@ -53,14 +53,15 @@ except ImportError:  # pragma: no cover
     from benchmarks import bench_models
     from benchmarks import bench_utils
 
-import example_data  # noqa: E402  (accuracy_study put examples/ on sys.path)
+bench_utils.add_examples_to_path()
+
+import example_data  # noqa: E402
 import example_training  # noqa: E402
 
 import lrpet_tf  # noqa: E402
 from lrpet_tf import keras  # noqa: E402
 
 NAME = "latency_aware"
-_ROOT = os.path.dirname(bench_utils.BENCHMARKS_DIR)
 FLAGS = flags.FLAGS
 
 
@@ -462,7 +463,7 @@ def main(argv):
     del argv
     log = print
     base = {"command": bench_utils.command_line(), "machine": bench_utils.machine_info()}
-    folder = os.path.join(_ROOT, "saved_models", NAME + ("_smoke" if FLAGS.smoke else ""))
+    folder = os.path.join(bench_utils.SAVED_MODELS_DIR, NAME + ("_smoke" if FLAGS.smoke else ""))
     output_dir = tempfile.mkdtemp() if FLAGS.smoke else None
     study = None
     if FLAGS.part in ("all", "speed"):

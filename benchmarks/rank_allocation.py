@@ -30,7 +30,6 @@ Usage:
 import dataclasses
 import json
 import os
-import sys
 import tempfile
 import time
 
@@ -45,8 +44,7 @@ try:  # as a script (benchmarks/ on sys.path) or as benchmarks.rank_allocation
 except ImportError:  # pragma: no cover
     from benchmarks import bench_utils
 
-_ROOT = os.path.dirname(bench_utils.BENCHMARKS_DIR)
-sys.path.insert(0, os.path.join(_ROOT, "examples"))
+bench_utils.add_examples_to_path()
 
 import example_config  # noqa: E402
 import example_models  # noqa: E402
