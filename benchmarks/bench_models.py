@@ -16,7 +16,16 @@ machines have no network).
 
 import dataclasses
 
-from lrpet_tf import keras
+try:  # as a script's import (benchmarks/ on sys.path) or as benchmarks.bench_models
+    import bench_utils
+except ImportError:  # pragma: no cover
+    from benchmarks import bench_utils
+
+bench_utils.add_examples_to_path()
+
+import example_models  # noqa: E402
+
+from lrpet_tf import keras  # noqa: E402
 
 __all__ = [
     "ConvShape",
@@ -43,26 +52,6 @@ def _conv_bn(x, filters, kernel_size, strides, name):
         name=name,
     )(x)
     return L.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
-
-
-def _zero_padded_shortcut(x, filters, strides, name):
-    """Option A: the identity subsampled by `strides`, zero channels appended up to `filters`.
-
-    The official LRPET code pads `filters // 4` zero channels on each side;
-    appending them is the same shortcut up to a fixed channel permutation.
-    Standard layers only, so every rewrite and the TFLite converter take it:
-    a 1x1 average pooling with stride 2 is `x[:, ::2, ::2, :]`, and the zeros
-    are the subsampled input scaled by 0.
-    """
-    if strides != 1:
-        x = L.AveragePooling2D(1, strides, name=f"{name}_subsample")(x)
-    missing = filters - x.shape[-1]
-    if missing <= 0:
-        return x
-    if missing != x.shape[-1]:
-        raise ValueError(f"Option-A shortcut {name!r} can only double the channels.")
-    zeros = L.Rescaling(0.0, name=f"{name}_zeros")(x)
-    return L.Concatenate(name=f"{name}_pad")([x, zeros])
 
 
 def cifar_resnet(
@@ -108,7 +97,9 @@ def cifar_resnet(
             residual = x
             if strides != 1 or x.shape[-1] != filters:
                 if shortcut == "zeros":
-                    residual = _zero_padded_shortcut(x, filters, strides, f"{prefix}_shortcut")
+                    residual = example_models.option_a_shortcut(
+                        x, filters, strides, f"{prefix}_shortcut"
+                    )
                 else:
                     residual = _conv_bn(x, filters, 1, strides, f"{prefix}_shortcut")
             x = L.ReLU()(L.Add()([y, residual]))

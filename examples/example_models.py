@@ -24,7 +24,7 @@ are used, so saved models load without custom objects.
 
 from lrpet_tf import keras
 
-__all__ = ["MODELS", "build_model", "small_cnn"]
+__all__ = ["MODELS", "build_model", "option_a_shortcut", "small_cnn"]
 
 MODELS = (
     "small_cnn",
@@ -108,7 +108,7 @@ def small_cnn(input_shape=(8, 8, 1), num_classes=10, width=32, name="small_cnn")
     return keras.Model(inputs, outputs, name=name)
 
 
-def _option_a_shortcut(x, filters, strides, name):
+def option_a_shortcut(x, filters, strides, name):
     """Identity subsampled by `strides`, with zero channels added up to `filters`.
 
     The LRPET code pads `filters // 4` zero channels on each side; here the
@@ -116,7 +116,7 @@ def _option_a_shortcut(x, filters, strides, name):
     permutation of channels (which the randomly initialised convs of the
     residual branch do not care about). Built from standard layers only:
     a 1x1 pooling with stride 2 is `x[:, ::2, ::2, :]`, and the zeros are the
-    subsampled input scaled by 0.
+    subsampled input scaled by 0. The benchmarks' ResNets use it too.
     """
     if strides != 1:
         x = keras.layers.AveragePooling2D(1, strides, name=f"{name}_subsample")(x)
@@ -150,7 +150,7 @@ def cifar_resnet(depth, input_shape=(32, 32, 3), num_classes=10, width=16):
             y = _conv_bn(x, filters, strides=strides, name=f"{prefix}_conv1")
             y = keras.layers.ReLU(name=f"{prefix}_relu1")(y)
             y = _conv_bn(y, filters, name=f"{prefix}_conv2")
-            shortcut = _option_a_shortcut(x, filters, strides, f"{prefix}_shortcut")
+            shortcut = option_a_shortcut(x, filters, strides, f"{prefix}_shortcut")
             x = keras.layers.Add(name=f"{prefix}_add")([y, shortcut])
             x = keras.layers.ReLU(name=f"{prefix}_out")(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
